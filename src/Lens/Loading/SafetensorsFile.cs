@@ -1,0 +1,172 @@
+using System.Text;
+using System.Text.Json;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Loading;
+
+/// <summary>One tensor's entry in a safetensors header.</summary>
+public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End, string File)
+{
+    public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// Reads a <c>.safetensors</c> file lazily: the header is parsed and validated up front, each tensor is read from disk
+/// only when asked for, so a model larger than memory is never held twice.
+/// </summary>
+public sealed class SafetensorsFile
+{
+    public string Path { get; }
+    public IReadOnlyDictionary<string, SafetensorsEntry> Entries => _entries;
+    public IReadOnlyDictionary<string, string> Metadata { get; }
+    private readonly Dictionary<string, SafetensorsEntry> _entries = new();
+    private readonly long _dataStart;
+
+    public static int DTypeSize(string dtype) => dtype switch
+    {
+        "F64" or "I64" or "U64" => 8,
+        "F32" or "I32" or "U32" => 4,
+        "F16" or "BF16" or "I16" or "U16" => 2,
+        "I8" or "U8" or "BOOL" => 1,
+        _ => throw new LensException($"unsupported safetensors dtype '{dtype}'"),
+    };
+
+    public static ScalarType ToScalarType(string dtype) => dtype switch
+    {
+        "F64" => ScalarType.Float64,
+        "F32" => ScalarType.Float32,
+        "F16" => ScalarType.Float16,
+        "BF16" => ScalarType.BFloat16,
+        "I64" => ScalarType.Int64,
+        "I32" => ScalarType.Int32,
+        "I16" => ScalarType.Int16,
+        "I8" => ScalarType.Int8,
+        "U8" => ScalarType.Byte,
+        "BOOL" => ScalarType.Bool,
+        _ => throw new LensException($"unsupported safetensors dtype '{dtype}'"),
+    };
+
+    public static string FromScalarType(ScalarType t) => t switch
+    {
+        ScalarType.Float64 => "F64",
+        ScalarType.Float32 => "F32",
+        ScalarType.Float16 => "F16",
+        ScalarType.BFloat16 => "BF16",
+        ScalarType.Int64 => "I64",
+        ScalarType.Int32 => "I32",
+        ScalarType.Int16 => "I16",
+        ScalarType.Int8 => "I8",
+        ScalarType.Byte => "U8",
+        ScalarType.Bool => "BOOL",
+        _ => throw new LensException($"cannot write tensors of type {t} to safetensors"),
+    };
+
+    public SafetensorsFile(string path)
+    {
+        Path = path;
+        if (!System.IO.File.Exists(path)) throw new LensException($"weights file not found: {path}");
+        using var fs = System.IO.File.OpenRead(path);
+        long fileLength = fs.Length;
+        if (fileLength < 8) throw new LensException($"corrupt safetensors file {path}: {fileLength} bytes, too short for a header");
+        Span<byte> lenBytes = stackalloc byte[8];
+        fs.ReadExactly(lenBytes);
+        ulong headerLen = BitConverter.ToUInt64(lenBytes);
+        if (headerLen == 0 || headerLen > (ulong)(fileLength - 8) || headerLen > 100_000_000)
+            throw new LensException($"corrupt safetensors file {path}: header length {headerLen} does not fit a file of {fileLength} bytes");
+        var header = new byte[headerLen];
+        fs.ReadExactly(header);
+        _dataStart = 8 + (long)headerLen;
+        long dataLength = fileLength - _dataStart;
+
+        JsonDocument doc;
+        try { doc = JsonDocument.Parse(header); }
+        catch (JsonException e) { throw new LensException($"corrupt safetensors file {path}: header is not valid JSON ({e.Message})"); }
+        var meta = new Dictionary<string, string>();
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new LensException($"corrupt safetensors file {path}: header is not a JSON object");
+            foreach (var prop in doc.RootElement.EnumerateObject())
+            {
+                if (prop.Name == "__metadata__")
+                {
+                    if (prop.Value.ValueKind == JsonValueKind.Object)
+                        foreach (var m in prop.Value.EnumerateObject()) meta[m.Name] = m.Value.ToString();
+                    continue;
+                }
+                try
+                {
+                    var dtype = prop.Value.GetProperty("dtype").GetString()!;
+                    var shape = prop.Value.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()).ToArray();
+                    var offs = prop.Value.GetProperty("data_offsets").EnumerateArray().Select(x => x.GetInt64()).ToArray();
+                    if (offs.Length != 2) throw new FormatException();
+                    var e = new SafetensorsEntry(prop.Name, dtype, shape, offs[0], offs[1], path);
+                    long expected = e.NumElements * DTypeSize(dtype);
+                    if (e.Begin < 0 || e.End < e.Begin || e.End > dataLength || e.End - e.Begin != expected || shape.Any(s => s < 0))
+                        throw new LensException(
+                            $"corrupt safetensors file {path}: tensor '{prop.Name}' ({dtype} [{string.Join(",", shape)}]) has data offsets [{e.Begin},{e.End}] that do not fit its shape or the file's {dataLength} data bytes");
+                    _entries[prop.Name] = e;
+                }
+                catch (Exception ex) when (ex is KeyNotFoundException or InvalidOperationException or FormatException)
+                {
+                    throw new LensException($"corrupt safetensors file {path}: malformed header entry '{prop.Name}'");
+                }
+            }
+        }
+        Metadata = meta;
+    }
+
+    /// <summary>Reads one tensor (CPU, in the file's dtype).</summary>
+    public Tensor Read(string name)
+    {
+        if (!_entries.TryGetValue(name, out var e)) throw new LensException($"{Path}: no tensor named '{name}'");
+        return Read(e);
+    }
+
+    public Tensor Read(SafetensorsEntry e)
+    {
+        var t = torch.empty(e.Shape, dtype: ToScalarType(e.DType));
+        long n = e.End - e.Begin;
+        if (n == 0) return t;
+        var bytes = new byte[n];
+        using (var fs = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
+        {
+            fs.Seek(_dataStart + e.Begin, SeekOrigin.Begin);
+            fs.ReadExactly(bytes);
+        }
+        t.bytes = bytes;
+        return t;
+    }
+
+    /// <summary>Writes tensors (moved to CPU, made contiguous) in the safetensors format, keys in the given order.</summary>
+    public static void Write(string path, IEnumerable<KeyValuePair<string, Tensor>> tensors, IDictionary<string, string>? metadata = null)
+    {
+        var list = tensors.ToList();
+        var header = new Dictionary<string, object>();
+        if (metadata is { Count: > 0 }) header["__metadata__"] = metadata;
+        long offset = 0;
+        var blobs = new List<byte[]>();
+        foreach (var (name, tensor) in list)
+        {
+            using var c = tensor.detach().cpu().contiguous();
+            var data = c.bytes.ToArray();
+            header[name] = new Dictionary<string, object>
+            {
+                ["dtype"] = FromScalarType(c.dtype),
+                ["shape"] = c.shape,
+                ["data_offsets"] = new[] { offset, offset + data.Length },
+            };
+            offset += data.Length;
+            blobs.Add(data);
+        }
+        var json = JsonSerializer.Serialize(header);
+        // pad the header with spaces to a multiple of 8 bytes, as the reference implementation does
+        int pad = (8 - Encoding.UTF8.GetByteCount(json) % 8) % 8;
+        var headerBytes = Encoding.UTF8.GetBytes(json + new string(' ', pad));
+        using var fs = System.IO.File.Create(path);
+        fs.Write(BitConverter.GetBytes((ulong)headerBytes.Length));
+        fs.Write(headerBytes);
+        foreach (var b in blobs) fs.Write(b);
+    }
+}

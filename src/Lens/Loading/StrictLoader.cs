@@ -1,0 +1,51 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Loading;
+
+/// <summary>
+/// Loads a <see cref="WeightSet"/> into a module whose tree mirrors the checkpoint's keys: every module key must be in the
+/// file with the same shape and every file key must be in the module, except keys the model declares ignorable
+/// (as transformers' <c>_keys_to_ignore_on_load_unexpected</c>). Tensors are read one at a time and copied (with dtype
+/// conversion) straight into the parameters, so peak memory is the model plus one tensor.
+/// </summary>
+public static class StrictLoader
+{
+    /// <param name="prefix">a prefix the file's keys carry before the module's keys (e.g. "text_model.")</param>
+    /// <param name="ignoreUnexpected">predicate for file keys that may be left unused</param>
+    public static void Load(nn.Module module, WeightSet weights, string component, string prefix = "",
+        Func<string, bool>? ignoreUnexpected = null)
+    {
+        var sd = module.state_dict();
+        var missing = new List<string>();
+        var badShape = new List<string>();
+        foreach (var (key, target) in sd)
+        {
+            var fileKey = prefix + key;
+            if (!weights.Contains(fileKey)) { missing.Add(fileKey); continue; }
+            var e = weights.Entry(fileKey);
+            if (!e.Shape.SequenceEqual(target.shape))
+                badShape.Add($"{fileKey}: file [{string.Join(",", e.Shape)}] vs model [{string.Join(",", target.shape)}]");
+        }
+        var used = new HashSet<string>(sd.Keys.Select(k => prefix + k));
+        var unexpected = weights.Keys.Where(k => !used.Contains(k) && !(ignoreUnexpected?.Invoke(k) ?? false)).OrderBy(k => k).ToList();
+        if (missing.Count > 0 || badShape.Count > 0 || unexpected.Count > 0)
+        {
+            var parts = new List<string>();
+            if (missing.Count > 0) parts.Add($"{missing.Count} missing key(s): {Preview(missing)}");
+            if (unexpected.Count > 0) parts.Add($"{unexpected.Count} unexpected key(s): {Preview(unexpected)}");
+            if (badShape.Count > 0) parts.Add($"{badShape.Count} shape mismatch(es): {Preview(badShape)}");
+            throw new LensException($"{component}: the weights in {weights.Description} do not match the model built from its config; {string.Join("; ", parts)}");
+        }
+        using var _ = torch.no_grad();
+        foreach (var (key, target) in sd)
+        {
+            using var scope = torch.NewDisposeScope();
+            var src = weights.Read(prefix + key);
+            target.copy_(src);
+        }
+    }
+
+    private static string Preview(List<string> items) =>
+        string.Join(", ", items.Take(6)) + (items.Count > 6 ? $", ... ({items.Count - 6} more)" : "");
+}

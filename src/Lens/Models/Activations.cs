@@ -1,0 +1,17 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Models;
+
+/// <summary>diffusers' <c>get_activation</c>: the activation named by a config string.</summary>
+public static class Activations
+{
+    public static Func<Tensor, Tensor> Get(string name) => name switch
+    {
+        "swish" or "silu" => x => nn.functional.silu(x),
+        "mish" => x => nn.functional.Mish(x),
+        "gelu" => x => nn.functional.gelu(x),
+        "relu" => x => nn.functional.relu(x),
+        _ => throw new LensException($"unsupported activation function '{name}'"),
+    };
+}

@@ -1,0 +1,99 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Models;
+
+/// <summary>
+/// diffusers <c>ResnetBlock2D</c> (models/resnet.py): GroupNorm -> act -> [up/down] -> conv1 -> + time embedding
+/// ("default": add; "scale_shift": norm2 then x*(1+scale)+shift) -> norm2 -> act -> conv2, plus the (1x1) shortcut,
+/// divided by output_scale_factor. Field names are the checkpoint's keys.
+/// </summary>
+public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
+{
+    private readonly GroupNorm norm1;
+    private readonly Conv2d conv1;
+    private readonly Linear? time_emb_proj;
+    private readonly GroupNorm norm2;
+    private readonly Conv2d conv2;
+    private readonly Conv2d? conv_shortcut;
+    private readonly Upsample2D? upsample;
+    private readonly Downsample2D? downsample;
+
+    private readonly Func<Tensor, Tensor> _act;
+    private readonly string _timeEmbeddingNorm;
+    private readonly double _outputScaleFactor;
+    private readonly bool _skipTimeAct;
+
+    public ResnetBlock2D(int inChannels, int? outChannels = null, int? tembChannels = 512, int groups = 32,
+        int? groupsOut = null, double eps = 1e-6, string nonLinearity = "swish", string timeEmbeddingNorm = "default",
+        double outputScaleFactor = 1.0, bool? useInShortcut = null, bool up = false, bool down = false,
+        bool convShortcutBias = true, bool skipTimeAct = false) : base(nameof(ResnetBlock2D))
+    {
+        int outC = outChannels ?? inChannels;
+        norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true);
+        conv1 = nn.Conv2d(inChannels, outC, 3, stride: 1, padding: 1);
+        if (tembChannels is int tc)
+        {
+            time_emb_proj = timeEmbeddingNorm switch
+            {
+                "default" => nn.Linear(tc, outC),
+                "scale_shift" => nn.Linear(tc, 2 * outC),
+                _ => throw new LensException($"unsupported resnet_time_scale_shift / time_embedding_norm '{timeEmbeddingNorm}'"),
+            };
+        }
+        norm2 = nn.GroupNorm(groupsOut ?? groups, outC, eps, affine: true);
+        conv2 = nn.Conv2d(outC, outC, 3, stride: 1, padding: 1);
+        if (up) upsample = new Upsample2D(inChannels, useConv: false);
+        else if (down) downsample = new Downsample2D(inChannels, useConv: false, padding: 1);
+        if (useInShortcut ?? inChannels != outC)
+            conv_shortcut = nn.Conv2d(inChannels, outC, 1, stride: 1, padding: 0, bias: convShortcutBias);
+
+        _act = Activations.Get(nonLinearity);
+        _timeEmbeddingNorm = timeEmbeddingNorm;
+        _outputScaleFactor = outputScaleFactor;
+        _skipTimeAct = skipTimeAct;
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input, Tensor? temb)
+    {
+        using var scope = NewDisposeScope();
+        var h = _act(norm1.forward(input));
+        var x = input;
+        if (upsample is not null)
+        {
+            x = upsample.forward(x, null);
+            h = upsample.forward(h, null);
+        }
+        else if (downsample is not null)
+        {
+            x = downsample.forward(x);
+            h = downsample.forward(h);
+        }
+        h = conv1.forward(h);
+
+        Tensor? t = null;
+        if (time_emb_proj is not null && temb is not null)
+        {
+            t = _skipTimeAct ? temb : _act(temb);
+            t = time_emb_proj.forward(t).unsqueeze(-1).unsqueeze(-1);
+        }
+        if (_timeEmbeddingNorm == "scale_shift")
+        {
+            if (t is null) throw new InvalidOperationException("scale_shift resnet needs a time embedding");
+            var parts = t.chunk(2, dim: 1);
+            h = norm2.forward(h) * (1 + parts[0]) + parts[1];
+        }
+        else
+        {
+            if (t is not null) h = h + t;
+            h = norm2.forward(h);
+        }
+        h = conv2.forward(_act(h));
+        if (conv_shortcut is not null) x = conv_shortcut.forward(x);
+        var output = x + h;
+        if (_outputScaleFactor != 1.0) output = output / _outputScaleFactor;
+        return output.MoveToOuterDisposeScope();
+    }
+}
