@@ -47,7 +47,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
         if (up) upsample = new Upsample2D(inChannels, useConv: false);
         else if (down) downsample = new Downsample2D(inChannels, useConv: false, padding: 1);
         if (useInShortcut ?? inChannels != outC)
-            conv_shortcut = nn.Conv2d(inChannels, outC, 1, stride: 1, padding: 0, bias: convShortcutBias);
+            conv_shortcut = nn.Conv2d(inChannels, outC, 1L, stride: 1L, padding: 0L, bias: convShortcutBias);
 
         _act = Activations.Get(nonLinearity);
         _timeEmbeddingNorm = timeEmbeddingNorm;
