@@ -22,12 +22,13 @@ public sealed class WeightSet
     {
         if (!Directory.Exists(folder)) throw new LensException($"model component folder not found: {folder}");
         var candidates = new List<string>();
+        // diffusers/transformers name variants by inserting the variant before the last suffix:
+        // model.fp16.safetensors, model.safetensors.index.fp16.json, model.fp16-00001-of-00002.safetensors
         foreach (var v in variant is null ? new string?[] { null, "fp16" } : new string?[] { variant, null })
         foreach (var b in BaseNames)
         {
-            var stem = v is null ? b : $"{b}.{v}";
-            candidates.Add(System.IO.Path.Combine(folder, stem + ".safetensors.index.json"));
-            candidates.Add(System.IO.Path.Combine(folder, stem + ".safetensors"));
+            candidates.Add(System.IO.Path.Combine(folder, v is null ? $"{b}.safetensors.index.json" : $"{b}.safetensors.index.{v}.json"));
+            candidates.Add(System.IO.Path.Combine(folder, v is null ? $"{b}.safetensors" : $"{b}.{v}.safetensors"));
         }
         foreach (var c in candidates)
         {
