@@ -1,0 +1,103 @@
+using DiffusionLens.Reports;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Pipelines;
+
+/// <summary>The prompt's tokens and the output of every text-encoder layer (before the final layer norm).</summary>
+public sealed class PromptLayers : IDisposable
+{
+    public required string Text { get; init; }
+    public required long[] InputIds { get; init; }
+    public long[]? AttentionMask { get; init; }
+    /// <summary>Hidden[L] = output of encoder layer/block L, [1, T, D].</summary>
+    public required IReadOnlyList<Tensor> Hidden { get; init; }
+    public void Dispose() { foreach (var h in Hidden) h.Dispose(); }
+}
+
+/// <summary>Sampling settings of one generation.</summary>
+public sealed record GenerationOptions(long Seed, int Steps, double Guidance, int Height, int Width);
+
+/// <summary>The pipeline's defaults, as its diffusers counterpart has them for this model.</summary>
+public sealed record PipelineDefaults(int Steps, double Guidance, int Height, int Width);
+
+/// <summary>
+/// A text-to-image pipeline that can be lensed: it encodes a prompt once keeping every layer, turns a layer into a
+/// conditioning embedding through the encoder's final layer norm, and generates from given embeddings. It never
+/// knows it is lensed: the lens only supplies prompt embeddings.
+/// </summary>
+public abstract class LensPipeline : IDisposable
+{
+    public required string ModelDir { get; init; }
+    public required Device Device { get; init; }
+    public required ScalarType DType { get; init; }
+
+    /// <summary>"sd" or "if".</summary>
+    public abstract string Kind { get; }
+    public abstract string PipelineName { get; }
+    public abstract string SchedulerName { get; }
+    public abstract int NumLayers { get; }
+    public abstract PipelineDefaults Defaults { get; }
+
+    /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
+    public abstract PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null);
+
+    /// <summary>The lens: the encoder's final layer norm applied to one layer's output.</summary>
+    public abstract Tensor Lens(Tensor hidden);
+
+    /// <summary>The full-depth prompt embedding the stock pipeline uses (= Lens of the last layer).</summary>
+    public Tensor EncodeStock(string prompt, bool? cleanCaption = null)
+    {
+        using var layers = EncodeLayers(prompt, cleanCaption);
+        return Lens(layers.Hidden[^1]);
+    }
+
+    /// <summary>
+    /// Generates one image per conditional embedding, all with classifier-free guidance against the same
+    /// unconditional embedding and the same seed (each image reproduces diffusers' single-prompt call).
+    /// Returns [k, H, W, 3] float32 images in [0, 1] on the CPU (diffusers' output_type="np").
+    /// </summary>
+    public abstract Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions options,
+        Action<int, int>? onStep = null);
+
+    public static RgbImage ToRgb(Tensor unitHwc) => RgbImage.FromUnitHwc(unitHwc);
+
+    public abstract void Dispose();
+
+    /// <summary>Opens a diffusers folder, picking the pipeline from model_index.json.</summary>
+    public static LensPipeline Load(string modelDir, string device = "cpu", string dtype = "float32")
+    {
+        var index = ModelIndex.Load(modelDir);
+        var dev = ParseDevice(device);
+        var dt = ParseDType(dtype);
+        return index.ClassName switch
+        {
+            "StableDiffusionPipeline" => StableDiffusionPipeline.Load(index, dev, dt),
+            "IFPipeline" => IFPipeline.Load(index, dev, dt),
+            _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(modelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"),
+        };
+    }
+
+    public static Device ParseDevice(string device) => device switch
+    {
+        "cpu" => torch.CPU,
+        "cuda" or "cuda:0" when torch.cuda.is_available() => torch.CUDA,
+        "cuda" or "cuda:0" => throw new LensException("--device cuda: CUDA is not available to this TorchSharp build (the CPU libtorch is loaded); see ci/gpu-test.sh for running on a CUDA host"),
+        _ => throw new LensException($"unknown device '{device}'; use cpu or cuda"),
+    };
+
+    public static ScalarType ParseDType(string dtype) => dtype switch
+    {
+        "float32" or "fp32" => ScalarType.Float32,
+        "float16" or "fp16" => ScalarType.Float16,
+        "bfloat16" or "bf16" => ScalarType.BFloat16,
+        _ => throw new LensException($"unknown dtype '{dtype}'; use float32, float16 or bfloat16"),
+    };
+
+    /// <summary>
+    /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then
+    /// moved to the device.
+    /// </summary>
+    protected Tensor Noise(Generator generator, long[] shape) =>
+        torch.randn(shape, dtype: DType, generator: generator).to(Device);
+}
