@@ -23,7 +23,14 @@ public class ModelsShapeTests
       "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
       "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
       "cross_attention_dim": 32, "attention_head_dim": 4, "norm_num_groups": 8,
-      "num_attention_heads": null, "mid_block_only_cross_attention": null
+      "num_attention_heads": null, "mid_block_only_cross_attention": null,
+      "act_fn": "silu", "center_input_sample": false, "flip_sin_to_cos": true, "freq_shift": 0,
+      "downsample_padding": 1, "mid_block_scale_factor": 1, "norm_eps": 1e-05, "dual_cross_attention": false,
+      "only_cross_attention": false, "use_linear_projection": false, "upcast_attention": false,
+      "class_embed_type": null, "addition_embed_type": null, "encoder_hid_dim": null, "encoder_hid_dim_type": null,
+      "time_cond_proj_dim": null, "time_embedding_type": "positional", "transformer_layers_per_block": 1,
+      "reverse_transformer_layers_per_block": null, "resnet_time_scale_shift": "default", "conv_in_kernel": 3,
+      "conv_out_kernel": 3, "attention_type": "default", "class_embeddings_concat": false
     }
     """;
 
@@ -157,6 +164,27 @@ public class ModelsShapeTests
     }
 
     [Fact]
+    public void UNet_TransformerLayersPerBlock_PerBlockListIsReversedForUpBlocks()
+    {
+        var node = System.Text.Json.Nodes.JsonNode.Parse(Sd2Unet)!.AsObject();
+        node["down_block_types"] = System.Text.Json.Nodes.JsonNode.Parse("[\"CrossAttnDownBlock2D\", \"CrossAttnDownBlock2D\"]");
+        node["up_block_types"] = System.Text.Json.Nodes.JsonNode.Parse("[\"CrossAttnUpBlock2D\", \"CrossAttnUpBlock2D\"]");
+        node["transformer_layers_per_block"] = System.Text.Json.Nodes.JsonNode.Parse("[1, 2]");
+        using var unet = UNet2DConditionModel.FromConfig(DiffusersConfig.FromJson(node.ToJsonString()));
+        var k = Keys(unet).Keys.ToHashSet();
+        Assert.Contains("down_blocks.0.attentions.1.transformer_blocks.0.norm1.weight", k);
+        Assert.DoesNotContain("down_blocks.0.attentions.1.transformer_blocks.1.norm1.weight", k);
+        Assert.Contains("down_blocks.1.attentions.1.transformer_blocks.1.norm1.weight", k);
+        Assert.Contains("mid_block.attentions.0.transformer_blocks.1.norm1.weight", k);
+        Assert.Contains("up_blocks.0.attentions.2.transformer_blocks.1.norm1.weight", k);
+        Assert.DoesNotContain("up_blocks.1.attentions.2.transformer_blocks.1.norm1.weight", k);
+
+        node["transformer_layers_per_block"] = System.Text.Json.Nodes.JsonNode.Parse("[[1, 1], [2, 2]]");
+        var ex = Assert.Throws<LensException>(() => UNet2DConditionModel.FromConfig(DiffusersConfig.FromJson(node.ToJsonString())));
+        Assert.Contains("reverse_transformer_layers_per_block", ex.Message);
+    }
+
+    [Fact]
     public void Vae_EncodeDecodeShapesAndKeys()
     {
         using var vae = AutoencoderKL.FromConfig(DiffusersConfig.FromJson(TinyVae));
@@ -236,7 +264,7 @@ public class ModelsShapeTests
     }
 
     [Fact]
-    public void UNet_NullMidBlockAndNullNormGroups()
+    public void UNet_NullMidBlockType_HasNoMidBlock()
     {
         var node = System.Text.Json.Nodes.JsonNode.Parse(Sd12Unet)!.AsObject();
         node["mid_block_type"] = null;
@@ -245,6 +273,16 @@ public class ModelsShapeTests
         using var _ = torch.no_grad();
         using var outp = unet.Forward(torch.randn(1, 4, 8, 8), torch.tensor(3), torch.randn(1, 4, 32));
         Assert.Equal(new long[] { 1, 4, 8, 8 }, outp.shape);
+    }
+
+    [Fact]
+    public void UNet_NullNormGroups_WithResnetBlocks_Throws()
+    {
+        // diffusers itself fails here (GroupNorm(None)); the SD blocks need norm_num_groups.
+        var node = System.Text.Json.Nodes.JsonNode.Parse(Sd12Unet)!.AsObject();
+        node["norm_num_groups"] = null;
+        var ex = Assert.Throws<LensException>(() => UNet2DConditionModel.FromConfig(DiffusersConfig.FromJson(node.ToJsonString())));
+        Assert.Contains("norm_num_groups", ex.Message);
     }
 
     [Fact]
@@ -327,6 +365,46 @@ public class ModelsShapeTests
         var o = torch.matmul(scores.softmax(-1), v).permute(0, 2, 1, 3).reshape(2, 5, 12);
         var expected = torch.matmul(o, p["to_out.0.weight"].t()) + p["to_out.0.bias"];
         Assert.True(torch.allclose(y, expected, rtol: 1e-4, atol: 1e-5), "attention differs from the explicit computation");
+    }
+
+    [Fact]
+    public void Attention_SpatialSelfAttention_MatchesExplicitComputation()
+    {
+        // The VAE mid-block form: 4-D input, group_norm, one head over all channels, bias, residual connection.
+        using var _ = torch.no_grad();
+        torch.manual_seed(5);
+        using var attn = new Attention(8, heads: 1, dimHead: 8, normNumGroups: 2, eps: 1e-6, bias: true,
+            residualConnection: true, upcastSoftmax: true, fromDeprecatedAttnBlock: true);
+        attn.eval();
+        using var x = torch.randn(2, 8, 3, 5);
+        using var y = attn.forward(x, null, null);
+        var p = attn.named_parameters().ToDictionary(q => q.name, q => q.parameter);
+        using var scope = torch.NewDisposeScope();
+        var h = nn.functional.group_norm(x, 2, p["group_norm.weight"], p["group_norm.bias"], 1e-6).reshape(2, 8, 15).transpose(1, 2);
+        Tensor Lin(Tensor t, string n) => torch.matmul(t, p[n + ".weight"].t()) + p[n + ".bias"];
+        var q = Lin(h, "to_q"); var k = Lin(h, "to_k"); var v = Lin(h, "to_v");
+        var o = torch.matmul((torch.matmul(q, k.transpose(1, 2)) / Math.Sqrt(8)).softmax(-1), v);
+        var expected = Lin(o, "to_out.0").transpose(1, 2).reshape(2, 8, 3, 5) + x;
+        Assert.True(torch.allclose(y, expected, rtol: 1e-4, atol: 1e-5), "spatial attention differs from the explicit computation");
+    }
+
+    [Fact]
+    public void Transformer2DModel_LinearAndConvProjectionsAgree()
+    {
+        using var _ = torch.no_grad();
+        torch.manual_seed(11);
+        using var conv = new Transformer2DModel(2, 8, inChannels: 16, normNumGroups: 4, crossAttentionDim: 12);
+        using var linear = new Transformer2DModel(2, 8, inChannels: 16, normNumGroups: 4, crossAttentionDim: 12, useLinearProjection: true);
+        conv.eval(); linear.eval();
+        var src = conv.state_dict();
+        foreach (var (key, target) in linear.state_dict())
+            target.copy_(src[key].reshape(target.shape));
+        using var x = torch.randn(2, 16, 4, 3);
+        using var enc = torch.randn(2, 6, 12);
+        using var a = conv.forward(x, enc, null, null);
+        using var b = linear.forward(x, enc, null, null);
+        Assert.Equal(x.shape, a.shape);
+        Assert.True(torch.allclose(a, b, rtol: 1e-4, atol: 1e-5), "conv and linear projections disagree");
     }
 
     [Fact]
