@@ -21,9 +21,11 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     private readonly Timesteps time_proj;
     private readonly TimestepEmbedding time_embedding;
     // Extension points (DeepFloyd IF): built in the constructor's switches below, applied in Forward.
+#pragma warning disable CS0649 // null until the IF cases are added
     private readonly Linear? encoder_hid_proj;
     private readonly nn.Module<Tensor, Tensor>? class_embedding;
     private readonly nn.Module<Tensor, Tensor>? add_embedding;
+#pragma warning restore CS0649
     private readonly ModuleList<UNetDownBlock> down_blocks;
     private readonly UNetMidBlock? mid_block;
     private readonly ModuleList<UNetUpBlock> up_blocks;
