@@ -3,10 +3,10 @@ using static TorchSharp.torch;
 
 namespace DiffusionLens.Models;
 
-/// <summary>diffusers' <c>get_activation</c>: the activation named by a config string.</summary>
+/// <summary>diffusers' <c>get_activation</c>: the activation named by a config string (case-insensitive, as diffusers lowercases it).</summary>
 public static class Activations
 {
-    public static Func<Tensor, Tensor> Get(string name) => name switch
+    public static Func<Tensor, Tensor> Get(string name) => name.ToLowerInvariant() switch
     {
         "swish" or "silu" => x => nn.functional.silu(x),
         "mish" => x => nn.functional.Mish(x),

@@ -31,7 +31,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
         bool convShortcutBias = true, bool skipTimeAct = false) : base(nameof(ResnetBlock2D))
     {
         int outC = outChannels ?? inChannels;
-        norm1 = nn.GroupNorm(groups, inChannels, eps, affine: true);
+        norm1 = Norms.GroupNorm(groups, inChannels, eps, affine: true);
         conv1 = nn.Conv2d(inChannels, outC, 3, stride: 1, padding: 1);
         if (tembChannels is int tc)
         {
@@ -42,7 +42,7 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
                 _ => throw new LensException($"unsupported resnet_time_scale_shift / time_embedding_norm '{timeEmbeddingNorm}'"),
             };
         }
-        norm2 = nn.GroupNorm(groupsOut ?? groups, outC, eps, affine: true);
+        norm2 = Norms.GroupNorm(groupsOut ?? groups, outC, eps, affine: true);
         conv2 = nn.Conv2d(outC, outC, 3, stride: 1, padding: 1);
         if (up) upsample = new Upsample2D(inChannels, useConv: false);
         else if (down) downsample = new Downsample2D(inChannels, useConv: false, padding: 1);

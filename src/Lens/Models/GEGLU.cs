@@ -1,0 +1,30 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Models;
+
+/// <summary>
+/// diffusers <c>GEGLU</c>: Linear (key <c>proj</c>, output 2*dim_out), split into (hidden, gate) along the last dim,
+/// result <c>hidden * gelu(gate)</c> (exact GELU).
+/// </summary>
+public sealed class GEGLU : nn.Module<Tensor, Tensor>
+{
+    private readonly Linear proj;
+
+    public GEGLU(int dimIn, int dimOut, bool bias = true) : base(nameof(GEGLU))
+    {
+        proj = nn.Linear(dimIn, dimOut * 2, hasBias: bias);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x)
+    {
+        using var scope = NewDisposeScope();
+        var h = proj.forward(x);
+        var parts = h.chunk(2, -1);
+        var hidden = parts[0];
+        var gate = parts[1];
+        return (hidden * nn.functional.gelu(gate)).MoveToOuterDisposeScope();
+    }
+}

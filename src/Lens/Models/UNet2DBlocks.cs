@@ -1,0 +1,93 @@
+namespace DiffusionLens.Models;
+
+/// <summary>
+/// diffusers' <c>get_down_block</c> / <c>get_mid_block</c> / <c>get_up_block</c> (models/unets/unet_2d_blocks.py):
+/// builds a block from its type name and arguments. Add a case here for a new block type; an unknown type throws a
+/// <see cref="LensException"/> naming it.
+/// </summary>
+public static class UNet2DBlocks
+{
+    private static string StripPrefix(string t) => t.StartsWith("UNetRes") ? t[7..] : t;
+
+    private static int Require(int? value, string what, string block) =>
+        value ?? throw new LensException($"{block}: {what} must be specified");
+
+    public static UNetDownBlock GetDownBlock(DownBlockArgs a)
+    {
+        var type = a.BlockType ?? throw new LensException("down block type is null");
+        switch (StripPrefix(type))
+        {
+            case "DownBlock2D":
+                return new DownBlock2D(a.InChannels, a.OutChannels, a.TembChannels, dropout: a.Dropout,
+                    numLayers: a.NumLayers, resnetEps: a.ResnetEps, resnetTimeScaleShift: a.ResnetTimeScaleShift,
+                    resnetActFn: a.ResnetActFn, resnetGroups: a.ResnetGroups, addDownsample: a.AddDownsample,
+                    downsamplePadding: Require(a.DownsamplePadding, "downsample_padding", type));
+            case "CrossAttnDownBlock2D":
+                return new CrossAttnDownBlock2D(a.InChannels, a.OutChannels, a.TembChannels, dropout: a.Dropout,
+                    numLayers: a.NumLayers, transformerLayersPerBlock: a.TransformerLayersFor(a.NumLayers, type),
+                    resnetEps: a.ResnetEps, resnetTimeScaleShift: a.ResnetTimeScaleShift, resnetActFn: a.ResnetActFn,
+                    resnetGroups: a.ResnetGroups, numAttentionHeads: Require(a.NumAttentionHeads, "num_attention_heads", type),
+                    crossAttentionDim: Require(a.CrossAttentionDim, "cross_attention_dim", type),
+                    downsamplePadding: Require(a.DownsamplePadding, "downsample_padding", type),
+                    addDownsample: a.AddDownsample, dualCrossAttention: a.DualCrossAttention,
+                    useLinearProjection: a.UseLinearProjection, onlyCrossAttention: a.OnlyCrossAttention,
+                    upcastAttention: a.UpcastAttention, attentionType: a.AttentionType);
+            // DeepFloyd IF blocks (ResnetDownsampleBlock2D, SimpleCrossAttnDownBlock2D) go here.
+            default:
+                throw new LensException($"unsupported down block type '{type}'");
+        }
+    }
+
+    /// <summary>Returns null for a null mid_block_type (no mid block), as diffusers does.</summary>
+    public static UNetMidBlock? GetMidBlock(MidBlockArgs a)
+    {
+        var type = a.BlockType;
+        switch (type)
+        {
+            case null:
+                return null;
+            case "UNetMidBlock2DCrossAttn":
+                return new UNetMidBlock2DCrossAttn(a.InChannels, a.TembChannels, dropout: a.Dropout,
+                    transformerLayersPerBlock: a.TransformerLayersPerBlock, resnetEps: a.ResnetEps,
+                    resnetTimeScaleShift: a.ResnetTimeScaleShift, resnetActFn: a.ResnetActFn,
+                    resnetGroups: a.ResnetGroups, numAttentionHeads: Require(a.NumAttentionHeads, "num_attention_heads", type),
+                    outputScaleFactor: a.OutputScaleFactor,
+                    crossAttentionDim: Require(a.CrossAttentionDim, "cross_attention_dim", type),
+                    dualCrossAttention: a.DualCrossAttention, useLinearProjection: a.UseLinearProjection,
+                    upcastAttention: a.UpcastAttention, attentionType: a.AttentionType);
+            case "UNetMidBlock2D":
+                return new UNetMidBlock2D(a.InChannels, a.TembChannels, dropout: a.Dropout, numLayers: 0,
+                    resnetEps: a.ResnetEps, resnetActFn: a.ResnetActFn, outputScaleFactor: a.OutputScaleFactor,
+                    resnetGroups: a.ResnetGroups, resnetTimeScaleShift: a.ResnetTimeScaleShift, addAttention: false);
+            // DeepFloyd IF's UNetMidBlock2DSimpleCrossAttn goes here.
+            default:
+                throw new LensException($"unsupported mid block type '{type}'");
+        }
+    }
+
+    public static UNetUpBlock GetUpBlock(UpBlockArgs a)
+    {
+        var type = a.BlockType ?? throw new LensException("up block type is null");
+        switch (StripPrefix(type))
+        {
+            case "UpBlock2D":
+                return new UpBlock2D(a.InChannels, a.PrevOutputChannel, a.OutChannels, a.TembChannels,
+                    resolutionIdx: a.ResolutionIdx, dropout: a.Dropout, numLayers: a.NumLayers, resnetEps: a.ResnetEps,
+                    resnetTimeScaleShift: a.ResnetTimeScaleShift, resnetActFn: a.ResnetActFn,
+                    resnetGroups: a.ResnetGroups, addUpsample: a.AddUpsample);
+            case "CrossAttnUpBlock2D":
+                return new CrossAttnUpBlock2D(a.InChannels, a.OutChannels, a.PrevOutputChannel, a.TembChannels,
+                    resolutionIdx: a.ResolutionIdx, dropout: a.Dropout, numLayers: a.NumLayers,
+                    transformerLayersPerBlock: a.TransformerLayersFor(a.NumLayers, type), resnetEps: a.ResnetEps,
+                    resnetTimeScaleShift: a.ResnetTimeScaleShift, resnetActFn: a.ResnetActFn,
+                    resnetGroups: a.ResnetGroups, numAttentionHeads: Require(a.NumAttentionHeads, "num_attention_heads", type),
+                    crossAttentionDim: Require(a.CrossAttentionDim, "cross_attention_dim", type),
+                    addUpsample: a.AddUpsample, dualCrossAttention: a.DualCrossAttention,
+                    useLinearProjection: a.UseLinearProjection, onlyCrossAttention: a.OnlyCrossAttention,
+                    upcastAttention: a.UpcastAttention, attentionType: a.AttentionType);
+            // DeepFloyd IF blocks (ResnetUpsampleBlock2D, SimpleCrossAttnUpBlock2D) go here.
+            default:
+                throw new LensException($"unsupported up block type '{type}'");
+        }
+    }
+}
