@@ -13,21 +13,27 @@ public static class StrictLoader
 {
     /// <param name="prefix">a prefix the file's keys carry before the module's keys (e.g. "text_model.")</param>
     /// <param name="ignoreUnexpected">predicate for file keys that may be left unused</param>
+    /// <param name="legacyKeyFor">for a module key the file lacks, the older name the same tensor may have in the file
+    /// (diffusers' own conversion of deprecated names, e.g. the VAE attention's query/key/value/proj_attn)</param>
     public static void Load(nn.Module module, WeightSet weights, string component, string prefix = "",
-        Func<string, bool>? ignoreUnexpected = null)
+        Func<string, bool>? ignoreUnexpected = null, Func<string, string?>? legacyKeyFor = null)
     {
         var sd = module.state_dict();
+        var fileKeys = new Dictionary<string, string>();
         var missing = new List<string>();
         var badShape = new List<string>();
         foreach (var (key, target) in sd)
         {
             var fileKey = prefix + key;
+            if (!weights.Contains(fileKey) && legacyKeyFor?.Invoke(key) is string legacy && weights.Contains(prefix + legacy))
+                fileKey = prefix + legacy;
             if (!weights.Contains(fileKey)) { missing.Add(fileKey); continue; }
+            fileKeys[key] = fileKey;
             var e = weights.Entry(fileKey);
             if (!e.Shape.SequenceEqual(target.shape))
                 badShape.Add($"{fileKey}: file [{string.Join(",", e.Shape)}] vs model [{string.Join(",", target.shape)}]");
         }
-        var used = new HashSet<string>(sd.Keys.Select(k => prefix + k));
+        var used = new HashSet<string>(fileKeys.Values);
         var unexpected = weights.Keys.Where(k => !used.Contains(k) && !(ignoreUnexpected?.Invoke(k) ?? false)).OrderBy(k => k).ToList();
         if (missing.Count > 0 || badShape.Count > 0 || unexpected.Count > 0)
         {
@@ -41,7 +47,7 @@ public static class StrictLoader
         foreach (var (key, target) in sd)
         {
             using var scope = torch.NewDisposeScope();
-            var src = weights.Read(prefix + key);
+            var src = weights.Read(fileKeys[key]);
             target.copy_(src);
         }
     }
