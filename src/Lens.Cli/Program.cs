@@ -6,7 +6,9 @@ namespace DiffusionLens.Cli
     {
         public static readonly ICommand[] Commands =
         {
-            // commands are added here, one file each under Commands/
+            new Commands.SweepCommand(),
+            new Commands.EncodeCommand(),
+            new Commands.TokenizeCommand(),
         };
 
         public static int Main(string[] args)

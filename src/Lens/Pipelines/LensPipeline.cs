@@ -26,7 +26,7 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 /// conditioning embedding through the encoder's final layer norm, and generates from given embeddings. It never
 /// knows it is lensed: the lens only supplies prompt embeddings.
 /// </summary>
-public abstract class LensPipeline : IDisposable
+public abstract partial class LensPipeline : IDisposable
 {
     public required string ModelDir { get; init; }
     public required Device Device { get; init; }

@@ -1,0 +1,54 @@
+using DiffusionLens.Loading;
+using DiffusionLens.Pipelines;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Cli.Commands;
+
+public sealed class EncodeCommand : ICommand
+{
+    public string Name => "encode";
+    public string Summary => "write the token ids and every layer's hidden state and lens embedding to safetensors";
+    public string Usage => """
+        lens encode --prompt TEXT --out FILE.safetensors [--model DIR] [--device cpu|cuda] [--dtype float32] [--clean-caption BOOL]
+
+        Writes input_ids [1,T] int64, attention_mask [1,T] int64 (IF), and for every layer L: hidden.L (output of
+        encoder layer L, before the final norm) and lens.L (after it), float32.
+        """;
+
+    public int Run(IReadOnlyList<string> args)
+    {
+        var a = CliArgs.Parse(Name, args, new[] { "model", "prompt", "out", "device", "dtype", "clean-caption" });
+        var prompt = a.Require("prompt");
+        var outPath = Path.GetFullPath(a.Require("out"));
+        var dir = Path.GetDirectoryName(outPath)!;
+        if (!Directory.Exists(dir)) throw new LensException($"output folder does not exist: {dir}");
+        using var pipe = LensPipeline.Load(ModelDefaults.Resolve(a.Get("model")), a.Get("device", "cpu"), a.Get("dtype", "float32"));
+        bool? clean = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null;
+        using var scope = NewDisposeScope();
+        using var layers = pipe.EncodeLayers(prompt, clean);
+        var tensors = new List<KeyValuePair<string, Tensor>>
+        {
+            new("input_ids", torch.tensor(layers.InputIds, dtype: ScalarType.Int64).unsqueeze(0)),
+        };
+        if (pipe.Kind == "if" && layers.AttentionMask is not null)
+            tensors.Add(new("attention_mask", torch.tensor(layers.AttentionMask, dtype: ScalarType.Int64).unsqueeze(0)));
+        for (int l = 0; l < layers.Hidden.Count; l++)
+        {
+            tensors.Add(new($"hidden.{l}", layers.Hidden[l].to(ScalarType.Float32).cpu()));
+            tensors.Add(new($"lens.{l}", pipe.Lens(layers.Hidden[l]).to(ScalarType.Float32).cpu()));
+        }
+        var tmp = outPath + $".partial-{Environment.ProcessId}";
+        try
+        {
+            SafetensorsFile.Write(tmp, tensors, new Dictionary<string, string> { ["prompt"] = prompt, ["processed_prompt"] = layers.Text, ["model"] = pipe.ModelDir });
+            File.Move(tmp, outPath, overwrite: true);
+        }
+        finally
+        {
+            if (File.Exists(tmp)) File.Delete(tmp);
+        }
+        Console.WriteLine($"wrote input_ids and {layers.Hidden.Count} layers (hidden.L, lens.L) to {outPath}");
+        return 0;
+    }
+}

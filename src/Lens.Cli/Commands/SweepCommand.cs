@@ -1,0 +1,57 @@
+using DiffusionLens.Lens;
+
+namespace DiffusionLens.Cli.Commands;
+
+public sealed class SweepCommand : ICommand
+{
+    public string Name => "sweep";
+    public string Summary => "render one image per text-encoder layer (the Diffusion Lens)";
+    public string Usage => """
+        lens sweep --prompt TEXT --out DIR [options]
+
+          --model DIR            diffusers model folder (default: the embedded tiny SD model)
+          --prompt TEXT          the prompt
+          --negative-prompt TEXT unconditional prompt, encoded at full depth (default "")
+          --seed N               seed of the CPU generator the initial noise is drawn from (default 17)
+          --steps N              inference steps (default: the pipeline's, 50 for SD, 100 for IF)
+          --guidance X           classifier-free guidance scale (default 7.5 for SD, 7.0 for IF)
+          --height N --width N   image size (default: the model's sample size)
+          --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
+          --device cpu|cuda      (default cpu)
+          --dtype float32|float16|bfloat16 (default float32)
+          --clean-caption BOOL   IF only: diffusers' caption cleaning (default true)
+          --batch N              layers denoised together in one UNet batch (default 1 = diffusers' exact batch)
+          --overwrite            replace a non-empty output folder
+          --quiet                no progress lines
+          --out DIR              output folder: layer-XX.png, grid.png, manifest.json
+        """;
+
+    public int Run(IReadOnlyList<string> args)
+    {
+        var a = CliArgs.Parse(Name, args,
+            new[] { "model", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "clean-caption", "batch", "out" },
+            new[] { "overwrite", "quiet" });
+        var options = new SweepOptions
+        {
+            ModelDir = ModelDefaults.Resolve(a.Get("model")),
+            Prompt = a.Require("prompt"),
+            NegativePrompt = a.Get("negative-prompt", ""),
+            Seed = a.Long("seed", 17),
+            Steps = a.IntOrNull("steps"),
+            Guidance = a.DoubleOrNull("guidance"),
+            Height = a.IntOrNull("height"),
+            Width = a.IntOrNull("width"),
+            Layers = a.Get("layers", "all"),
+            Device = a.Get("device", "cpu"),
+            DType = a.Get("dtype", "float32"),
+            CleanCaption = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null,
+            Batch = a.Int("batch", 1),
+            OutDir = a.Require("out"),
+            Overwrite = a.Flag("overwrite"),
+        };
+        bool quiet = a.Flag("quiet");
+        var result = LensSweep.Run(options, quiet ? null : m => Console.Error.WriteLine(m));
+        Console.WriteLine($"wrote {result.Layers.Length} layer image(s), grid.png and manifest.json to {result.OutDir}");
+        return 0;
+    }
+}

@@ -1,0 +1,134 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using DiffusionLens.Pipelines;
+using DiffusionLens.Reports;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Lens;
+
+/// <summary>
+/// The Diffusion Lens sweep: encode the prompt ONCE keeping every layer, pass each selected layer through the
+/// encoder's final layer norm, and generate one image per layer with that as the conditional embedding (the
+/// unconditional embedding stays the full-depth encoding of the negative prompt), all from the same seed.
+/// Writes layer-XX.png, grid.png and manifest.json.
+/// </summary>
+public static class LensSweep
+{
+    public static SweepResult Run(SweepOptions o, Action<string>? log = null)
+    {
+        var sw = Stopwatch.StartNew();
+        if (o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
+        using var output = new OutputFolder(o.OutDir, o.Overwrite);
+        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType);
+        double loadS = sw.Elapsed.TotalSeconds;
+        var result = Run(pipe, o, output, log, loadS);
+        output.Commit();
+        return result;
+    }
+
+    /// <summary>Runs a sweep on an already loaded pipeline (used by audits that sweep one model many times).</summary>
+    public static SweepResult Run(LensPipeline pipe, SweepOptions o, Action<string>? log = null)
+    {
+        using var output = new OutputFolder(o.OutDir, o.Overwrite);
+        var result = Run(pipe, o, output, log, 0);
+        output.Commit();
+        return result;
+    }
+
+    private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS)
+    {
+        var total = Stopwatch.StartNew();
+        var d = pipe.Defaults;
+        var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width);
+        if (gen.Steps < 1) throw new LensException($"--steps must be at least 1 (got {gen.Steps})");
+        if (gen.Height < 8 || gen.Width < 8) throw new LensException($"image size {gen.Height}x{gen.Width} is too small");
+        var layers = LayerSelection.Parse(o.Layers, pipe.NumLayers);
+
+        var enc = Stopwatch.StartNew();
+        using var prompt = pipe.EncodeLayers(o.Prompt, o.CleanCaption);
+        using var negative = pipe.EncodeLayers(o.NegativePrompt, o.CleanCaption);
+        using var uncond = pipe.Lens(negative.Hidden[^1]);
+        double encodeS = enc.Elapsed.TotalSeconds;
+        log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} layer(s) at {gen.Width}x{gen.Height}, {gen.Steps} steps");
+
+        var files = new SortedDictionary<int, string>();
+        var images = new List<(string, RgbImage)>();
+        var perLayer = new JsonObject();
+        int unetCalls = 0;
+        for (int start = 0; start < layers.Length; start += o.Batch)
+        {
+            var chunk = layers.Skip(start).Take(o.Batch).ToArray();
+            var t0 = Stopwatch.StartNew();
+            var conds = chunk.Select(l => pipe.Lens(prompt.Hidden[l])).ToList();
+            int lastReported = -1;
+            using var unit = pipe.Generate(conds, uncond, gen, (step, of) =>
+            {
+                unetCalls = of;
+                int pct = step * 100 / of;
+                if (pct / 10 != lastReported || step == of)
+                {
+                    lastReported = pct / 10;
+                    log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] step {step}/{of}");
+                }
+            });
+            foreach (var c in conds) c.Dispose();
+            for (int j = 0; j < chunk.Length; j++)
+            {
+                var img = RgbImage.FromUnitHwc(unit[j]);
+                var name = $"layer-{chunk[j]:D2}.png";
+                img.SavePng(output.PathOf(name));
+                files[chunk[j]] = name;
+                images.Add(($"layer {chunk[j]}", img));
+                perLayer[chunk[j].ToString()] = Math.Round(t0.Elapsed.TotalSeconds / chunk.Length, 4);
+            }
+        }
+        Grid.Compose(images).SavePng(output.PathOf("grid.png"));
+
+        var manifest = new JsonObject
+        {
+            ["tool"] = "diffusion-lens-dotnet",
+            ["version"] = typeof(LensSweep).Assembly.GetName().Version?.ToString(),
+            ["created_utc"] = DateTime.UtcNow.ToString("o"),
+            ["model"] = Path.GetFullPath(o.ModelDir),
+            ["pipeline"] = pipe.PipelineName,
+            ["kind"] = pipe.Kind,
+            ["prompt"] = o.Prompt,
+            ["processed_prompt"] = prompt.Text,
+            ["negative_prompt"] = o.NegativePrompt,
+            ["clean_caption"] = pipe.Kind == "if" ? (o.CleanCaption ?? true) : null,
+            ["seed"] = o.Seed,
+            ["steps"] = gen.Steps,
+            ["unet_calls_per_image"] = unetCalls,
+            ["guidance"] = gen.Guidance,
+            ["scheduler"] = pipe.SchedulerName,
+            ["height"] = gen.Height,
+            ["width"] = gen.Width,
+            ["dtype"] = o.DType,
+            ["device"] = o.Device,
+            ["batch"] = o.Batch,
+            ["num_layers"] = pipe.NumLayers,
+            ["layers"] = new JsonArray(layers.Select(l => (JsonNode)l).ToArray()),
+            ["lens"] = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt",
+            ["files"] = new JsonObject(files.Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
+            ["grid"] = "grid.png",
+            ["timings_s"] = new JsonObject
+            {
+                ["load"] = Math.Round(loadS, 4),
+                ["encode"] = Math.Round(encodeS, 4),
+                ["per_layer"] = perLayer,
+                ["total"] = Math.Round(total.Elapsed.TotalSeconds + loadS, 4),
+            },
+        };
+        File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        return new SweepResult
+        {
+            OutDir = output.FinalPath,
+            Layers = layers,
+            LayerImages = files.ToDictionary(kv => kv.Key, kv => Path.Combine(output.FinalPath, kv.Value)),
+            GridPath = Path.Combine(output.FinalPath, "grid.png"),
+            ManifestPath = Path.Combine(output.FinalPath, "manifest.json"),
+        };
+    }
+}

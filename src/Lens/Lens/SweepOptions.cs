@@ -1,0 +1,35 @@
+namespace DiffusionLens.Lens;
+
+/// <summary>What one lens sweep renders. Null sampling settings take the pipeline's diffusers defaults.</summary>
+public sealed record SweepOptions
+{
+    public required string ModelDir { get; init; }
+    public required string Prompt { get; init; }
+    public string NegativePrompt { get; init; } = "";
+    public long Seed { get; init; } = 17;
+    public int? Steps { get; init; }
+    public double? Guidance { get; init; }
+    public int? Height { get; init; }
+    public int? Width { get; init; }
+    /// <summary>"all", "0,3,5" or "0:12:2".</summary>
+    public string Layers { get; init; } = "all";
+    public string Device { get; init; } = "cpu";
+    public string DType { get; init; } = "float32";
+    /// <summary>IF only: diffusers' caption cleaning (default on for IF).</summary>
+    public bool? CleanCaption { get; init; }
+    public required string OutDir { get; init; }
+    /// <summary>Layers denoised together in one UNet batch. 1 reproduces diffusers' batch of 2 exactly.</summary>
+    public int Batch { get; init; } = 1;
+    /// <summary>Replace an existing, non-empty output folder.</summary>
+    public bool Overwrite { get; init; }
+}
+
+/// <summary>What a sweep wrote.</summary>
+public sealed record SweepResult
+{
+    public required string OutDir { get; init; }
+    public required int[] Layers { get; init; }
+    public required IReadOnlyDictionary<int, string> LayerImages { get; init; }
+    public required string GridPath { get; init; }
+    public required string ManifestPath { get; init; }
+}

@@ -1,0 +1,118 @@
+using DiffusionLens.Loading;
+using DiffusionLens.Models;
+using DiffusionLens.Schedulers;
+using DiffusionLens.TextEncoders;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Pipelines;
+
+/// <summary>
+/// diffusers' IFPipeline (DeepFloyd IF stage I): caption preprocessing + T5 tokenizer -> T5EncoderModel ->
+/// pixel-space UNet denoising with DDPM; guidance on the noise half of the prediction only, the predicted variance
+/// taken from the conditional half; output (x/2+0.5).clamp(0,1). No watermark, no safety checker.
+/// </summary>
+public sealed class IFPipeline : LensPipeline
+{
+    public required PromptTokenizer Tokenizer { get; init; }
+    public required T5EncoderModel TextEncoder { get; init; }
+    public required UNet2DConditionModel UNet { get; init; }
+    public required DiffusersConfig SchedulerConfig { get; init; }
+
+    public override string Kind => "if";
+    public override string PipelineName => "IFPipeline";
+    public override string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+    public override int NumLayers => TextEncoder.NumLayers;
+
+    public override PipelineDefaults Defaults
+    {
+        get
+        {
+            int size = UNet.SampleSize ?? 64;
+            return new PipelineDefaults(100, 7.0, size, size);
+        }
+    }
+
+    public static IFPipeline Load(ModelIndex index, Device device, ScalarType dtype)
+    {
+        var schedCfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
+        Scheduler.FromConfig(schedCfg); // fails early on an unknown scheduler
+        return new IFPipeline
+        {
+            ModelDir = index.Folder,
+            Device = device,
+            DType = dtype,
+            Tokenizer = PromptTokenizer.Load(index),
+            TextEncoder = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype),
+            UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
+            SchedulerConfig = schedCfg,
+        };
+    }
+
+    public override PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null)
+    {
+        var (ids, mask, text) = Tokenizer.Tokenize(prompt, cleanCaption);
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var idsT = torch.tensor(ids, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
+        var maskT = torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
+        var output = TextEncoder.Encode(idsT, maskT);
+        var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
+        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
+    }
+
+    public override Tensor Lens(Tensor hidden)
+    {
+        using var noGrad = torch.no_grad();
+        return TextEncoder.FinalLayerNorm(hidden);
+    }
+
+    public override Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        Action<int, int>? onStep = null)
+    {
+        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
+        using var noGrad = torch.no_grad();
+        using var outer = NewDisposeScope();
+        int k = conditional.Count;
+        var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        var timesteps = scheduler.Timesteps;
+        string varianceType = SchedulerConfig.Str("variance_type", "fixed_small");
+        bool learnedVariance = varianceType is "learned" or "learned_range";
+
+        // one CPU generator: initial images and every step's variance noise are drawn as diffusers draws them
+        // for a single prompt, and shared by all k images of the batch
+        var generator = new Generator((ulong)o.Seed);
+        var shape = new long[] { 1, UNet.InChannels, o.Height, o.Width };
+        var images = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
+
+        var cond = torch.cat(conditional.Select(c => c.to(Device, DType)).ToList(), 0);
+        var uncond = unconditional.to(Device, DType).expand(k, -1, -1);
+        var embeds = torch.cat(new[] { uncond, cond }, 0);
+        long channels = images.shape[1];
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            using var step = NewDisposeScope();
+            var t = torch.tensor(timesteps[i], dtype: ScalarType.Int64, device: Device);
+            var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
+            var pred = UNet.Forward(input, t, embeds);
+            var halves = pred.chunk(2, 0);
+            var uncondEps = halves[0].split(channels, 1)[0];
+            var textParts = halves[1].split(channels, 1);
+            var noisePred = uncondEps + o.Guidance * (textParts[0] - uncondEps);
+            if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
+            if (!learnedVariance && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
+            var next = scheduler.Step(noisePred, t, images, generator);
+            images = next.MoveToOuterDisposeScope();
+            onStep?.Invoke(i + 1, timesteps.Length);
+        }
+        var unit = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+        return unit.MoveToOuterDisposeScope();
+    }
+
+    public override void Dispose()
+    {
+        TextEncoder.Dispose();
+        UNet.Dispose();
+    }
+}

@@ -1,0 +1,120 @@
+using DiffusionLens.Loading;
+using DiffusionLens.Models;
+using DiffusionLens.Schedulers;
+using DiffusionLens.TextEncoders;
+using DiffusionLens.Tokenizers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Pipelines;
+
+/// <summary>
+/// diffusers' StableDiffusionPipeline (text-to-image, classifier-free guidance with the batch order [uncond, cond]):
+/// CLIP tokenizer + CLIPTextModel -> UNet2DConditionModel denoising loop with the configured scheduler ->
+/// AutoencoderKL decode of latents / scaling_factor -> (x/2+0.5).clamp(0,1).
+/// </summary>
+public sealed class StableDiffusionPipeline : LensPipeline
+{
+    public required PromptTokenizer Tokenizer { get; init; }
+    public required ClipTextModel TextEncoder { get; init; }
+    public required UNet2DConditionModel UNet { get; init; }
+    public required AutoencoderKL Vae { get; init; }
+    public required DiffusersConfig SchedulerConfig { get; init; }
+
+    public override string Kind => "sd";
+    public override string PipelineName => "StableDiffusionPipeline";
+    public override string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+    public override int NumLayers => TextEncoder.NumLayers;
+    public int VaeScaleFactor => Vae.ScaleFactor;
+
+    public override PipelineDefaults Defaults
+    {
+        get
+        {
+            int size = (UNet.SampleSize ?? 64) * VaeScaleFactor;
+            return new PipelineDefaults(50, 7.5, size, size);
+        }
+    }
+
+    public static StableDiffusionPipeline Load(ModelIndex index, Device device, ScalarType dtype)
+    {
+        var teDir = index.Require("text_encoder");
+        var schedCfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
+        Scheduler.FromConfig(schedCfg); // fails early on an unknown scheduler
+        return new StableDiffusionPipeline
+        {
+            ModelDir = index.Folder,
+            Device = device,
+            DType = dtype,
+            Tokenizer = PromptTokenizer.Load(index),
+            TextEncoder = ClipTextModel.FromFolder(teDir, device, dtype),
+            UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
+            Vae = ComponentLoader.LoadVae(index.Require("vae"), device, dtype),
+            SchedulerConfig = schedCfg,
+        };
+    }
+
+    public override PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null)
+    {
+        var (ids, mask, text) = Tokenizer.Tokenize(prompt, cleanCaption);
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var idsT = torch.tensor(ids, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
+        var maskT = Tokenizer.UsesAttentionMask ? torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(Device) : null;
+        var output = TextEncoder.Encode(idsT, maskT);
+        var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
+        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
+    }
+
+    public override Tensor Lens(Tensor hidden)
+    {
+        using var noGrad = torch.no_grad();
+        return TextEncoder.FinalLayerNorm(hidden);
+    }
+
+    public override Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        Action<int, int>? onStep = null)
+    {
+        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
+        if (o.Height % 8 != 0 || o.Width % 8 != 0)
+            throw new LensException($"height and width must be divisible by 8 (got {o.Height}x{o.Width}), as diffusers requires");
+        using var noGrad = torch.no_grad();
+        using var outer = NewDisposeScope();
+        int k = conditional.Count;
+        var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        var timesteps = scheduler.Timesteps;
+
+        // one CPU generator seeded with the seed: every image starts from diffusers' latents for that seed
+        var generator = new Generator((ulong)o.Seed);
+        var shape = new long[] { 1, UNet.InChannels, o.Height / VaeScaleFactor, o.Width / VaeScaleFactor };
+        var latents = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
+
+        var cond = torch.cat(conditional.Select(c => c.to(Device, DType)).ToList(), 0);
+        var uncond = unconditional.to(Device, DType).expand(k, -1, -1);
+        var embeds = torch.cat(new[] { uncond, cond }, 0);
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            using var step = NewDisposeScope();
+            var t = torch.tensor(timesteps[i], dtype: ScalarType.Int64, device: Device);
+            var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
+            var noise = UNet.Forward(input, t, embeds);
+            var parts = noise.chunk(2, 0);
+            var guided = parts[0] + o.Guidance * (parts[1] - parts[0]);
+            var next = scheduler.Step(guided, t, latents, generator);
+            latents = next.MoveToOuterDisposeScope();
+            onStep?.Invoke(i + 1, timesteps.Length);
+        }
+        // the SD pipeline decodes latents / scaling_factor (it does not apply a shift_factor)
+        var image = Vae.Decode(latents / Vae.ScalingFactor);
+        var unit = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+        return unit.MoveToOuterDisposeScope();
+    }
+
+    public override void Dispose()
+    {
+        TextEncoder.Dispose();
+        UNet.Dispose();
+        Vae.Dispose();
+    }
+}
