@@ -1,0 +1,133 @@
+using DiffusionLens.Pipelines;
+using DiffusionLens.Reports;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Tests.Parity;
+
+/// <summary>
+/// Whole-pipeline parity with real diffusers, data-driven over every fixtures/references/*/reference.json:
+/// token ids, every layer's hidden state and lens embedding, timesteps, initial noise, and the image of every lens
+/// layer and of the stock pipeline. Expected values were produced by fixtures/make_reference.py (diffusers 0.40,
+/// transformers 5.17, torch 2.11, float32 on CPU). A reference whose model is not on this machine is skipped.
+/// </summary>
+[Collection("pipelines")]
+public class PipelineParityTests
+{
+    private readonly ITestOutputHelper _out;
+    public PipelineParityTests(ITestOutputHelper output) => _out = output;
+
+    public static TheoryData<string> References() => new(ReferenceData.All());
+
+    private static ReferenceData OpenOrSkip(string name)
+    {
+        var r = ReferenceData.Open(name);
+        if (r.SkipReason is string why) Assert.Skip(why);
+        return r;
+    }
+
+    [Theory, MemberData(nameof(References))]
+    public void TokenIdsMatchTheDiffusersPipeline(string name)
+    {
+        using var r = OpenOrSkip(name);
+        var tok = PromptTokenizer.Load(r.ModelPath!);
+        var (ids, mask, text) = tok.Tokenize(r.Prompt, r.CleanCaption);
+        Assert.Equal(r.ReadLongs("input_ids"), ids);
+        var (nids, nmask, _) = tok.Tokenize(r.NegativePrompt, r.CleanCaption);
+        Assert.Equal(r.ReadLongs("negative_input_ids"), nids);
+        if (r.Has("attention_mask"))
+        {
+            Assert.Equal(r.ReadLongs("attention_mask"), mask);
+            Assert.Equal(r.ReadLongs("negative_attention_mask"), nmask);
+            Assert.Equal(r.Json["preprocessed_prompt"]!.GetValue<string>(), text);
+        }
+    }
+
+    /// <summary>Tolerance (float32 on CPU): relative L2 error 1e-5 and max |diff| 1e-4 x max(1, max|ref|) per layer.</summary>
+    [Theory, MemberData(nameof(References))]
+    public void EveryLayerHiddenStateAndLensEmbeddingMatch(string name)
+    {
+        using var r = OpenOrSkip(name);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        using var layers = pipe.EncodeLayers(r.Prompt, r.CleanCaption);
+        Assert.Equal(r.NumLayers, layers.Hidden.Count);
+        Assert.Equal(r.NumLayers, pipe.NumLayers);
+        double worst = 0;
+        for (int l = 0; l < r.NumLayers; l++)
+        {
+            using var scope = NewDisposeScope();
+            foreach (var (key, actual) in new[] { ($"hidden.{l}", layers.Hidden[l]), ($"lens.{l}", pipe.Lens(layers.Hidden[l])) })
+            {
+                var (maxAbs, refMax, rel) = ReferenceData.Compare(actual.cpu(), r.Read(key));
+                worst = Math.Max(worst, rel);
+                Assert.True(rel <= r.Tol.HiddenRel && maxAbs <= r.Tol.HiddenAbs * Math.Max(1, refMax),
+                    $"{name} {key}: rel L2 {rel:E2}, max |diff| {maxAbs:E2} (ref max {refMax:E2}) over tolerance");
+            }
+        }
+        using var neg = pipe.EncodeLayers(r.NegativePrompt, r.CleanCaption);
+        using var negEmbeds = pipe.Lens(neg.Hidden[^1]);
+        var n = ReferenceData.Compare(negEmbeds.cpu(), r.Read("negative_embeds"));
+        Assert.True(n.RelL2 <= r.Tol.HiddenRel, $"{name} negative_embeds: rel L2 {n.RelL2:E2}");
+        // the last layer's lens IS the stock prompt embedding (diffusers: torch.equal was true)
+        Assert.True(r.Json["lens_last_equals_stock_embeds"]!.GetValue<bool>());
+        using var stock = pipe.EncodeStock(r.Prompt, r.CleanCaption);
+        var s = ReferenceData.Compare(stock.cpu(), r.Read("stock_embeds"));
+        Assert.True(s.RelL2 <= r.Tol.HiddenRel, $"{name} stock_embeds: rel L2 {s.RelL2:E2}");
+        _out.WriteLine($"{name}: worst per-layer rel L2 {worst:E2} over {r.NumLayers} layers");
+    }
+
+    /// <summary>
+    /// Every lens layer's image and the stock image against diffusers' float images. Tolerance: at most
+    /// r.Tol.ImageLevels 8-bit levels on any pixel (float32 CPU: differences come only from kernel rounding).
+    /// </summary>
+    [Theory, MemberData(nameof(References))]
+    public void EveryLayerImageAndTheStockImageMatch(string name)
+    {
+        using var r = OpenOrSkip(name);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        var gen = new GenerationOptions(r.Seed, r.Steps, r.Guidance, r.Height, r.Width);
+        using var layers = pipe.EncodeLayers(r.Prompt, r.CleanCaption);
+        using var neg = pipe.EncodeLayers(r.NegativePrompt, r.CleanCaption);
+        using var uncond = pipe.Lens(neg.Hidden[^1]);
+        int calls = 0;
+        using var stockEmbeds = pipe.EncodeStock(r.Prompt, r.CleanCaption);
+        using var stock = pipe.Generate(new[] { stockEmbeds }, uncond, gen, (_, of) => calls = of);
+        Assert.Equal(r.Json["unet_calls"]!.GetValue<int>(), calls);
+        AssertImage(name, "stock", stock[0], r.Read("stock.image"), r.Tol.ImageLevels);
+        foreach (var l in r.Layers)
+        {
+            using var scope = NewDisposeScope();
+            var img = pipe.Generate(new[] { pipe.Lens(layers.Hidden[l]) }, uncond, gen);
+            AssertImage(name, $"layer {l}", img[0], r.Read($"layer.{l}.image"), r.Tol.ImageLevels);
+            if (l == r.NumLayers - 1)
+                Assert.True(torch.equal(img[0], stock[0]), $"{name}: the last layer's lens image must equal the stock image exactly");
+        }
+    }
+
+    private void AssertImage(string name, string what, Tensor actual, Tensor expected, double levels)
+    {
+        var (maxAbs, _, rel) = ReferenceData.Compare(actual, expected);
+        var a8 = RgbImage.FromUnitHwc(actual);
+        var e8 = RgbImage.FromUnitHwc(expected);
+        int maxLevels = a8.Pixels.Zip(e8.Pixels, (x, y) => Math.Abs(x - y)).Max();
+        _out.WriteLine($"{name} {what}: max |diff| {maxAbs:E2} ({maxAbs * 255:F3} levels), 8-bit max diff {maxLevels}, rel L2 {rel:E2}");
+        Assert.True(maxLevels <= levels, $"{name} {what}: 8-bit images differ by {maxLevels} levels (tolerance {levels})");
+    }
+
+    [Theory, MemberData(nameof(References))]
+    public void TimestepsAndInitialNoiseAreDiffusersExactly(string name)
+    {
+        using var r = OpenOrSkip(name);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        var cfg = DiffusionLens.Loading.DiffusersConfig.Load(Path.Combine(r.ModelPath!, "scheduler", "scheduler_config.json"));
+        var sched = DiffusionLens.Schedulers.Scheduler.FromConfig(cfg);
+        sched.SetTimesteps(r.Steps);
+        Assert.Equal(r.ReadLongs("timesteps"), sched.Timesteps.Select(t => (long)t).ToArray());
+        var key = r.Has("init_latents") ? "init_latents" : "init_images";
+        var expected = r.Read(key);
+        var g = new Generator((ulong)r.Seed);
+        using var noise = torch.randn(expected.shape, dtype: ScalarType.Float32, generator: g) * sched.InitNoiseSigma;
+        Assert.True(torch.equal(noise, expected), $"{name}: the initial noise differs from diffusers' (CPU generator, seed {r.Seed})");
+    }
+}
