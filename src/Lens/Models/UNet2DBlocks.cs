@@ -32,7 +32,21 @@ public static class UNet2DBlocks
                     addDownsample: a.AddDownsample, dualCrossAttention: a.DualCrossAttention,
                     useLinearProjection: a.UseLinearProjection, onlyCrossAttention: a.OnlyCrossAttention,
                     upcastAttention: a.UpcastAttention, attentionType: a.AttentionType);
-            // DeepFloyd IF blocks (ResnetDownsampleBlock2D, SimpleCrossAttnDownBlock2D) go here.
+            case "ResnetDownsampleBlock2D":
+                return new ResnetDownsampleBlock2D(a.InChannels, a.OutChannels, a.TembChannels, dropout: a.Dropout,
+                    numLayers: a.NumLayers, resnetEps: a.ResnetEps, resnetTimeScaleShift: a.ResnetTimeScaleShift,
+                    resnetActFn: a.ResnetActFn, resnetGroups: a.ResnetGroups,
+                    outputScaleFactor: a.ResnetOutScaleFactor, addDownsample: a.AddDownsample,
+                    skipTimeAct: a.ResnetSkipTimeAct);
+            case "SimpleCrossAttnDownBlock2D":
+                return new SimpleCrossAttnDownBlock2D(a.InChannels, a.OutChannels, a.TembChannels, dropout: a.Dropout,
+                    numLayers: a.NumLayers, resnetEps: a.ResnetEps, resnetTimeScaleShift: a.ResnetTimeScaleShift,
+                    resnetActFn: a.ResnetActFn, resnetGroups: a.ResnetGroups,
+                    attentionHeadDim: Require(a.ResolvedAttentionHeadDim, "attention_head_dim", type),
+                    crossAttentionDim: Require(a.CrossAttentionDim, "cross_attention_dim", type),
+                    outputScaleFactor: a.ResnetOutScaleFactor, addDownsample: a.AddDownsample,
+                    skipTimeAct: a.ResnetSkipTimeAct, onlyCrossAttention: a.OnlyCrossAttention,
+                    crossAttentionNorm: a.CrossAttentionNorm);
             default:
                 throw new LensException($"unsupported down block type '{type}'");
         }
@@ -59,7 +73,14 @@ public static class UNet2DBlocks
                 return new UNetMidBlock2D(a.InChannels, a.TembChannels, dropout: a.Dropout, numLayers: 0,
                     resnetEps: a.ResnetEps, resnetActFn: a.ResnetActFn, outputScaleFactor: a.OutputScaleFactor,
                     resnetGroups: a.ResnetGroups, resnetTimeScaleShift: a.ResnetTimeScaleShift, addAttention: false);
-            // DeepFloyd IF's UNetMidBlock2DSimpleCrossAttn goes here.
+            case "UNetMidBlock2DSimpleCrossAttn":
+                return new UNetMidBlock2DSimpleCrossAttn(a.InChannels, a.TembChannels, dropout: a.Dropout,
+                    resnetEps: a.ResnetEps, resnetActFn: a.ResnetActFn, outputScaleFactor: a.OutputScaleFactor,
+                    crossAttentionDim: Require(a.CrossAttentionDim, "cross_attention_dim", type),
+                    attentionHeadDim: Require(a.AttentionHeadDim, "attention_head_dim", type),
+                    resnetGroups: a.ResnetGroups, resnetTimeScaleShift: a.ResnetTimeScaleShift,
+                    skipTimeAct: a.ResnetSkipTimeAct, onlyCrossAttention: a.MidBlockOnlyCrossAttention,
+                    crossAttentionNorm: a.CrossAttentionNorm);
             default:
                 throw new LensException($"unsupported mid block type '{type}'");
         }
@@ -85,7 +106,22 @@ public static class UNet2DBlocks
                     addUpsample: a.AddUpsample, dualCrossAttention: a.DualCrossAttention,
                     useLinearProjection: a.UseLinearProjection, onlyCrossAttention: a.OnlyCrossAttention,
                     upcastAttention: a.UpcastAttention, attentionType: a.AttentionType);
-            // DeepFloyd IF blocks (ResnetUpsampleBlock2D, SimpleCrossAttnUpBlock2D) go here.
+            case "ResnetUpsampleBlock2D":
+                return new ResnetUpsampleBlock2D(a.InChannels, a.PrevOutputChannel, a.OutChannels, a.TembChannels,
+                    resolutionIdx: a.ResolutionIdx, dropout: a.Dropout, numLayers: a.NumLayers, resnetEps: a.ResnetEps,
+                    resnetTimeScaleShift: a.ResnetTimeScaleShift, resnetActFn: a.ResnetActFn,
+                    resnetGroups: a.ResnetGroups, outputScaleFactor: a.ResnetOutScaleFactor,
+                    addUpsample: a.AddUpsample, skipTimeAct: a.ResnetSkipTimeAct);
+            case "SimpleCrossAttnUpBlock2D":
+                return new SimpleCrossAttnUpBlock2D(a.InChannels, a.OutChannels, a.PrevOutputChannel, a.TembChannels,
+                    resolutionIdx: a.ResolutionIdx, dropout: a.Dropout, numLayers: a.NumLayers, resnetEps: a.ResnetEps,
+                    resnetTimeScaleShift: a.ResnetTimeScaleShift, resnetActFn: a.ResnetActFn,
+                    resnetGroups: a.ResnetGroups,
+                    attentionHeadDim: Require(a.ResolvedAttentionHeadDim, "attention_head_dim", type),
+                    crossAttentionDim: Require(a.CrossAttentionDim, "cross_attention_dim", type),
+                    outputScaleFactor: a.ResnetOutScaleFactor, addUpsample: a.AddUpsample,
+                    skipTimeAct: a.ResnetSkipTimeAct, onlyCrossAttention: a.OnlyCrossAttention,
+                    crossAttentionNorm: a.CrossAttentionNorm);
             default:
                 throw new LensException($"unsupported up block type '{type}'");
         }

@@ -9,23 +9,28 @@ namespace DiffusionLens.Models;
 /// <summary>
 /// diffusers <c>UNet2DConditionModel</c> (models/unets/unet_2d_condition.py), built from the unet config.json with
 /// diffusers' defaults for missing keys. Keys: conv_in, time_proj (no parameters), time_embedding, down_blocks,
-/// mid_block, up_blocks, conv_norm_out, conv_act (no parameters), conv_out.
-/// Supported: positional time embedding, the Stable Diffusion block set (see <see cref="UNet2DBlocks"/>), the legacy
-/// head rule (num_attention_heads = attention_head_dim), per-block lists for attention_head_dim, cross_attention_dim,
-/// layers_per_block, transformer_layers_per_block and only_cross_attention. Not yet: class / addition embeddings,
-/// encoder_hid_proj, time_cond_proj (fields are in place, null, for those extensions).
+/// mid_block, up_blocks, conv_norm_out, conv_act (no parameters), conv_out, and for DeepFloyd IF encoder_hid_proj and
+/// add_embedding.
+/// Supported: positional time embedding, the Stable Diffusion and DeepFloyd IF block sets (see
+/// <see cref="UNet2DBlocks"/>), the legacy head rule (num_attention_heads = attention_head_dim), per-block lists for
+/// attention_head_dim, cross_attention_dim, layers_per_block, transformer_layers_per_block and only_cross_attention,
+/// encoder_hid_dim_type "text_proj" (also implied by encoder_hid_dim alone), addition_embed_type "text"
+/// (<see cref="TextTimeEmbedding"/> of the unprojected encoder states, added to the time embedding), resnet_time_scale_shift
+/// "scale_shift", resnet_skip_time_act, resnet_out_scale_factor, cross_attention_norm, mid_block_only_cross_attention.
+/// Not supported (a <see cref="LensException"/> names them): class embeddings, other addition / encoder projection
+/// types, time_cond_proj, non-positional time embeddings.
 /// </summary>
 public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
     private readonly Conv2d conv_in;
     private readonly Timesteps time_proj;
     private readonly TimestepEmbedding time_embedding;
-    // Extension points (DeepFloyd IF): built in the constructor's switches below, applied in Forward.
-#pragma warning disable CS0649 // null until the IF cases are added
+    // Optional conditioning modules, built in the constructor's switches below, applied in Forward.
     private readonly Linear? encoder_hid_proj;
+#pragma warning disable CS0649 // no class embedding type is supported yet (class_embed_type must be null)
     private readonly nn.Module<Tensor, Tensor>? class_embedding;
-    private readonly nn.Module<Tensor, Tensor>? add_embedding;
 #pragma warning restore CS0649
+    private readonly nn.Module<Tensor, Tensor>? add_embedding;
     private readonly ModuleList<UNetDownBlock> down_blocks;
     private readonly UNetMidBlock? mid_block;
     private readonly ModuleList<UNetUpBlock> up_blocks;
@@ -44,6 +49,10 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     /// <summary>How many up blocks upsample; inputs whose size is not a multiple of 2^this get forwarded upsample sizes.</summary>
     public int NumUpsamplers { get; }
     public int? SampleSize { get; }
+    /// <summary>encoder_hid_dim_type as diffusers resolves it ("text_proj" when only encoder_hid_dim is set), or null.</summary>
+    public string? EncoderHidDimType { get; }
+    /// <summary>addition_embed_type ("text" for DeepFloyd IF), or null.</summary>
+    public string? AdditionEmbedType { get; }
 
     public static UNet2DConditionModel FromConfig(DiffusersConfig cfg) => new(cfg);
 
@@ -136,10 +145,19 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         string? encoderHidDimType = cfg.StrOrNull("encoder_hid_dim_type");
         int? encoderHidDim = cfg.IntOrNull("encoder_hid_dim");
         if (encoderHidDimType is null && encoderHidDim is not null) encoderHidDimType = "text_proj";
+        if (encoderHidDim is null && encoderHidDimType is not null)
+            throw new LensException($"{cfg.Path}: 'encoder_hid_dim' has to be set when 'encoder_hid_dim_type' is {encoderHidDimType}");
+        EncoderHidDimType = encoderHidDimType;
         switch (encoderHidDimType)
         {
             case null: break;
-            default: throw new LensException($"{cfg.Path}: 'encoder_hid_dim_type' = {encoderHidDimType} is not supported yet");
+            case "text_proj":
+                // diffusers passes the raw cross_attention_dim here (a per-block list would fail there too)
+                if (cfg.IsArray("cross_attention_dim"))
+                    throw new LensException($"{cfg.Path}: 'encoder_hid_dim_type' = text_proj needs a single 'cross_attention_dim', not a list");
+                encoder_hid_proj = nn.Linear(encoderHidDim!.Value, crossAttentionDim[0]);
+                break;
+            default: throw new LensException($"{cfg.Path}: 'encoder_hid_dim_type' = {encoderHidDimType} is not supported (only null or text_proj)");
         }
 
         // _set_class_embedding
@@ -155,10 +173,20 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
 
         // _set_add_embedding
         string? additionEmbedType = cfg.StrOrNull("addition_embed_type");
+        AdditionEmbedType = additionEmbedType;
         switch (additionEmbedType)
         {
             case null: break;
-            default: throw new LensException($"{cfg.Path}: 'addition_embed_type' = {additionEmbedType} is not supported yet");
+            case "text":
+            {
+                if (encoderHidDim is null && cfg.IsArray("cross_attention_dim"))
+                    throw new LensException($"{cfg.Path}: 'addition_embed_type' = text needs 'encoder_hid_dim' or a single 'cross_attention_dim'");
+                int textTimeEmbeddingFromDim = encoderHidDim ?? crossAttentionDim[0];
+                add_embedding = new TextTimeEmbedding(textTimeEmbeddingFromDim, timeEmbedDim,
+                    numHeads: cfg.Int("addition_embed_type_num_heads", 64));
+                break;
+            }
+            default: throw new LensException($"{cfg.Path}: 'addition_embed_type' = {additionEmbedType} is not supported (only null or text)");
         }
 
         if (timeEmbeddingActFn is not null) _timeEmbedAct = Activations.Get(timeEmbeddingActFn);
@@ -383,18 +411,23 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         throw new LensException("class embeddings are not supported yet");
     }
 
-    /// <summary>diffusers <c>get_aug_embed</c> (extension point: no addition embedding is built yet).</summary>
-    private Tensor? GetAugEmbed(Tensor emb, Tensor encoderHiddenStates)
+    /// <summary>
+    /// diffusers <c>get_aug_embed</c>: for addition_embed_type "text", the <see cref="TextTimeEmbedding"/> of the encoder
+    /// hidden states as given (before encoder_hid_proj).
+    /// </summary>
+    private Tensor? GetAugEmbed(Tensor emb, Tensor encoderHiddenStates) => AdditionEmbedType switch
     {
-        if (add_embedding is null) return null;
-        throw new LensException("addition embeddings are not supported yet");
-    }
+        null => null,
+        "text" => add_embedding!.forward(encoderHiddenStates),
+        _ => throw new LensException($"addition_embed_type '{AdditionEmbedType}' is not supported"),
+    };
 
-    /// <summary>diffusers <c>process_encoder_hidden_states</c> (extension point: no encoder_hid_proj is built yet).</summary>
+    /// <summary>diffusers <c>process_encoder_hidden_states</c>: encoder_hid_proj for encoder_hid_dim_type "text_proj".</summary>
     private Tensor ProcessEncoderHiddenStates(Tensor encoderHiddenStates)
     {
-        if (encoder_hid_proj is null) return encoderHiddenStates;
-        throw new LensException("encoder_hid_proj is not supported yet");
+        if (encoder_hid_proj is not null && EncoderHidDimType == "text_proj")
+            return encoder_hid_proj.forward(encoderHiddenStates);
+        return encoderHiddenStates;
     }
 
     // ---- config helpers ----

@@ -1,0 +1,113 @@
+using DiffusionLens.Loading;
+using DiffusionLens.Models;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Tests.Parity;
+
+/// <summary>
+/// UNet2DConditionModel against real diffusers: for every fixtures/references/*/ folder whose model exists, the first
+/// UNet call of the stock pipeline (batch [uncond, cond]) recomputed in float32 on the CPU.
+/// Tolerance: max |diff| &lt;= 1e-4 * max(1, max |ref|) and relative L2 error &lt;= 1e-5.
+/// Also: strict loading names a renamed key and a tensor of the wrong shape.
+/// </summary>
+public class UNetParityTests(ITestOutputHelper output)
+{
+    public const double MaxAbsTolerance = 1e-4; // times max(1, max |ref|)
+    public const double RelL2Tolerance = 1e-5;
+
+    public static TheoryData<string> References => new(ReferenceData.Available());
+
+    internal static UNet2DConditionModel LoadUNet(string folder)
+    {
+        var unet = UNet2DConditionModel.FromConfig(DiffusersConfig.Load(Path.Combine(folder, "config.json")));
+        StrictLoader.Load(unet, WeightSet.FromFolder(folder), "unet");
+        unet.eval();
+        return unet;
+    }
+
+    internal static void AssertClose(ITestOutputHelper output, string what, Tensor actual, Tensor expected)
+    {
+        var (maxAbs, refMax, rel) = ReferenceData.Compare(actual, expected);
+        double allowed = MaxAbsTolerance * Math.Max(1.0, refMax);
+        output.WriteLine($"{what}: max|diff| = {maxAbs:E3} (allowed {allowed:E3}, max|ref| = {refMax:G5}), rel L2 = {rel:E3} (allowed {RelL2Tolerance:E0})");
+        Assert.True(maxAbs <= allowed, $"{what}: max |diff| {maxAbs:E3} > {allowed:E3}");
+        Assert.True(rel <= RelL2Tolerance, $"{what}: relative L2 error {rel:E3} > {RelL2Tolerance:E0}");
+    }
+
+    [Theory]
+    [MemberData(nameof(References))]
+    public void FirstUNetCall_MatchesDiffusers(string reference)
+    {
+        using var r = ReferenceData.Open(reference);
+        using var _ = torch.no_grad();
+        using var scope = NewDisposeScope();
+        using var unet = LoadUNet(r.Component("unet"));
+        var sample = r.Read("unet.sample");
+        var timestep = r.Read("unet.timestep");
+        var ehs = r.Read("unet.encoder_hidden_states");
+        var expected = r.Read("unet.out");
+        output.WriteLine($"{reference}: sample [{string.Join(",", sample.shape)}], timestep {timestep.dtype} [{string.Join(",", timestep.shape)}] = {timestep.to(ScalarType.Float64).flatten()[0].item<double>()}, encoder_hidden_states [{string.Join(",", ehs.shape)}]");
+        var actual = unet.Forward(sample, timestep, ehs);
+        Assert.Equal(ScalarType.Float32, actual.dtype);
+        AssertClose(output, $"{reference} unet.out", actual, expected);
+    }
+
+    private static string CopyUNetFolder(string src)
+    {
+        var dst = Path.Combine(Path.GetTempPath(), "lens-strict-" + Guid.NewGuid().ToString("N"));
+        Directory.CreateDirectory(dst);
+        foreach (var f in Directory.GetFiles(src)) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
+        return dst;
+    }
+
+    private static void RewriteWeights(string folder, Func<string, Tensor, (string, Tensor)> change)
+    {
+        var file = Path.Combine(folder, "diffusion_pytorch_model.safetensors");
+        var sf = new SafetensorsFile(file);
+        var tensors = sf.Entries.Keys.OrderBy(k => k, StringComparer.Ordinal)
+            .Select(k => change(k, sf.Read(k))).Select(t => new KeyValuePair<string, Tensor>(t.Item1, t.Item2)).ToList();
+        SafetensorsFile.Write(file + ".tmp", tensors);
+        foreach (var t in tensors) t.Value.Dispose();
+        File.Move(file + ".tmp", file, overwrite: true);
+    }
+
+
+    [Theory]
+    [MemberData(nameof(References))]
+    public void StrictLoad_RenamedKey_NamesBothKeys(string reference)
+    {
+        using var r = ReferenceData.Open(reference);
+        var dir = CopyUNetFolder(r.Component("unet"));
+        try
+        {
+            const string key = "conv_in.bias", renamed = "conv_in.bias_renamed";
+            RewriteWeights(dir, (k, t) => (k == key ? renamed : k, t));
+            var e = Assert.Throws<LensException>(() => { using var u = LoadUNet(dir); });
+            output.WriteLine(e.Message);
+            Assert.Contains("missing", e.Message);
+            Assert.Contains(key, e.Message);
+            Assert.Contains(renamed, e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Theory]
+    [MemberData(nameof(References))]
+    public void StrictLoad_WrongShape_NamesKey(string reference)
+    {
+        using var r = ReferenceData.Open(reference);
+        var dir = CopyUNetFolder(r.Component("unet"));
+        try
+        {
+            const string key = "time_embedding.linear_1.weight";
+            RewriteWeights(dir, (k, t) => (k, k == key ? torch.cat(new[] { t, t }, 0) : t));
+            var e = Assert.Throws<LensException>(() => { using var u = LoadUNet(dir); });
+            output.WriteLine(e.Message);
+            Assert.Contains("shape", e.Message);
+            Assert.Contains(key, e.Message);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+}
