@@ -1,0 +1,89 @@
+using System.Globalization;
+using DiffusionLens.Findings;
+using DiffusionLens.Judge;
+
+namespace DiffusionLens.Cli.Commands;
+
+/// <summary><c>lens audit</c>: runs sweep + judge + emergence analysis for each claim of a claims file.</summary>
+public sealed class AuditCommand : ICommand
+{
+    private readonly Func<ISweepRunner> _runnerFactory;
+    private readonly Func<string, ITextTokenizer> _tokenizerForFolder;
+
+    /// <param name="runnerFactory">the lens sweep (the sweep library adapted to <see cref="ISweepRunner"/>)</param>
+    /// <param name="tokenizerForFolder">builds the CLIP BPE tokenizer from a judge folder</param>
+    public AuditCommand(Func<ISweepRunner> runnerFactory, Func<string, ITextTokenizer> tokenizerForFolder)
+    {
+        _runnerFactory = runnerFactory ?? throw new ArgumentNullException(nameof(runnerFactory));
+        _tokenizerForFolder = tokenizerForFolder ?? throw new ArgumentNullException(nameof(tokenizerForFolder));
+    }
+
+    public string Name => "audit";
+    public string Summary => "check the paper's claims: sweeps, CLIP judge, emergence order, verdicts and an HTML report";
+    public string Usage => @"usage: lens audit --claims FILE --out DIR [options]
+
+For each claim of FILE (e.g. fixtures/claims/paper-claims.json), for each prompt and seed: runs the lens sweep,
+scores every layer image with the CLIP judge, finds the layer where each concept emerges (rule and threshold from
+the claims file) and which of the first two concepts emerges first; then the verdict over the seeds. Writes
+DIR/audit.json (verdict table and all numbers), DIR/report.html (self-contained) and per run
+DIR/CLAIM/pN-seedS/{layer-XX.png, scores.json, scores.svg}. A claim whose model folder is not given
+(its environment variable, e.g. LENS_SD15_DIR) is skipped with that reason.
+
+options:
+  --claims FILE        claims file (required)
+  --out DIR            output folder (required)
+  --seeds LIST         comma-separated seeds replacing every claim's seeds
+  --only LIST          comma-separated claim ids to run (default: all)
+  --clip DIR           CLIP judge folder (default: the claims file's judge_dir, else $LENS_CLIP_DIR)
+  --device D           sweep device: cpu or cuda (default: the claims file's, cpu)
+  --dtype T            sweep dtype (default float32)
+  --judge-device D     cpu (default) or cuda
+  --batch-size N       judge images per encoder call (default 16)";
+
+    public int Run(IReadOnlyList<string> args)
+    {
+        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "judge-device", "batch-size" });
+        var claims = ClaimsFile.Load(a.Require("claims"));
+        var outDir = a.Require("out");
+        IReadOnlyList<long>? seeds = null;
+        if (a.Get("seeds") is { } seedText)
+        {
+            var parts = ConceptSet.ParseList(seedText);
+            seeds = parts.Select(p => long.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out var s)
+                ? s : throw new LensException($"audit: option '--seeds' must be comma-separated integers, got '{p}'")).ToArray();
+            if (seeds.Count == 0) throw new LensException("audit: option '--seeds' lists no seeds");
+        }
+        var only = a.Get("only") is { } o ? ConceptSet.ParseList(o) : null;
+
+        string? fileJudge = claims.Defaults.JudgeDir is { } jd ? Path.GetFullPath(Path.Combine(claims.Folder, jd)) : null;
+        string clipDir = a.Get("clip") ?? fileJudge ?? Environment.GetEnvironmentVariable(claims.Defaults.JudgeEnv)
+            ?? throw new LensException($"no CLIP judge: pass --clip DIR (a folder made by fixtures/export_clip_onnx.py) or set {claims.Defaults.JudgeEnv}");
+        if (clipDir.Length == 0) throw new LensException($"no CLIP judge: {claims.Defaults.JudgeEnv} is empty");
+
+        using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(clipDir), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
+        var auditor = new Auditor(_runnerFactory(), judge);
+        var report = auditor.Run(claims, new AuditOptions
+        {
+            OutDir = outDir,
+            Seeds = seeds,
+            Only = only,
+            Device = a.Get("device"),
+            DType = a.Get("dtype", "float32"),
+            Log = msg => Console.Error.WriteLine(msg),
+            JudgeInfo = new JudgeInfo
+            {
+                Folder = Path.GetFullPath(clipDir),
+                Source = judge.Config.Source,
+                LogitScale = judge.Config.LogitScale,
+                ImageSize = judge.Config.ImageSize,
+                Device = judge.Device,
+            },
+        });
+
+        Console.WriteLine($"{"claim",-32} {"expected",-12} {"1st/2nd/sim/none",-18} verdict");
+        foreach (var c in report.Claims)
+            Console.WriteLine($"{c.Id,-32} {c.ExpectedOrder.ToString().ToLowerInvariant(),-12} {$"{c.Counts.First}/{c.Counts.Second}/{c.Counts.Simultaneous}/{c.Counts.Neither}",-18} {c.Verdict.ToString().ToLowerInvariant()}: {c.VerdictReason}");
+        Console.WriteLine($"wrote {Path.Combine(outDir, Auditor.AuditFileName)} and {Path.Combine(outDir, Auditor.ReportFileName)}");
+        return report.Claims.Any(c => c.Verdict == Verdict.Error) ? 1 : 0;
+    }
+}

@@ -1,0 +1,244 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using DiffusionLens.Judge;
+
+namespace DiffusionLens.Findings;
+
+/// <summary>
+/// Which encoder layers a claim sweeps: <c>"all"</c>, a list of layer numbers, or <c>{"from": 0, "to": 22, "step": 2}</c>
+/// (inclusive). <see cref="Layers"/> is null for all layers.
+/// </summary>
+[JsonConverter(typeof(LayerSelectionConverter))]
+public sealed record LayerSelection(IReadOnlyList<int>? Layers)
+{
+    public static readonly LayerSelection All = new((IReadOnlyList<int>?)null);
+    public bool IsAll => Layers is null;
+    public override string ToString() => Layers is null ? "all" : string.Join(",", Layers);
+
+    public static LayerSelection Range(int from, int to, int step)
+    {
+        if (step <= 0) throw new LensException($"layer range step must be positive, got {step}");
+        if (to < from) throw new LensException($"layer range {from}..{to} is empty");
+        var l = new List<int>();
+        for (int i = from; i <= to; i += step) l.Add(i);
+        return new LayerSelection(l);
+    }
+}
+
+internal sealed class LayerSelectionConverter : JsonConverter<LayerSelection>
+{
+    public override LayerSelection Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+    {
+        switch (reader.TokenType)
+        {
+            case JsonTokenType.String:
+                var s = reader.GetString();
+                if (s == "all") return LayerSelection.All;
+                throw new JsonException($"layers: '{s}' is not \"all\", a list of layer numbers or {{\"from\", \"to\", \"step\"}}");
+            case JsonTokenType.StartArray:
+                var list = JsonSerializer.Deserialize<int[]>(ref reader) ?? Array.Empty<int>();
+                if (list.Length == 0) throw new JsonException("layers: the list is empty");
+                if (list.Any(l => l < 0)) throw new JsonException("layers: negative layer number");
+                for (int i = 1; i < list.Length; i++)
+                    if (list[i] <= list[i - 1]) throw new JsonException("layers: the list must be strictly increasing");
+                return new LayerSelection(list);
+            case JsonTokenType.StartObject:
+                using (var doc = JsonDocument.ParseValue(ref reader))
+                {
+                    var o = doc.RootElement;
+                    foreach (var p in o.EnumerateObject())
+                        if (p.Name is not ("from" or "to" or "step")) throw new JsonException($"layers: unknown key '{p.Name}'");
+                    if (!o.TryGetProperty("from", out var f) || !o.TryGetProperty("to", out var t))
+                        throw new JsonException("layers: a range needs \"from\" and \"to\"");
+                    int step = o.TryGetProperty("step", out var st) ? st.GetInt32() : 1;
+                    try { return LayerSelection.Range(f.GetInt32(), t.GetInt32(), step); }
+                    catch (LensException e) { throw new JsonException("layers: " + e.Message); }
+                }
+            default:
+                throw new JsonException("layers: expected \"all\", a list of layer numbers or a range object");
+        }
+    }
+
+    public override void Write(Utf8JsonWriter writer, LayerSelection value, JsonSerializerOptions options)
+    {
+        if (value.Layers is null) writer.WriteStringValue("all");
+        else JsonSerializer.Serialize(writer, value.Layers.ToArray(), options);
+    }
+}
+
+/// <summary>A figure the claim comes from, as published (not computed here).</summary>
+public sealed record PublishedFigure
+{
+    /// <summary>"order_counts" (first-before-second vs second-before-first over prompt-seed cases) or
+    /// "prompt_seeds" (how many seeds of one prompt showed <see cref="Concept"/> first, from which hidden-state index)</summary>
+    public string Kind { get; init; } = "";
+    /// <summary>key into the file's sources</summary>
+    public string Source { get; init; } = "";
+    /// <summary>the model the figure was measured on (e.g. "SD 2.1", "IF-I-XL")</summary>
+    public string Model { get; init; } = "";
+    public string? Prompt { get; init; }
+    public string? Concept { get; init; }
+    public int? FirstBeforeSecond { get; init; }
+    public int? SecondBeforeFirst { get; init; }
+    public int? SeedsPerPrompt { get; init; }
+    public int? Seeds { get; init; }
+    public int? OfSeeds { get; init; }
+    public int? HiddenStateIndex { get; init; }
+    public string? Text { get; init; }
+
+    public string Describe() => Kind switch
+    {
+        "order_counts" => $"{Model}: first noun before second in {FirstBeforeSecond} prompt-seed cases, second before first in {SecondBeforeFirst} ({SeedsPerPrompt} seeds per prompt)",
+        "prompt_seeds" => $"{Model}, \"{Prompt}\": '{Concept}' first in {Seeds}/{OfSeeds} seeds, from hidden-state index {HiddenStateIndex}",
+        _ => Text ?? Kind,
+    };
+}
+
+public sealed record SourceRef
+{
+    public string Title { get; init; } = "";
+    public string? Url { get; init; }
+    public string? Note { get; init; }
+}
+
+/// <summary>Analysis parameters as written in the claims file (all optional; missing ones come from the defaults).</summary>
+public sealed record AnalysisSpec
+{
+    public PresenceMetric? Metric { get; init; }
+    public double? Threshold { get; init; }
+    public EmergenceRule? Rule { get; init; }
+    public double? MinFraction { get; init; }
+
+    public AnalysisOptions Over(AnalysisOptions b) => new()
+    {
+        Metric = Metric ?? b.Metric,
+        Threshold = Threshold ?? b.Threshold,
+        Rule = Rule ?? b.Rule,
+        MinFraction = MinFraction ?? b.MinFraction,
+    };
+}
+
+public sealed record ClaimDefaults
+{
+    public string Template { get; init; } = ClipJudge.DefaultTemplate;
+    public AnalysisSpec Analysis { get; init; } = new();
+    /// <summary>CLIP judge folder, relative to the claims file (optional)</summary>
+    public string? JudgeDir { get; init; }
+    /// <summary>environment variable naming the CLIP judge folder when neither --clip nor judge_dir gives one</summary>
+    public string JudgeEnv { get; init; } = "LENS_CLIP_DIR";
+    public string Device { get; init; } = "cpu";
+}
+
+/// <summary>One claim: what to run (model, prompts, seeds, layers, sampler settings) and what is expected.</summary>
+public sealed record Claim
+{
+    public string Id { get; init; } = "";
+    public string Title { get; init; } = "";
+    public string Statement { get; init; } = "";
+    /// <summary>"sd" (Stable Diffusion, CLIP text encoder) or "if" (DeepFloyd IF stage I, T5 encoder)</summary>
+    public string Model { get; init; } = "";
+    /// <summary>a human name of the checkpoint, e.g. "runwayml/stable-diffusion-v1-5"</summary>
+    public string? ModelName { get; init; }
+    /// <summary>environment variable holding the diffusers folder (checked first)</summary>
+    public string? ModelEnv { get; init; }
+    /// <summary>diffusers folder relative to the claims file (used when model_env is unset or not set)</summary>
+    public string? ModelDir { get; init; }
+    public IReadOnlyList<string> Prompts { get; init; } = Array.Empty<string>();
+    public string NegativePrompt { get; init; } = "";
+    /// <summary>the concepts in prompt order; the first two define the order</summary>
+    public IReadOnlyList<string> Concepts { get; init; } = Array.Empty<string>();
+    public IReadOnlyList<string> Distractors { get; init; } = Array.Empty<string>();
+    public string? Template { get; init; }
+    public IReadOnlyList<long> Seeds { get; init; } = Array.Empty<long>();
+    public ConceptOrder ExpectedOrder { get; init; }
+    public LayerSelection Layers { get; init; } = LayerSelection.All;
+    public int? Steps { get; init; }
+    public double? Guidance { get; init; }
+    public int? Height { get; init; }
+    public int? Width { get; init; }
+    public bool? CleanCaption { get; init; }
+    public AnalysisSpec? Analysis { get; init; }
+    public IReadOnlyList<PublishedFigure> Published { get; init; } = Array.Empty<PublishedFigure>();
+    public string? Note { get; init; }
+}
+
+/// <summary><c>fixtures/claims/*.json</c>: the paper's claims as data.</summary>
+public sealed record ClaimsFile
+{
+    public string Format { get; init; } = "";
+    public string Description { get; init; } = "";
+    public ClaimDefaults Defaults { get; init; } = new();
+    public IReadOnlyDictionary<string, SourceRef> Sources { get; init; } = new Dictionary<string, SourceRef>();
+    public IReadOnlyList<Claim> Claims { get; init; } = Array.Empty<Claim>();
+
+    /// <summary>The file it was read from (set by <see cref="Load"/>).</summary>
+    [JsonIgnore] public string Path { get; init; } = "";
+    [JsonIgnore] public string Folder => System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(Path)) ?? ".";
+
+    public const string FormatName = "lens-claims/1";
+
+    public static ClaimsFile Load(string path)
+    {
+        var file = FindingsJson.Read<ClaimsFile>(path, "claims file") with { Path = path };
+        file.Validate();
+        return file;
+    }
+
+    public AnalysisOptions BaseAnalysis => Defaults.Analysis.Over(new AnalysisOptions());
+    public AnalysisOptions AnalysisFor(Claim c) => (c.Analysis ?? new AnalysisSpec()).Over(BaseAnalysis);
+    public string TemplateFor(Claim c) => c.Template ?? Defaults.Template;
+
+    public void Validate()
+    {
+        string w = Path.Length > 0 ? Path : "claims file";
+        if (Format != FormatName) throw new LensException($"{w}: format must be '{FormatName}', got '{Format}'");
+        if (Claims.Count == 0) throw new LensException($"{w}: no claims");
+        BaseAnalysis.Validate($"{w}: defaults.analysis");
+        var ids = new HashSet<string>();
+        foreach (var c in Claims)
+        {
+            string where = $"{w}: claim '{c.Id}'";
+            if (string.IsNullOrWhiteSpace(c.Id) || !System.Text.RegularExpressions.Regex.IsMatch(c.Id, "^[a-z0-9][a-z0-9._-]*$"))
+                throw new LensException($"{w}: claim id '{c.Id}' must be lower-case letters, digits, '.', '_' or '-'");
+            if (!ids.Add(c.Id)) throw new LensException($"{w}: claim id '{c.Id}' is used twice");
+            if (c.Model is not ("sd" or "if")) throw new LensException($"{where}: model must be \"sd\" or \"if\", got '{c.Model}'");
+            if (c.ModelEnv is null && c.ModelDir is null) throw new LensException($"{where}: needs model_env or model_dir");
+            if (c.Prompts.Count == 0 || c.Prompts.Any(string.IsNullOrWhiteSpace)) throw new LensException($"{where}: needs non-empty prompts");
+            if (c.Concepts.Count < 2) throw new LensException($"{where}: needs at least two concepts (the first two are ordered)");
+            try { ConceptSet.Validate(c.Concepts, c.Distractors); }
+            catch (LensException e) { throw new LensException($"{where}: {e.Message}"); }
+            if (c.Seeds.Count == 0) throw new LensException($"{where}: no seeds");
+            if (c.Seeds.Distinct().Count() != c.Seeds.Count) throw new LensException($"{where}: a seed is listed twice");
+            if (c.ExpectedOrder == ConceptOrder.Neither) throw new LensException($"{where}: expected_order must be first, second or simultaneous");
+            if (c.Steps is <= 0) throw new LensException($"{where}: steps must be positive");
+            if (c.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"{where}: guidance must be a number");
+            AnalysisFor(c).Validate(where);
+            try { ClipJudge.ConceptText(TemplateFor(c), "x"); }
+            catch (LensException e) { throw new LensException($"{where}: {e.Message}"); }
+            foreach (var p in c.Published)
+            {
+                if (p.Kind is not ("order_counts" or "prompt_seeds" or "text"))
+                    throw new LensException($"{where}: published figure kind '{p.Kind}' is not order_counts, prompt_seeds or text");
+                if (!Sources.ContainsKey(p.Source)) throw new LensException($"{where}: published figure cites unknown source '{p.Source}'");
+                if (p.Kind == "order_counts" && (p.FirstBeforeSecond is null || p.SecondBeforeFirst is null))
+                    throw new LensException($"{where}: order_counts needs first_before_second and second_before_first");
+                if (p.Kind == "prompt_seeds" && (p.Prompt is null || p.Concept is null || p.Seeds is null || p.OfSeeds is null || p.Seeds > p.OfSeeds))
+                    throw new LensException($"{where}: prompt_seeds needs prompt, concept and seeds <= of_seeds");
+            }
+        }
+    }
+
+    /// <summary>The claim's diffusers folder: the model_env variable if set, else model_dir relative to the claims
+    /// file; null with the reason when neither gives one.</summary>
+    public (string? Dir, string? Reason) ResolveModelDir(Claim c, Func<string, string?> getEnv)
+    {
+        if (c.ModelEnv is { } env && getEnv(env) is { Length: > 0 } fromEnv)
+            return Directory.Exists(fromEnv) ? (fromEnv, null) : (null, $"{env}={fromEnv} is not a folder");
+        if (c.ModelDir is { } rel)
+        {
+            var dir = System.IO.Path.GetFullPath(System.IO.Path.Combine(Folder, rel));
+            return Directory.Exists(dir) ? (dir, null) : (null, $"model folder {dir} not found");
+        }
+        return (null, $"{c.ModelEnv} is not set (a diffusers folder of {c.ModelName ?? c.Model})");
+    }
+}

@@ -1,0 +1,42 @@
+namespace DiffusionLens.Findings;
+
+/// <summary>What the audit asks of one lens sweep (mirrors the sweep library's options).</summary>
+public sealed record SweepRequest
+{
+    /// <summary>"sd" or "if"</summary>
+    public required string Model { get; init; }
+    public required string ModelDir { get; init; }
+    public required string Prompt { get; init; }
+    public string NegativePrompt { get; init; } = "";
+    public long Seed { get; init; }
+    public int? Steps { get; init; }
+    public double? Guidance { get; init; }
+    public int? Height { get; init; }
+    public int? Width { get; init; }
+    /// <summary>layer numbers to render; null for all layers of the encoder</summary>
+    public IReadOnlyList<int>? Layers { get; init; }
+    public string Device { get; init; } = "cpu";
+    public string DType { get; init; } = "float32";
+    public bool? CleanCaption { get; init; }
+    /// <summary>the folder to write layer-XX.png (and grid/manifest) into</summary>
+    public required string OutDir { get; init; }
+
+    /// <summary>The layer list in the sweep library's string form ("all" or "0,2,4").</summary>
+    public string LayersText => Layers is null ? "all" : string.Join(",", Layers);
+}
+
+/// <summary>What a sweep wrote.</summary>
+public sealed record SweepOutput
+{
+    public required string OutDir { get; init; }
+    /// <summary>layer number to its image file</summary>
+    public required IReadOnlyDictionary<int, string> LayerImages { get; init; }
+    public string? GridPath { get; init; }
+    public string? ManifestPath { get; init; }
+}
+
+/// <summary>Runs one Diffusion Lens sweep (one image per encoder layer). The CLI adapts the sweep library to this.</summary>
+public interface ISweepRunner
+{
+    SweepOutput Run(SweepRequest request);
+}
