@@ -1,3 +1,4 @@
+using DiffusionLens.Reports;
 using DiffusionLens.Judge;
 
 namespace DiffusionLens.Tests.Findings;

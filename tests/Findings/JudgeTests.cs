@@ -1,3 +1,4 @@
+using DiffusionLens.Reports;
 using System.Text.Json;
 using DiffusionLens.Cli.Commands;
 using DiffusionLens.Judge;

@@ -1,3 +1,4 @@
+using DiffusionLens.Reports;
 using System.Reflection;
 using DiffusionLens.Findings;
 using DiffusionLens.Judge;

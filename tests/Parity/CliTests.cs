@@ -30,9 +30,9 @@ public class CliTests
         Assert.Equal(new[] { 0, 5, 10 }, m["layers"]!.AsArray().Select(x => x!.GetValue<int>()));
         Assert.Equal("layer-05.png", m["files"]!["5"]!.GetValue<string>());
         Assert.True(m["timings_s"]!["total"]!.GetValue<double>() > 0);
-        var layer = RgbImage.LoadPng(Path.Combine(outDir, "layer-05.png"));
+        var layer = RgbImage.Load(Path.Combine(outDir, "layer-05.png"));
         Assert.Equal((64, 64), (layer.Width, layer.Height));
-        var grid = RgbImage.LoadPng(Path.Combine(outDir, "grid.png"));
+        var grid = RgbImage.Load(Path.Combine(outDir, "grid.png"));
         Assert.True(grid.Width > 3 * 64 && grid.Height > 64);
         Directory.Delete(outDir, true);
     }

@@ -31,7 +31,7 @@ public static class ImageSnapshot
             received.SavePng(receivedPath);
             Assert.Fail($"no approved snapshot {approved}; the received image is at {receivedPath} (LENS_ACCEPT_SNAPSHOTS=1 accepts it)");
         }
-        var expected = RgbImage.LoadPng(approved);
+        var expected = RgbImage.Load(approved);
         string? problem = null;
         if (expected.Width != received.Width || expected.Height != received.Height)
             problem = $"size {received.Width}x{received.Height} vs approved {expected.Width}x{expected.Height}";

@@ -289,7 +289,7 @@ public class ModelsShapeTests
     public void UNet_UnsupportedOptions_Throw()
     {
         foreach (var (key, value) in new[] { ("num_attention_heads", "8"), ("class_embed_type", "\"timestep\""),
-                     ("addition_embed_type", "\"text\""), ("time_embedding_type", "\"fourier\""), ("dual_cross_attention", "true") })
+                     ("addition_embed_type", "\"text_time\""), ("time_embedding_type", "\"fourier\""), ("dual_cross_attention", "true") })
         {
             var node = System.Text.Json.Nodes.JsonNode.Parse(Sd12Unet)!.AsObject();
             node[key] = System.Text.Json.Nodes.JsonNode.Parse(value);

@@ -26,12 +26,72 @@ public sealed class ReferenceData : IDisposable
         Name = System.IO.Path.GetFileName(folder);
         Json = JsonNode.Parse(File.ReadAllText(System.IO.Path.Combine(folder, "reference.json")))!.AsObject();
         Kind = Json["kind"]?.GetValue<string>() ?? "";
-        var p = Json["model"]?["path"]?.GetValue<string>();
-        if (p is not null)
+        (ModelPath, SkipReason) = ResolveModel(Json["model"]?.AsObject());
+        if (SkipReason is null && Device == "cuda" && !TorchSharp.torch.cuda.is_available())
+            SkipReason = $"{Name} was recorded on CUDA and needs a CUDA device (none is visible to TorchSharp here)";
+    }
+
+    /// <summary>
+    /// The model folder of a reference: model.path (relative to the repository root), else the folder named by the
+    /// environment variable model.env, else the Hugging Face cache snapshot of model.hub_id at model.revision.
+    /// </summary>
+    private static (string? Path, string? Skip) ResolveModel(JsonObject? model)
+    {
+        if (model is null) return (null, "reference.json names no model");
+        var tried = new List<string>();
+        if (model["path"]?.GetValue<string>() is string p)
         {
             var full = System.IO.Path.IsPathRooted(p) ? p : System.IO.Path.Combine(RepoRoot, p);
-            ModelPath = Directory.Exists(full) ? full : null;
+            if (File.Exists(System.IO.Path.Combine(full, "model_index.json"))) return (full, null);
+            tried.Add(full);
         }
+        if (model["env"]?.GetValue<string>() is string env)
+        {
+            var v = Environment.GetEnvironmentVariable(env);
+            if (!string.IsNullOrEmpty(v) && File.Exists(System.IO.Path.Combine(v, "model_index.json"))) return (v, null);
+            tried.Add($"${env}" + (string.IsNullOrEmpty(v) ? " (unset)" : $" = {v}"));
+        }
+        if (model["hub_id"]?.GetValue<string>() is string hub)
+        {
+            var home = Environment.GetEnvironmentVariable("HF_HUB_CACHE")
+                ?? System.IO.Path.Combine(Environment.GetEnvironmentVariable("HF_HOME")
+                    ?? System.IO.Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache", "huggingface"), "hub");
+            var snap = System.IO.Path.Combine(home, "models--" + hub.Replace("/", "--"), "snapshots", model["revision"]?.GetValue<string>() ?? "main");
+            if (File.Exists(System.IO.Path.Combine(snap, "model_index.json"))) return (snap, null);
+            tried.Add(snap);
+        }
+        return (null, $"the model's weights are not on this machine (looked at {string.Join(", ", tried)})");
+    }
+
+    /// <summary>Why this reference cannot run here (weights or CUDA absent), or null.</summary>
+    public string? SkipReason { get; }
+
+    public string Prompt => Json["prompt"]!.GetValue<string>();
+    public string NegativePrompt => Json["negative_prompt"]?.GetValue<string>() ?? "";
+    public long Seed => Json["seed"]!.GetValue<long>();
+    public int Steps => Json["steps"]!.GetValue<int>();
+    public double Guidance => Json["guidance"]!.GetValue<double>();
+    public int Height => Json["height"]!.GetValue<int>();
+    public int Width => Json["width"]!.GetValue<int>();
+    public int NumLayers => Json["num_layers"]!.GetValue<int>();
+    public int[] Layers => Json["layers"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
+    /// <summary>IF: the clean_caption the reference used; SD: null.</summary>
+    public bool? CleanCaption => Kind == "if" ? Json["clean_caption"]?.GetValue<bool>() ?? true : null;
+    public string Device => Json["generated_by"]?["device"]?.GetValue<string>() ?? "cpu";
+    public string DType => Json["generated_by"]?["dtype"]?.GetValue<string>() ?? "float32";
+
+    /// <summary>Tolerances by the reference's device and dtype.</summary>
+    public Tolerances Tol => (Device, DType) switch
+    {
+        ("cpu", "float32") => new Tolerances(HiddenRel: 1e-5, HiddenAbs: 1e-4, ImageLevels: 2),
+        (_, "float32") => new Tolerances(HiddenRel: 1e-4, HiddenAbs: 1e-3, ImageLevels: 3),
+        _ => new Tolerances(HiddenRel: 5e-3, HiddenAbs: 5e-2, ImageLevels: 8),
+    };
+
+    public long[] ReadLongs(string key)
+    {
+        using var t = Read(key);
+        return t.to(ScalarType.Int64).flatten().data<long>().ToArray();
     }
 
     private static string? _repoRoot;
@@ -50,19 +110,18 @@ public sealed class ReferenceData : IDisposable
 
     public static ReferenceData Open(string name) => new(System.IO.Path.Combine(ReferencesDir, name));
 
-    /// <summary>Names of the reference folders whose model folder exists, optionally of one kind ("sd" / "if").</summary>
-    public static IEnumerable<string> Available(string? kind = null)
-    {
-        if (!Directory.Exists(ReferencesDir)) yield break;
-        foreach (var dir in Directory.GetDirectories(ReferencesDir).OrderBy(d => d, StringComparer.Ordinal))
-        {
-            if (!File.Exists(System.IO.Path.Combine(dir, "reference.json"))) continue;
-            var r = new ReferenceData(dir);
-            if (r.ModelPath is null) continue;
-            if (kind is not null && r.Kind != kind) continue;
-            yield return r.Name;
-        }
-    }
+    /// <summary>Every reference folder (fixtures/references/*/reference.json), whether or not its model is here.</summary>
+    public static IEnumerable<string> All(string? kind = null) =>
+        Directory.Exists(ReferencesDir)
+            ? Directory.GetDirectories(ReferencesDir).OrderBy(d => d, StringComparer.Ordinal)
+                .Where(d => File.Exists(System.IO.Path.Combine(d, "reference.json")))
+                .Where(d => kind is null || new ReferenceData(d).Kind == kind)
+                .Select(d => System.IO.Path.GetFileName(d))
+            : Enumerable.Empty<string>();
+
+    /// <summary>Names of the reference folders whose model folder is on this machine, optionally of one kind.</summary>
+    public static IEnumerable<string> Available(string? kind = null) =>
+        All(kind).Where(n => Open(n).SkipReason is null);
 
     public SafetensorsFile Tensors => _tensors ??= new SafetensorsFile(System.IO.Path.Combine(Folder, Json["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
 
@@ -93,3 +152,6 @@ public sealed class ReferenceData : IDisposable
         return (maxAbs, refMax, rel);
     }
 }
+
+/// <summary>Parity tolerances: relative L2 and max-abs (scaled by max(1, max|ref|)) for hidden states, 8-bit levels for images.</summary>
+public sealed record Tolerances(double HiddenRel, double HiddenAbs, double ImageLevels);

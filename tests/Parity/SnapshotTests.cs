@@ -33,9 +33,9 @@ public class SnapshotTests
         });
         try
         {
-            ImageSnapshot.Match($"{model}-grid", RgbImage.LoadPng(result.GridPath), 2);
+            ImageSnapshot.Match($"{model}-grid", RgbImage.Load(result.GridPath), 2);
             foreach (var (layer, path) in result.LayerImages.Where(kv => kv.Key % 4 == 0))
-                ImageSnapshot.Match($"{model}-layer-{layer:D2}", RgbImage.LoadPng(path), 2);
+                ImageSnapshot.Match($"{model}-layer-{layer:D2}", RgbImage.Load(path), 2);
         }
         finally
         {

@@ -1,3 +1,4 @@
+using DiffusionLens.Reports;
 using Microsoft.ML.OnnxRuntime;
 
 namespace DiffusionLens.Judge;

@@ -1,3 +1,4 @@
+using DiffusionLens.Reports;
 namespace DiffusionLens.Judge;
 
 /// <summary>

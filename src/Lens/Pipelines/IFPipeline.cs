@@ -86,16 +86,17 @@ public sealed class IFPipeline : LensPipeline
         var shape = new long[] { 1, UNet.InChannels, o.Height, o.Width };
         var images = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
 
-        var cond = torch.cat(conditional.Select(c => c.to(Device, DType)).ToList(), 0);
-        var uncond = unconditional.to(Device, DType).expand(k, -1, -1);
+        var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
+        var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
         var embeds = torch.cat(new[] { uncond, cond }, 0);
         long channels = images.shape[1];
         for (int i = 0; i < timesteps.Length; i++)
         {
             using var step = NewDisposeScope();
-            var t = torch.tensor(timesteps[i], dtype: ScalarType.Int64, device: Device);
+            long t = timesteps[i];
+            using var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
             var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
-            var pred = UNet.Forward(input, t, embeds);
+            var pred = UNet.Forward(input, tT, embeds);
             var halves = pred.chunk(2, 0);
             var uncondEps = halves[0].split(channels, 1)[0];
             var textParts = halves[1].split(channels, 1);

@@ -90,15 +90,16 @@ public sealed class StableDiffusionPipeline : LensPipeline
         var shape = new long[] { 1, UNet.InChannels, o.Height / VaeScaleFactor, o.Width / VaeScaleFactor };
         var latents = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
 
-        var cond = torch.cat(conditional.Select(c => c.to(Device, DType)).ToList(), 0);
-        var uncond = unconditional.to(Device, DType).expand(k, -1, -1);
+        var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
+        var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
         var embeds = torch.cat(new[] { uncond, cond }, 0);
         for (int i = 0; i < timesteps.Length; i++)
         {
             using var step = NewDisposeScope();
-            var t = torch.tensor(timesteps[i], dtype: ScalarType.Int64, device: Device);
+            long t = timesteps[i];
+            using var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
             var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
-            var noise = UNet.Forward(input, t, embeds);
+            var noise = UNet.Forward(input, tT, embeds);
             var parts = noise.chunk(2, 0);
             var guided = parts[0] + o.Guidance * (parts[1] - parts[0]);
             var next = scheduler.Step(guided, t, latents, generator);
