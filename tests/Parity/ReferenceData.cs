@@ -88,6 +88,15 @@ public sealed class ReferenceData : IDisposable
         _ => new Tolerances(HiddenRel: 5e-3, HiddenAbs: 5e-2, ImageLevels: 8),
     };
 
+    /// <summary>Bit-for-bit equality: same shape, same dtype, every element equal.</summary>
+    public static bool Identical(Tensor a, Tensor b)
+    {
+        if (!a.shape.SequenceEqual(b.shape) || a.dtype != b.dtype) return false;
+        using var eq = a.eq(b);
+        using var all = eq.all();
+        return all.item<bool>();
+    }
+
     public long[] ReadLongs(string key)
     {
         using var t = Read(key);

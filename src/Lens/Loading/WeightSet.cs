@@ -33,7 +33,7 @@ public sealed class WeightSet
         foreach (var c in candidates)
         {
             if (!File.Exists(c)) continue;
-            return c.EndsWith(".index.json") ? FromIndex(c) : FromFiles(c, new[] { c });
+            return System.IO.Path.GetFileName(c).Contains(".safetensors.index") ? FromIndex(c) : FromFiles(c, new[] { c });
         }
         var bins = Directory.GetFiles(folder, "*.bin");
         var hint = bins.Length > 0 ? $" (found {System.IO.Path.GetFileName(bins[0])}: only .safetensors weights are supported)" : "";
