@@ -9,6 +9,8 @@ namespace DiffusionLens.Cli
             new Commands.SweepCommand(),
             new Commands.EncodeCommand(),
             new Commands.TokenizeCommand(),
+            new Commands.JudgeCommand(),
+            new Commands.AuditCommand(),
         };
 
         public static int Main(string[] args)

@@ -179,7 +179,7 @@ public class AuditTests
         Repo.RequireTinyClip();
         using var tmp = new TempDir();
         var claims = WriteClaims(tmp);
-        var cmd = new AuditCommand(() => Runner(), _ => JudgeCommandTests.HashTokenizer());
+        var cmd = new AuditCommand(_ => Runner(), _ => JudgeCommandTests.HashTokenizer());
         int rc = cmd.Run(new[] { "--claims", claims, "--out", tmp.Sub("out"), "--clip", Repo.TinyClipDir, "--seeds", "1,4", "--only", "fake-first,fake-if" });
         Assert.Equal(0, rc);
         var report = AuditReport.Load(tmp.Sub("out", "audit.json"));
@@ -195,7 +195,7 @@ public class AuditTests
     {
         using var tmp = new TempDir();
         var claims = WriteClaims(tmp);
-        var cmd = new AuditCommand(() => Runner(), _ => JudgeCommandTests.HashTokenizer());
+        var cmd = new AuditCommand(_ => Runner(), _ => JudgeCommandTests.HashTokenizer());
         Assert.Contains("--seeds", Assert.Throws<LensException>(() => cmd.Run(new[] { "--claims", claims, "--out", tmp.Sub("o"), "--seeds", "1,x", "--clip", tmp.Path })).Message);
         Assert.Contains("--out", Assert.Throws<LensException>(() => cmd.Run(new[] { "--claims", claims })).Message);
         Assert.Contains("not found", Assert.Throws<LensException>(() => cmd.Run(new[] { "--claims", tmp.Sub("none.json"), "--out", tmp.Sub("o") })).Message);

@@ -1,21 +1,26 @@
 using System.Globalization;
 using DiffusionLens.Findings;
 using DiffusionLens.Judge;
+using DiffusionLens.Lens;
+using DiffusionLens.Tokenizers;
 
 namespace DiffusionLens.Cli.Commands;
 
 /// <summary><c>lens audit</c>: runs sweep + judge + emergence analysis for each claim of a claims file.</summary>
 public sealed class AuditCommand : ICommand
 {
-    private readonly Func<ISweepRunner> _runnerFactory;
+    private readonly Func<Action<string>, ISweepRunner> _runnerFactory;
     private readonly Func<string, ITextTokenizer> _tokenizerForFolder;
 
-    /// <param name="runnerFactory">the lens sweep (the sweep library adapted to <see cref="ISweepRunner"/>)</param>
-    /// <param name="tokenizerForFolder">builds the CLIP BPE tokenizer from a judge folder</param>
-    public AuditCommand(Func<ISweepRunner> runnerFactory, Func<string, ITextTokenizer> tokenizerForFolder)
+    /// <summary>The real command: lens sweeps and the CLIP BPE tokenizer of the judge folder.</summary>
+    public AuditCommand() : this(log => new LensSweepRunner(log), ClipTokenizer.FromFolder) { }
+
+    /// <param name="runnerFactory">the sweeps (tests pass a fake)</param>
+    /// <param name="tokenizerForFolder">builds the judge's tokenizer from its folder</param>
+    public AuditCommand(Func<Action<string>, ISweepRunner> runnerFactory, Func<string, ITextTokenizer> tokenizerForFolder)
     {
-        _runnerFactory = runnerFactory ?? throw new ArgumentNullException(nameof(runnerFactory));
-        _tokenizerForFolder = tokenizerForFolder ?? throw new ArgumentNullException(nameof(tokenizerForFolder));
+        _runnerFactory = runnerFactory;
+        _tokenizerForFolder = tokenizerForFolder;
     }
 
     public string Name => "audit";
@@ -38,11 +43,14 @@ options:
   --device D           sweep device: cpu or cuda (default: the claims file's, cpu)
   --dtype T            sweep dtype (default float32)
   --judge-device D     cpu (default) or cuda
-  --batch-size N       judge images per encoder call (default 16)";
+  --batch-size N       judge images per encoder call (default 16)
+  --overwrite          replace a non-empty output folder
+
+The output folder is written to a hidden sibling and renamed into place when the audit completes.";
 
     public int Run(IReadOnlyList<string> args)
     {
-        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "judge-device", "batch-size" });
+        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "judge-device", "batch-size" }, new[] { "overwrite" });
         var claims = ClaimsFile.Load(a.Require("claims"));
         var outDir = a.Require("out");
         IReadOnlyList<long>? seeds = null;
@@ -61,10 +69,13 @@ options:
         if (clipDir.Length == 0) throw new LensException($"no CLIP judge: {claims.Defaults.JudgeEnv} is empty");
 
         using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(clipDir), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
-        var auditor = new Auditor(_runnerFactory(), judge);
+        using var output = new OutputFolder(outDir, a.Flag("overwrite"));
+        var runner = _runnerFactory(msg => Console.Error.WriteLine(msg));
+        using var disposeRunner = runner as IDisposable;
+        var auditor = new Auditor(runner, judge);
         var report = auditor.Run(claims, new AuditOptions
         {
-            OutDir = outDir,
+            OutDir = output.WorkPath,
             Seeds = seeds,
             Only = only,
             Device = a.Get("device"),
@@ -80,6 +91,7 @@ options:
             },
         });
 
+        output.Commit();
         Console.WriteLine($"{"claim",-32} {"expected",-12} {"1st/2nd/sim/none",-18} verdict");
         foreach (var c in report.Claims)
             Console.WriteLine($"{c.Id,-32} {c.ExpectedOrder.ToString().ToLowerInvariant(),-12} {$"{c.Counts.First}/{c.Counts.Second}/{c.Counts.Simultaneous}/{c.Counts.Neither}",-18} {c.Verdict.ToString().ToLowerInvariant()}: {c.VerdictReason}");

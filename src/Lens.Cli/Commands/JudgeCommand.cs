@@ -2,6 +2,7 @@ using System.Globalization;
 using DiffusionLens.Findings;
 using DiffusionLens.Judge;
 using DiffusionLens.Reports;
+using DiffusionLens.Tokenizers;
 
 namespace DiffusionLens.Cli.Commands;
 
@@ -12,9 +13,12 @@ public sealed class JudgeCommand : ICommand
 
     private readonly Func<string, ITextTokenizer> _tokenizerForFolder;
 
-    /// <param name="tokenizerForFolder">builds the CLIP BPE tokenizer from a judge folder (its vocab.json + merges.txt)</param>
-    public JudgeCommand(Func<string, ITextTokenizer> tokenizerForFolder) =>
-        _tokenizerForFolder = tokenizerForFolder ?? throw new ArgumentNullException(nameof(tokenizerForFolder));
+    /// <summary>The real command: the CLIP BPE tokenizer of the judge folder (its vocab.json + merges.txt).</summary>
+    public JudgeCommand() : this(ClipTokenizer.FromFolder) { }
+
+    /// <param name="tokenizerForFolder">builds the judge's tokenizer from its folder (tests pass a fake)</param>
+    public JudgeCommand(Func<string, ITextTokenizer> tokenizerForFolder) => _tokenizerForFolder = tokenizerForFolder;
+
 
     public string Name => "judge";
     public string Summary => "score a sweep's layer images for concepts with a CLIP judge (ONNX)";

@@ -19,7 +19,7 @@ namespace DiffusionLens.Tokenizers;
 /// <see cref="Encode(string)"/> equals <c>tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
 /// truncation=True)</c>, as the diffusers Stable Diffusion pipelines call it.
 /// </summary>
-public sealed class ClipTokenizer
+public sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
 {
     private readonly BpeTokenizer _bpe;
     private readonly AddedTokenSplitter _splitter;
@@ -118,6 +118,8 @@ public sealed class ClipTokenizer
     /// <c>model_max_length - 2</c> text ids, EOS, then pad ids; the mask is 1 on BOS..EOS and 0 on padding.
     /// </summary>
     public (long[] InputIds, long[] AttentionMask) Encode(string text) => Encode(text, ModelMaxLength);
+
+    (long[] ids, long[] mask) DiffusionLens.Judge.ITextTokenizer.Encode(string text) => Encode(text);
 
     /// <summary>As <see cref="Encode(string)"/> with an explicit <c>max_length</c>.</summary>
     public (long[] InputIds, long[] AttentionMask) Encode(string text, int maxLength)
