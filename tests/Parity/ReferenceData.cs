@@ -108,11 +108,15 @@ public sealed class ReferenceData : IDisposable
     /// <summary>The folder holding DiffusionLens.sln, found by walking up from the test binaries.</summary>
     public static string RepoRoot => _repoRoot ??= FindRepoRoot();
 
+    /// <summary>$LENS_REPO_ROOT, else the first folder holding DiffusionLens.sln above the test binaries or the working directory.</summary>
     private static string FindRepoRoot()
     {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
-            if (File.Exists(System.IO.Path.Combine(d.FullName, "DiffusionLens.sln"))) return d.FullName;
-        throw new InvalidOperationException($"DiffusionLens.sln not found above {AppContext.BaseDirectory}");
+        var env = Environment.GetEnvironmentVariable("LENS_REPO_ROOT");
+        if (!string.IsNullOrEmpty(env) && File.Exists(System.IO.Path.Combine(env, "DiffusionLens.sln"))) return env;
+        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
+            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+                if (File.Exists(System.IO.Path.Combine(d.FullName, "DiffusionLens.sln"))) return d.FullName;
+        throw new InvalidOperationException($"DiffusionLens.sln not found above {AppContext.BaseDirectory} or {Directory.GetCurrentDirectory()} (set LENS_REPO_ROOT)");
     }
 
     public static string ReferencesDir => System.IO.Path.Combine(RepoRoot, "fixtures", "references");

@@ -12,17 +12,22 @@ namespace DiffusionLens.Tests.Parity;
 /// </summary>
 public class TokenizerUnitTests
 {
+    /// <summary>
+    /// ../shared/tokenizers/NAME beside the checkout (or $DIFFUSION_LENS_SHARED/tokenizers/NAME); where that is absent
+    /// (a GPU host), the identical copies the fixture models carry in their tokenizer/ folders.
+    /// </summary>
     private static string SharedTokenizerDir(string name)
     {
         var candidates = new List<string>();
         var env = Environment.GetEnvironmentVariable("DIFFUSION_LENS_SHARED");
         if (!string.IsNullOrEmpty(env)) candidates.Add(Path.Combine(env, "tokenizers", name));
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        for (var d = new DirectoryInfo(ReferenceData.RepoRoot); d is not null; d = d.Parent)
             candidates.Add(Path.Combine(d.FullName, "shared", "tokenizers", name));
-        candidates.Add(Path.Combine("/work/shared/tokenizers", name));
+        var fixtureModel = name.StartsWith("clip") ? "sd-tiny-12" : "if-tiny-a";
+        candidates.Add(Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", fixtureModel, "tokenizer"));
         foreach (var c in candidates)
             if (Directory.Exists(c)) return c;
-        Assert.Fail($"tokenizer files shared/tokenizers/{name} not found (looked in: {string.Join(", ", candidates)})");
+        Assert.Fail($"tokenizer files for {name} not found (looked in: {string.Join(", ", candidates)})");
         return "";
     }
 

@@ -1,3 +1,4 @@
+using DiffusionLens.Pipelines;
 using DiffusionLens.Loading;
 using DiffusionLens.Models;
 using TorchSharp;
@@ -19,21 +20,17 @@ public class UNetParityTests(ITestOutputHelper output)
 
     public static TheoryData<string> References => new(ReferenceData.All());
 
-    internal static UNet2DConditionModel LoadUNet(string folder)
-    {
-        var unet = UNet2DConditionModel.FromConfig(DiffusersConfig.Load(Path.Combine(folder, "config.json")));
-        StrictLoader.Load(unet, WeightSet.FromFolder(folder), "unet");
-        unet.eval();
-        return unet;
-    }
+    internal static UNet2DConditionModel LoadUNet(string folder) => ComponentLoader.LoadUNet(folder, torch.CPU, ScalarType.Float32);
 
-    internal static void AssertClose(ITestOutputHelper output, string what, Tensor actual, Tensor expected)
+    /// <summary>Compares on the CPU in float64; float32 CPU references use the constants above, others r.Tol.</summary>
+    internal static void AssertClose(ITestOutputHelper output, string what, Tensor actual, Tensor expected, Tolerances? tol = null)
     {
-        var (maxAbs, refMax, rel) = ReferenceData.Compare(actual, expected);
-        double allowed = MaxAbsTolerance * Math.Max(1.0, refMax);
-        output.WriteLine($"{what}: max|diff| = {maxAbs:E3} (allowed {allowed:E3}, max|ref| = {refMax:G5}), rel L2 = {rel:E3} (allowed {RelL2Tolerance:E0})");
+        double absTol = tol?.HiddenAbs ?? MaxAbsTolerance, relTol = tol?.HiddenRel ?? RelL2Tolerance;
+        var (maxAbs, refMax, rel) = ReferenceData.Compare(actual.cpu(), expected);
+        double allowed = absTol * Math.Max(1.0, refMax);
+        output.WriteLine($"{what}: max|diff| = {maxAbs:E3} (allowed {allowed:E3}, max|ref| = {refMax:G5}), rel L2 = {rel:E3} (allowed {relTol:E0})");
         Assert.True(maxAbs <= allowed, $"{what}: max |diff| {maxAbs:E3} > {allowed:E3}");
-        Assert.True(rel <= RelL2Tolerance, $"{what}: relative L2 error {rel:E3} > {RelL2Tolerance:E0}");
+        Assert.True(rel <= relTol, $"{what}: relative L2 error {rel:E3} > {relTol:E0}");
     }
 
     [Theory]
@@ -44,15 +41,16 @@ public class UNetParityTests(ITestOutputHelper output)
         if (r.SkipReason is string why) Assert.Skip(why);
         using var _ = torch.no_grad();
         using var scope = NewDisposeScope();
-        using var unet = LoadUNet(r.Component("unet"));
-        var sample = r.Read("unet.sample");
-        var timestep = r.Read("unet.timestep");
-        var ehs = r.Read("unet.encoder_hidden_states");
+        var (device, dtype) = (LensPipeline.ParseDevice(r.Device), LensPipeline.ParseDType(r.DType));
+        using var unet = ComponentLoader.LoadUNet(r.Component("unet"), device, dtype);
+        var sample = r.Read("unet.sample").to(device);
+        var timestep = r.Read("unet.timestep").to(device);
+        var ehs = r.Read("unet.encoder_hidden_states").to(device);
         var expected = r.Read("unet.out");
         output.WriteLine($"{reference}: sample [{string.Join(",", sample.shape)}], timestep {timestep.dtype} [{string.Join(",", timestep.shape)}] = {timestep.to(ScalarType.Float64).flatten()[0].item<double>()}, encoder_hidden_states [{string.Join(",", ehs.shape)}]");
         var actual = unet.Forward(sample, timestep, ehs);
-        Assert.Equal(ScalarType.Float32, actual.dtype);
-        AssertClose(output, $"{reference} unet.out", actual, expected);
+        Assert.Equal(dtype, actual.dtype);
+        AssertClose(output, $"{reference} unet.out", actual, expected, r.Tol);
     }
 
     private static string CopyUNetFolder(string src)

@@ -1,3 +1,4 @@
+using DiffusionLens.Pipelines;
 using DiffusionLens.Loading;
 using DiffusionLens.Models;
 using TorchSharp;
@@ -15,14 +16,6 @@ public class VaeParityTests(ITestOutputHelper output)
 {
     public static TheoryData<string> References => new(ReferenceData.All("sd"));
 
-    internal static AutoencoderKL LoadVae(string folder)
-    {
-        var vae = AutoencoderKL.FromConfig(DiffusersConfig.Load(Path.Combine(folder, "config.json")));
-        StrictLoader.Load(vae, WeightSet.FromFolder(folder), "vae");
-        vae.eval();
-        return vae;
-    }
-
     [Theory]
     [MemberData(nameof(References))]
     public void Decode_MatchesDiffusers(string reference)
@@ -31,9 +24,10 @@ public class VaeParityTests(ITestOutputHelper output)
         if (r.SkipReason is string why) Assert.Skip(why);
         using var _ = torch.no_grad();
         using var scope = NewDisposeScope();
-        using var vae = LoadVae(r.Component("vae"));
-        var actual = vae.Decode(r.Read("vae.decode_in"));
-        UNetParityTests.AssertClose(output, $"{reference} vae.decode_out", actual, r.Read("vae.decode_out"));
+        var device = LensPipeline.ParseDevice(r.Device);
+        using var vae = ComponentLoader.LoadVae(r.Component("vae"), device, LensPipeline.ParseDType(r.DType));
+        var actual = vae.Decode(r.Read("vae.decode_in").to(device));
+        UNetParityTests.AssertClose(output, $"{reference} vae.decode_out", actual, r.Read("vae.decode_out"), r.Tol);
     }
 
     [Theory]
@@ -44,9 +38,10 @@ public class VaeParityTests(ITestOutputHelper output)
         if (r.SkipReason is string why) Assert.Skip(why);
         using var _ = torch.no_grad();
         using var scope = NewDisposeScope();
-        using var vae = LoadVae(r.Component("vae"));
-        using var dist = vae.Encode(r.Read("vae.encode_in"));
-        UNetParityTests.AssertClose(output, $"{reference} vae.encode_mean", dist.Mean, r.Read("vae.encode_mean"));
-        UNetParityTests.AssertClose(output, $"{reference} vae.encode_logvar", dist.LogVar, r.Read("vae.encode_logvar"));
+        var device = LensPipeline.ParseDevice(r.Device);
+        using var vae = ComponentLoader.LoadVae(r.Component("vae"), device, LensPipeline.ParseDType(r.DType));
+        using var dist = vae.Encode(r.Read("vae.encode_in").to(device));
+        UNetParityTests.AssertClose(output, $"{reference} vae.encode_mean", dist.Mean, r.Read("vae.encode_mean"), r.Tol);
+        UNetParityTests.AssertClose(output, $"{reference} vae.encode_logvar", dist.LogVar, r.Read("vae.encode_logvar"), r.Tol);
     }
 }
