@@ -127,7 +127,8 @@ public class PipelineParityTests
         var key = r.Has("init_latents") ? "init_latents" : "init_images";
         var expected = r.Read(key);
         var g = new Generator((ulong)r.Seed);
-        using var noise = torch.randn(expected.shape, dtype: ScalarType.Float32, generator: g) * sched.InitNoiseSigma;
+        // diffusers' randn_tensor draws on the CPU generator in the pipeline's dtype
+        using var noise = torch.randn(expected.shape, dtype: LensPipeline.ParseDType(r.DType), generator: g) * sched.InitNoiseSigma;
         Assert.True(ReferenceData.Identical(noise, expected), $"{name}: the initial noise differs from diffusers' (CPU generator, seed {r.Seed})");
     }
 }

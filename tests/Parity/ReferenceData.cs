@@ -29,6 +29,13 @@ public sealed class ReferenceData : IDisposable
         (ModelPath, SkipReason) = ResolveModel(Json["model"]?.AsObject());
         if (SkipReason is null && Device == "cuda" && !TorchSharp.torch.cuda.is_available())
             SkipReason = $"{Name} was recorded on CUDA and needs a CUDA device (none is visible to TorchSharp here)";
+        if (SkipReason is null && Device == "cuda")
+        {
+            // run with the TF32 settings diffusers ran with (global flags; every CUDA reference records the same)
+            var g = Json["generated_by"]!;
+            TorchSharp.torch.backends.cudnn.allow_tf32 = g["cudnn_allow_tf32"]?.GetValue<bool>() ?? true;
+            TorchSharp.torch.backends.cuda.matmul.allow_tf32 = g["matmul_allow_tf32"]?.GetValue<bool>() ?? false;
+        }
     }
 
     /// <summary>

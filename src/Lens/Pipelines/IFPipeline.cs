@@ -77,8 +77,6 @@ public sealed class IFPipeline : LensPipeline
         var scheduler = Scheduler.FromConfig(SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
         var timesteps = scheduler.Timesteps;
-        string varianceType = SchedulerConfig.Str("variance_type", "fixed_small");
-        bool learnedVariance = varianceType is "learned" or "learned_range";
 
         // one CPU generator: initial images and every step's variance noise are drawn as diffusers draws them
         // for a single prompt, and shared by all k images of the batch
@@ -89,26 +87,40 @@ public sealed class IFPipeline : LensPipeline
         var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
         var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
         var embeds = torch.cat(new[] { uncond, cond }, 0);
-        long channels = images.shape[1];
         for (int i = 0; i < timesteps.Length; i++)
         {
             using var step = NewDisposeScope();
             long t = timesteps[i];
-            using var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
-            var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
-            var pred = UNet.Forward(input, tT, embeds);
-            var halves = pred.chunk(2, 0);
-            var uncondEps = halves[0].split(channels, 1)[0];
-            var textParts = halves[1].split(channels, 1);
-            var noisePred = uncondEps + o.Guidance * (textParts[0] - uncondEps);
-            if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
-            if (!learnedVariance && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
+            var noisePred = GuidedPrediction(scheduler, images, t, embeds, o.Guidance);
             var next = scheduler.Step(noisePred, t, images, generator);
             images = next.MoveToOuterDisposeScope();
             onStep?.Invoke(i + 1, timesteps.Length);
         }
         var unit = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
         return unit.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// One denoising step's model call as diffusers' IF pipeline makes it: the images doubled for [uncond, cond],
+    /// the UNet, guidance on the noise half only (uncond + g * (cond - uncond)), the predicted variance of the
+    /// conditional half appended; without a learned variance the prediction is cut to the noise half.
+    /// </summary>
+    /// <param name="embeds">[2k, T, D]: k unconditional rows, then k conditional rows</param>
+    public Tensor GuidedPrediction(Scheduler scheduler, Tensor images, long t, Tensor embeds, double guidance)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        long channels = images.shape[1];
+        var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
+        var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
+        var halves = UNet.Forward(input, tT, embeds).chunk(2, 0);
+        var uncondEps = halves[0].split(channels, 1)[0];
+        var textParts = halves[1].split(channels, 1);
+        var noisePred = uncondEps + guidance * (textParts[0] - uncondEps);
+        if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
+        bool learnedVariance = SchedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range";
+        if (!learnedVariance && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
+        return noisePred.MoveToOuterDisposeScope();
     }
 
     public override void Dispose()

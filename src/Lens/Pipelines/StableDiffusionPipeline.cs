@@ -97,11 +97,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
         {
             using var step = NewDisposeScope();
             long t = timesteps[i];
-            using var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
-            var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
-            var noise = UNet.Forward(input, tT, embeds);
-            var parts = noise.chunk(2, 0);
-            var guided = parts[0] + o.Guidance * (parts[1] - parts[0]);
+            var guided = GuidedNoise(scheduler, latents, t, embeds, o.Guidance);
             var next = scheduler.Step(guided, t, latents, generator);
             latents = next.MoveToOuterDisposeScope();
             onStep?.Invoke(i + 1, timesteps.Length);
@@ -110,6 +106,21 @@ public sealed class StableDiffusionPipeline : LensPipeline
         var image = Vae.Decode(latents / Vae.ScalingFactor);
         var unit = (image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
         return unit.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// One denoising step's model call as diffusers makes it: the latents doubled for [uncond, cond], scaled by the
+    /// scheduler, the UNet, and classifier-free guidance uncond + g * (cond - uncond).
+    /// </summary>
+    /// <param name="embeds">[2k, T, D]: k unconditional rows, then k conditional rows</param>
+    public Tensor GuidedNoise(Scheduler scheduler, Tensor latents, long t, Tensor embeds, double guidance)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
+        var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
+        var parts = UNet.Forward(input, tT, embeds).chunk(2, 0);
+        return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();
     }
 
     public override void Dispose()
