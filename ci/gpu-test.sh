@@ -31,7 +31,8 @@ for step in "$@"; do
       tar -cJf "$out/tiny-clip.tar.xz" fixtures/judge/tiny-clip ;;
     --tests)
       # the whole Parity suite; references recorded on CUDA run here (they are skipped where CUDA is absent)
-      dotnet "$app/Parity.Tests.dll" --show-live-output off 2>&1 | tee "$out/gpu-tests.log" | grep -E "^(failed|skipped) |total:|failed:|succeeded:|skipped:" | head -60 ;;
+      # shellcheck disable=SC2086
+      dotnet "$app/Parity.Tests.dll" --show-live-output off ${LENS_TEST_ARGS:-} 2>&1 | tee "$out/gpu-tests.log" | grep -E "^(failed|skipped) |total:|failed:|succeeded:|skipped:|worst" | head -60 ;;
     --bench)
       python3 ci/bench.py --app "$app" --out "$out" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
