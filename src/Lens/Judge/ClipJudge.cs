@@ -69,10 +69,9 @@ public sealed class ClipJudge : IConceptJudge, IDisposable
                 if (!providers.Contains("CUDAExecutionProvider"))
                     throw new LensException(
                         "--judge-device cuda: ONNX Runtime's CUDA execution provider is not available in this build " +
-                        $"(available: {string.Join(", ", providers)}). The project references the CPU package " +
-                        "Microsoft.ML.OnnxRuntime; CUDA needs Microsoft.ML.OnnxRuntime.Gpu.Linux instead of it (the two " +
-                        "ship the same native library and cannot be referenced together) plus CUDA 12 and cuDNN 9. " +
-                        "Use --judge-device cpu.");
+                        $"(available: {string.Join(", ", providers)}). This build uses the CPU package Microsoft.ML.OnnxRuntime; " +
+                        "build with `-p:OnnxBackend=cuda` (Microsoft.ML.OnnxRuntime.Gpu.Linux) on a host with CUDA 12 and cuDNN 9, " +
+                        "or use --judge-device cpu.");
                 try { options.AppendExecutionProvider_CUDA(0); }
                 catch (OnnxRuntimeException e)
                 {
