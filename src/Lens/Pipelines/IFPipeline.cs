@@ -14,15 +14,14 @@ namespace DiffusionLens.Pipelines;
 /// </summary>
 public sealed class IFPipeline : LensPipeline
 {
-    public required PromptTokenizer Tokenizer { get; init; }
-    public required T5EncoderModel TextEncoder { get; init; }
+    public required T5EncoderModel T5 { get; init; }
+    public override ITextEncoder TextEncoder => T5;
     public required UNet2DConditionModel UNet { get; init; }
     public required DiffusersConfig SchedulerConfig { get; init; }
 
     public override string Kind => "if";
     public override string PipelineName => "IFPipeline";
     public override string SchedulerName => SchedulerConfig.Str("_class_name", "?");
-    public override int NumLayers => TextEncoder.NumLayers;
 
     public override PipelineDefaults Defaults
     {
@@ -43,28 +42,10 @@ public sealed class IFPipeline : LensPipeline
             Device = device,
             DType = dtype,
             Tokenizer = PromptTokenizer.Load(index),
-            TextEncoder = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype),
+            T5 = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype),
             UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
             SchedulerConfig = schedCfg,
         };
-    }
-
-    public override PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null)
-    {
-        var (ids, mask, text) = Tokenizer.Tokenize(prompt, cleanCaption);
-        using var scope = NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var idsT = torch.tensor(ids, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
-        var maskT = torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
-        var output = TextEncoder.Encode(idsT, maskT);
-        var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
-        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
-    }
-
-    public override Tensor Lens(Tensor hidden)
-    {
-        using var noGrad = torch.no_grad();
-        return TextEncoder.FinalLayerNorm(hidden);
     }
 
     public override Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
@@ -125,7 +106,7 @@ public sealed class IFPipeline : LensPipeline
 
     public override void Dispose()
     {
-        TextEncoder.Dispose();
+        T5.Dispose();
         UNet.Dispose();
     }
 }

@@ -1,4 +1,5 @@
 using DiffusionLens.Reports;
+using DiffusionLens.TextEncoders;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -36,14 +37,30 @@ public abstract partial class LensPipeline : IDisposable
     public abstract string Kind { get; }
     public abstract string PipelineName { get; }
     public abstract string SchedulerName { get; }
-    public abstract int NumLayers { get; }
     public abstract PipelineDefaults Defaults { get; }
+    public required PromptTokenizer Tokenizer { get; init; }
+    public abstract ITextEncoder TextEncoder { get; }
+    public int NumLayers => TextEncoder.NumLayers;
 
     /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
-    public abstract PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null);
+    public PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null)
+    {
+        var (ids, mask, text) = Tokenizer.Tokenize(prompt, cleanCaption);
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var idsT = torch.tensor(ids, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
+        var maskT = Tokenizer.UsesAttentionMask ? torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(Device) : null;
+        var output = TextEncoder.Encode(idsT, maskT); // its tensors live in this scope; the hidden states are moved out
+        var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
+        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
+    }
 
     /// <summary>The lens: the encoder's final layer norm applied to one layer's output.</summary>
-    public abstract Tensor Lens(Tensor hidden);
+    public Tensor Lens(Tensor hidden)
+    {
+        using var noGrad = torch.no_grad();
+        return TextEncoder.FinalLayerNorm(hidden);
+    }
 
     /// <summary>The full-depth prompt embedding the stock pipeline uses (= Lens of the last layer).</summary>
     public Tensor EncodeStock(string prompt, bool? cleanCaption = null)

@@ -15,8 +15,8 @@ namespace DiffusionLens.Pipelines;
 /// </summary>
 public sealed class StableDiffusionPipeline : LensPipeline
 {
-    public required PromptTokenizer Tokenizer { get; init; }
-    public required ClipTextModel TextEncoder { get; init; }
+    public required ClipTextModel Clip { get; init; }
+    public override ITextEncoder TextEncoder => Clip;
     public required UNet2DConditionModel UNet { get; init; }
     public required AutoencoderKL Vae { get; init; }
     public required DiffusersConfig SchedulerConfig { get; init; }
@@ -24,7 +24,6 @@ public sealed class StableDiffusionPipeline : LensPipeline
     public override string Kind => "sd";
     public override string PipelineName => "StableDiffusionPipeline";
     public override string SchedulerName => SchedulerConfig.Str("_class_name", "?");
-    public override int NumLayers => TextEncoder.NumLayers;
     public int VaeScaleFactor => Vae.ScaleFactor;
 
     public override PipelineDefaults Defaults
@@ -47,29 +46,11 @@ public sealed class StableDiffusionPipeline : LensPipeline
             Device = device,
             DType = dtype,
             Tokenizer = PromptTokenizer.Load(index),
-            TextEncoder = ClipTextModel.FromFolder(teDir, device, dtype),
+            Clip = ClipTextModel.FromFolder(teDir, device, dtype),
             UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
             Vae = ComponentLoader.LoadVae(index.Require("vae"), device, dtype),
             SchedulerConfig = schedCfg,
         };
-    }
-
-    public override PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null)
-    {
-        var (ids, mask, text) = Tokenizer.Tokenize(prompt, cleanCaption);
-        using var scope = NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var idsT = torch.tensor(ids, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
-        var maskT = Tokenizer.UsesAttentionMask ? torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(Device) : null;
-        var output = TextEncoder.Encode(idsT, maskT);
-        var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
-        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
-    }
-
-    public override Tensor Lens(Tensor hidden)
-    {
-        using var noGrad = torch.no_grad();
-        return TextEncoder.FinalLayerNorm(hidden);
     }
 
     public override Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
@@ -125,7 +106,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
 
     public override void Dispose()
     {
-        TextEncoder.Dispose();
+        Clip.Dispose();
         UNet.Dispose();
         Vae.Dispose();
     }
