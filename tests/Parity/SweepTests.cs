@@ -16,12 +16,14 @@ public class SweepTests
     /// Denoising four layers in one UNet batch gives the images of one layer at a time (diffusers' batch of two) up to
     /// kernel rounding: at most 1 8-bit level apart on any pixel.
     /// </summary>
-    [Fact]
-    public void BatchedLayersMatchOneLayerAtATime()
+    [Theory]
+    [InlineData("sd-tiny-b")]
+    [InlineData("if-tiny-b")] // DDPM draws variance noise every step: each layer must get a single run's noise
+    public void BatchedLayersMatchOneLayerAtATime(string model)
     {
         var one = CliRunner.TempPath("b1");
         var four = CliRunner.TempPath("b4");
-        var common = new SweepOptions { ModelDir = Model("sd-tiny-b"), Prompt = "A few people are in the ocean splashing around", Steps = 6, OutDir = one };
+        var common = new SweepOptions { ModelDir = Model(model), Prompt = "A few people are in the ocean splashing around", Steps = 6, OutDir = one };
         var r1 = LensSweep.Run(common);
         var r4 = LensSweep.Run(common with { OutDir = four, Batch = 4 });
         Assert.Equal(r1.Layers, r4.Layers);

@@ -55,11 +55,12 @@ public sealed class IFPipeline : LensPipeline
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         int k = conditional.Count;
-        var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
+        scheduler.ShareNoiseAcrossBatch = true;
         var timesteps = scheduler.Timesteps;
 
-        // one CPU generator: initial images and every step's variance noise are drawn as diffusers draws them
+        // one CPU generator: the initial images and every step's variance noise are drawn as diffusers draws them
         // for a single prompt, and shared by all k images of the batch
         var generator = new Generator((ulong)o.Seed);
         var shape = new long[] { 1, UNet.InChannels, o.Height, o.Width };

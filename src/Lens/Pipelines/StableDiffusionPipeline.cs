@@ -62,8 +62,9 @@ public sealed class StableDiffusionPipeline : LensPipeline
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         int k = conditional.Count;
-        var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
+        scheduler.ShareNoiseAcrossBatch = true;
         var timesteps = scheduler.Timesteps;
 
         // one CPU generator seeded with the seed: every image starts from diffusers' latents for that seed

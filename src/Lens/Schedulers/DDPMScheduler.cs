@@ -188,7 +188,7 @@ public sealed class DDPMScheduler : Scheduler
     }
 
     /// <summary>randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype).</summary>
-    private static Tensor DrawNoise(Tensor modelOutput, Generator? generator)
+    private Tensor DrawNoise(Tensor modelOutput, Generator? generator)
     {
         var device = modelOutput.device;
         var randDevice = device;
@@ -201,7 +201,10 @@ public sealed class DDPMScheduler : Scheduler
                 else throw new LensException($"cannot generate a {device.type} tensor from a generator on {genType}");
             }
         }
-        var noise = torch.randn(modelOutput.shape, dtype: modelOutput.dtype, device: randDevice, generator: generator);
+        var shape = (long[])modelOutput.shape.Clone();
+        if (ShareNoiseAcrossBatch) shape[0] = 1;
+        var noise = torch.randn(shape, dtype: modelOutput.dtype, device: randDevice, generator: generator);
+        if (ShareNoiseAcrossBatch && modelOutput.shape[0] != 1) noise = noise.expand(modelOutput.shape);
         return noise.device.type == device.type && noise.device.index == device.index ? noise : noise.to(device);
     }
 

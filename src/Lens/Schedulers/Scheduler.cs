@@ -29,6 +29,13 @@ public abstract class Scheduler : IDisposable
     /// <summary>diffusers' <c>order</c> (1 for both supported schedulers).</summary>
     public virtual int Order => 1;
 
+    /// <summary>
+    /// The batch holds copies of one single-image run (e.g. the lens layers of one prompt and seed): every row gets the
+    /// noise that run draws, one draw of batch size 1 a step, as diffusers draws it for a single image. Off by default
+    /// (one draw of the whole batch's shape, as diffusers does for a batch).
+    /// </summary>
+    public bool ShareNoiseAcrossBatch { get; set; }
+
     protected Scheduler(DiffusersConfig config, string[] supportedBetaSchedules)
     {
         NumTrainTimesteps = config.Int("num_train_timesteps", 1000);
