@@ -139,10 +139,6 @@ public sealed class ReferenceData : IDisposable
                 .Select(d => System.IO.Path.GetFileName(d))
             : Enumerable.Empty<string>();
 
-    /// <summary>Names of the reference folders whose model folder is on this machine, optionally of one kind.</summary>
-    public static IEnumerable<string> Available(string? kind = null) =>
-        All(kind).Where(n => Open(n).SkipReason is null);
-
     public SafetensorsFile Tensors => _tensors ??= new SafetensorsFile(System.IO.Path.Combine(Folder, Json["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
 
     public bool Has(string key) => Tensors.Entries.ContainsKey(key);

@@ -48,9 +48,7 @@ public class StepParityTests
         {
             using var scope = NewDisposeScope();
             var x = i == 0 ? init : stepOut[i - 1].unsqueeze(0).to(device);
-            var pred = isIf
-                ? ((IFPipeline)pipe).GuidedPrediction(scheduler, x, timesteps[i], embeds, r.Guidance)
-                : ((StableDiffusionPipeline)pipe).GuidedNoise(scheduler, x, timesteps[i], embeds, r.Guidance);
+            var pred = pipe.GuidedPrediction(scheduler, x, timesteps[i], embeds, r.Guidance);
             var (pAbs, pRef, pRel) = ReferenceData.Compare(pred.cpu(), stepPred[i].unsqueeze(0));
             // the scheduler step itself, from diffusers' own prediction (PNDM keeps its multistep state across steps)
             var next = scheduler.Step(stepPred[i].unsqueeze(0).to(device), timesteps[i], x, generator);

@@ -17,11 +17,9 @@ public sealed class IFPipeline : LensPipeline
     public required T5EncoderModel T5 { get; init; }
     public override ITextEncoder TextEncoder => T5;
     public required UNet2DConditionModel UNet { get; init; }
-    public required DiffusersConfig SchedulerConfig { get; init; }
 
     public override string Kind => "if";
     public override string PipelineName => "IFPipeline";
-    public override string SchedulerName => SchedulerConfig.Str("_class_name", "?");
 
     public override PipelineDefaults Defaults
     {
@@ -34,61 +32,28 @@ public sealed class IFPipeline : LensPipeline
 
     public static IFPipeline Load(ModelIndex index, Device device, ScalarType dtype)
     {
-        var schedCfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
-        Scheduler.FromConfig(schedCfg); // fails early on an unknown scheduler
         return new IFPipeline
         {
             ModelDir = index.Folder,
             Device = device,
             DType = dtype,
+            SchedulerConfig = LoadSchedulerConfig(index), // first: an unknown scheduler fails before weights load
             Tokenizer = PromptTokenizer.Load(index),
             T5 = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype),
             UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
-            SchedulerConfig = schedCfg,
         };
     }
 
-    public override Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
-        Action<int, int>? onStep = null)
-    {
-        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        using var noGrad = torch.no_grad();
-        using var outer = NewDisposeScope();
-        int k = conditional.Count;
-        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
-        scheduler.SetTimesteps(o.Steps);
-        scheduler.ShareNoiseAcrossBatch = true;
-        var timesteps = scheduler.Timesteps;
+    protected override long[] NoiseShape(GenerationOptions o) => new long[] { 1, UNet.InChannels, o.Height, o.Width };
 
-        // one CPU generator: the initial images and every step's variance noise are drawn as diffusers draws them
-        // for a single prompt, and shared by all k images of the batch
-        var generator = new Generator((ulong)o.Seed);
-        var shape = new long[] { 1, UNet.InChannels, o.Height, o.Width };
-        var images = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
-
-        var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
-        var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
-        var embeds = torch.cat(new[] { uncond, cond }, 0);
-        for (int i = 0; i < timesteps.Length; i++)
-        {
-            using var step = NewDisposeScope();
-            long t = timesteps[i];
-            var noisePred = GuidedPrediction(scheduler, images, t, embeds, o.Guidance);
-            var next = scheduler.Step(noisePred, t, images, generator);
-            images = next.MoveToOuterDisposeScope();
-            onStep?.Invoke(i + 1, timesteps.Length);
-        }
-        var unit = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
-        return unit.MoveToOuterDisposeScope();
-    }
+    /// <summary>IF stage I denoises in pixel space: the sample is the image.</summary>
+    protected override Tensor ToImage(Tensor images) => images.alias();
 
     /// <summary>
-    /// One denoising step's model call as diffusers' IF pipeline makes it: the images doubled for [uncond, cond],
-    /// the UNet, guidance on the noise half only (uncond + g * (cond - uncond)), the predicted variance of the
-    /// conditional half appended; without a learned variance the prediction is cut to the noise half.
+    /// Guidance on the noise half only (uncond + g * (cond - uncond)), the predicted variance of the conditional half
+    /// appended; without a learned variance the prediction is cut to the noise half.
     /// </summary>
-    /// <param name="embeds">[2k, T, D]: k unconditional rows, then k conditional rows</param>
-    public Tensor GuidedPrediction(Scheduler scheduler, Tensor images, long t, Tensor embeds, double guidance)
+    public override Tensor GuidedPrediction(Scheduler scheduler, Tensor images, long t, Tensor embeds, double guidance)
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();

@@ -1,4 +1,6 @@
+using DiffusionLens.Loading;
 using DiffusionLens.Reports;
+using DiffusionLens.Schedulers;
 using DiffusionLens.TextEncoders;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -36,7 +38,6 @@ public abstract partial class LensPipeline : IDisposable
     /// <summary>"sd" or "if".</summary>
     public abstract string Kind { get; }
     public abstract string PipelineName { get; }
-    public abstract string SchedulerName { get; }
     public abstract PipelineDefaults Defaults { get; }
     public required PromptTokenizer Tokenizer { get; init; }
     public abstract ITextEncoder TextEncoder { get; }
@@ -69,15 +70,69 @@ public abstract partial class LensPipeline : IDisposable
         return Lens(layers.Hidden[^1]);
     }
 
+    /// <summary>The pipeline's scheduler config (scheduler/scheduler_config.json).</summary>
+    public required DiffusersConfig SchedulerConfig { get; init; }
+    public string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+
+    /// <summary>scheduler/scheduler_config.json, checked up front so an unknown scheduler fails before weights load.</summary>
+    protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index)
+    {
+        var cfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
+        using var check = Scheduler.FromConfig(cfg);
+        return cfg;
+    }
+
+    /// <summary>The shape of one image's initial noise ([1, C, h, w]); validates the requested size.</summary>
+    protected abstract long[] NoiseShape(GenerationOptions o);
+
+    /// <summary>
+    /// One denoising step's model call as the diffusers pipeline makes it: the sample doubled for [uncond, cond],
+    /// scaled by the scheduler, the UNet, and classifier-free guidance.
+    /// </summary>
+    /// <param name="embeds">[2k, T, D]: k unconditional rows, then k conditional rows</param>
+    public abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
+
+    /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
+    protected abstract Tensor ToImage(Tensor sample);
+
     /// <summary>
     /// Generates one image per conditional embedding, all with classifier-free guidance against the same
     /// unconditional embedding and the same seed (each image reproduces diffusers' single-prompt call).
     /// Returns [k, H, W, 3] float32 images in [0, 1] on the CPU (diffusers' output_type="np").
     /// </summary>
-    public abstract Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions options,
-        Action<int, int>? onStep = null);
+    public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        Action<int, int>? onStep = null)
+    {
+        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
+        var shape = NoiseShape(o);
+        using var noGrad = torch.no_grad();
+        using var outer = NewDisposeScope();
+        int k = conditional.Count;
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        scheduler.ShareNoiseAcrossBatch = true;
+        var timesteps = scheduler.Timesteps;
 
-    public static RgbImage ToRgb(Tensor unitHwc) => RgbImage.FromUnitHwc(unitHwc);
+        // one CPU generator seeded with the seed: the initial noise (and DDPM's per-step variance noise) is drawn as
+        // diffusers draws it for a single prompt, and shared by all k images of the batch
+        var generator = new Generator((ulong)o.Seed);
+        var sample = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
+
+        var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
+        var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
+        var embeds = torch.cat(new[] { uncond, cond }, 0);
+        for (int i = 0; i < timesteps.Length; i++)
+        {
+            using var step = NewDisposeScope();
+            long t = timesteps[i];
+            var prediction = GuidedPrediction(scheduler, sample, t, embeds, o.Guidance);
+            sample = scheduler.Step(prediction, t, sample, generator).MoveToOuterDisposeScope();
+            onStep?.Invoke(i + 1, timesteps.Length);
+        }
+        // diffusers' postprocessing: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then float32 HWC
+        var unit = (ToImage(sample) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+        return unit.MoveToOuterDisposeScope();
+    }
 
     public abstract void Dispose();
 

@@ -21,39 +21,12 @@ public sealed class RgbImage
         if (Pixels.Length != width * height * 3) throw new ArgumentException("pixel buffer does not match the size");
     }
 
-    /// <summary>
-    /// diffusers' postprocessing of a decoded image in [-1, 1]: (x/2+0.5).clamp(0,1), to float32 HWC,
-    /// then numpy_to_pil's (x*255).round() to uint8. <paramref name="image"/> is [3,H,W] or [1,3,H,W].
-    /// </summary>
-    public static RgbImage FromModelOutput(Tensor image)
-    {
-        using var scope = NewDisposeScope();
-        var x = image.dim() == 4 ? image[0] : image;
-        var unit = (x.to(ScalarType.Float32) / 2 + 0.5).clamp(0, 1);
-        return FromUnitFloat(unit);
-    }
-
-    /// <summary>An image already in [0,1] ([3,H,W] float): (x*255).round() to uint8, as diffusers' numpy_to_pil.</summary>
-    public static RgbImage FromUnitFloat(Tensor chw)
-    {
-        using var scope = NewDisposeScope();
-        return FromUnitHwc(chw.permute(1, 2, 0));
-    }
-
     /// <summary>A [H,W,3] float image in [0,1] (diffusers' output_type="np" form): (x*255).round() to uint8.</summary>
     public static RgbImage FromUnitHwc(Tensor hwc)
     {
         using var scope = NewDisposeScope();
         var u8 = (hwc.to(ScalarType.Float32).cpu() * 255).round().to(ScalarType.Byte).contiguous();
         return new RgbImage((int)u8.shape[1], (int)u8.shape[0], u8.data<byte>().ToArray());
-    }
-
-    /// <summary>A [H,W,3] float32 tensor in [0,1] (the float image diffusers hands to numpy_to_pil).</summary>
-    public static Tensor UnitFloatHwc(Tensor image)
-    {
-        using var scope = NewDisposeScope();
-        var x = image.dim() == 4 ? image[0] : image;
-        return (x.to(ScalarType.Float32) / 2 + 0.5).clamp(0, 1).permute(1, 2, 0).contiguous().cpu().MoveToOuterDisposeScope();
     }
 
     public byte this[int x, int y, int c]
