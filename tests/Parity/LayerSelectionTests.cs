@@ -1,4 +1,4 @@
-using DiffusionLens.Lens;
+using DiffusionLens.Sweep;
 using Xunit;
 
 namespace DiffusionLens.Tests.Parity;

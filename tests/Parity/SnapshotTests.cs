@@ -1,4 +1,4 @@
-using DiffusionLens.Lens;
+using DiffusionLens.Sweep;
 using DiffusionLens.Reports;
 using Xunit;
 

@@ -1,5 +1,5 @@
 using System.Text.Json.Nodes;
-using DiffusionLens.Lens;
+using DiffusionLens.Sweep;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
 using Xunit;

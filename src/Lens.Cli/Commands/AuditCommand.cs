@@ -1,7 +1,7 @@
 using System.Globalization;
 using DiffusionLens.Findings;
 using DiffusionLens.Judge;
-using DiffusionLens.Lens;
+using DiffusionLens.Sweep;
 using DiffusionLens.Tokenizers;
 
 namespace DiffusionLens.Cli.Commands;

@@ -1,4 +1,4 @@
-using DiffusionLens.Lens;
+using DiffusionLens.Sweep;
 
 namespace DiffusionLens.Cli.Commands;
 

@@ -1,4 +1,4 @@
-using DiffusionLens.Lens;
+using DiffusionLens.Sweep;
 using DiffusionLens.Pipelines;
 
 namespace DiffusionLens.Findings;

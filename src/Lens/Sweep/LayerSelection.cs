@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace DiffusionLens.Lens;
+namespace DiffusionLens.Sweep;
 
 /// <summary>
 /// Which encoder layers a sweep renders: "all", a list "0,3,5", or a Python-style range "start:stop[:step]"

@@ -1,4 +1,4 @@
-namespace DiffusionLens.Lens;
+namespace DiffusionLens.Sweep;
 
 /// <summary>What one lens sweep renders. Null sampling settings take the pipeline's diffusers defaults.</summary>
 public sealed record SweepOptions

@@ -1,12 +1,10 @@
 using System.Diagnostics;
-using System.Text.Json;
-using System.Text.Json.Nodes;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
 using TorchSharp;
 using static TorchSharp.torch;
 
-namespace DiffusionLens.Lens;
+namespace DiffusionLens.Sweep;
 
 /// <summary>
 /// The Diffusion Lens sweep: encode the prompt ONCE keeping every layer, pass each selected layer through the
@@ -55,7 +53,7 @@ public static class LensSweep
 
         var files = new SortedDictionary<int, string>();
         var images = new List<(string, RgbImage)>();
-        var perLayer = new JsonObject();
+        var perLayer = new SortedDictionary<string, double>(SweepManifest.LayerOrder);
         int unetCalls = 0;
         for (int start = 0; start < layers.Length; start += o.Batch)
         {
@@ -86,42 +84,38 @@ public static class LensSweep
         }
         Grid.Compose(images).SavePng(output.PathOf("grid.png"));
 
-        var manifest = new JsonObject
+        var manifest = new SweepManifest
         {
-            ["tool"] = "diffusion-lens-dotnet",
-            ["version"] = typeof(LensSweep).Assembly.GetName().Version?.ToString(),
-            ["created_utc"] = DateTime.UtcNow.ToString("o"),
-            ["model"] = Path.GetFullPath(o.ModelDir),
-            ["pipeline"] = pipe.PipelineName,
-            ["kind"] = pipe.Kind,
-            ["prompt"] = o.Prompt,
-            ["processed_prompt"] = prompt.Text,
-            ["negative_prompt"] = o.NegativePrompt,
-            ["clean_caption"] = pipe.Kind == "if" ? (o.CleanCaption ?? true) : null,
-            ["seed"] = o.Seed,
-            ["steps"] = gen.Steps,
-            ["unet_calls_per_image"] = unetCalls,
-            ["guidance"] = gen.Guidance,
-            ["scheduler"] = pipe.SchedulerName,
-            ["height"] = gen.Height,
-            ["width"] = gen.Width,
-            ["dtype"] = o.DType,
-            ["device"] = o.Device,
-            ["batch"] = o.Batch,
-            ["num_layers"] = pipe.NumLayers,
-            ["layers"] = new JsonArray(layers.Select(l => (JsonNode)l).ToArray()),
-            ["lens"] = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt",
-            ["files"] = new JsonObject(files.Select(kv => KeyValuePair.Create(kv.Key.ToString(), (JsonNode?)kv.Value))),
-            ["grid"] = "grid.png",
-            ["timings_s"] = new JsonObject
+            CreatedUtc = DateTime.UtcNow.ToString("o"),
+            Model = Path.GetFullPath(o.ModelDir),
+            Pipeline = pipe.PipelineName,
+            Kind = pipe.Kind,
+            Prompt = o.Prompt,
+            ProcessedPrompt = prompt.Text,
+            NegativePrompt = o.NegativePrompt,
+            CleanCaption = pipe.Kind == "if" ? (o.CleanCaption ?? true) : null,
+            Seed = o.Seed,
+            Steps = gen.Steps,
+            UnetCallsPerImage = unetCalls,
+            Guidance = gen.Guidance,
+            Scheduler = pipe.SchedulerName,
+            Height = gen.Height,
+            Width = gen.Width,
+            Dtype = o.DType,
+            Device = o.Device,
+            Batch = o.Batch,
+            NumLayers = pipe.NumLayers,
+            Layers = layers,
+            Files = new SortedDictionary<string, string>(files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
+            TimingsS = new SweepTimings
             {
-                ["load"] = Math.Round(loadS, 4),
-                ["encode"] = Math.Round(encodeS, 4),
-                ["per_layer"] = perLayer,
-                ["total"] = Math.Round(total.Elapsed.TotalSeconds + loadS, 4),
+                Load = Math.Round(loadS, 4),
+                Encode = Math.Round(encodeS, 4),
+                PerLayer = perLayer,
+                Total = Math.Round(total.Elapsed.TotalSeconds + loadS, 4),
             },
         };
-        File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
+        File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJson());
         return new SweepResult
         {
             OutDir = output.FinalPath,

@@ -1,4 +1,4 @@
-namespace DiffusionLens.Lens;
+namespace DiffusionLens.Sweep;
 
 /// <summary>
 /// Writes a result folder atomically: everything goes into a hidden sibling folder that is renamed into place
