@@ -13,23 +13,37 @@ fx="$(ls "$dr/shared/Microsoft.NETCore.App" | sort -V | tail -1)"
 cp "$dr/dotnet" "$out/dotnet/"
 cp -r "$dr/host/fxr/$(ls "$dr/host/fxr" | sort -V | tail -1)" "$out/dotnet/host/fxr/"
 mkdir -p "$out/dotnet/shared/Microsoft.NETCore.App" && cp -r "$dr/shared/Microsoft.NETCore.App/$fx" "$out/dotnet/shared/Microsoft.NETCore.App/"
-# the device run carries at most 64 MiB with the working tree: leave out framework parts the suite never loads
-# (debugger/tracing/alternative-GC natives, XML, VB, networking, data, expressions), checked by running the whole
-# Parity suite on this trimmed runtime. The GPU run therefore reads test results from the console, not TRX (XML).
+# debugger/tracing/alternative-GC natives are never loaded by the suite
 (cd "$out/dotnet/shared/Microsoft.NETCore.App/$fx" && rm -f libmscordaccore.so libmscordbi.so libclrgcexp.so libclrgc.so \
-  libcoreclrtraceptprovider.so Microsoft.VisualBasic.Core.dll Microsoft.VisualBasic.dll Microsoft.CSharp.dll \
-  System.Data.Common.dll System.Private.DataContractSerialization.dll System.Private.Xml.dll System.Private.Xml.Linq.dll \
-  System.Linq.Expressions.dll System.Linq.AsyncEnumerable.dll System.Text.Encoding.CodePages.dll System.Net.Http.dll \
-  System.Net.Security.dll System.Net.Quic.dll System.Net.Mail.dll System.Net.WebSockets*.dll System.Net.HttpListener.dll \
-  System.Net.Requests.dll System.Net.WebClient.dll System.IO.Compression.Brotli.dll libSystem.IO.Compression.Native.so)
+  libcoreclrtraceptprovider.so createdump)
 # build in a copy of the sources, so the CPU build's obj/ folders (another TorchSharp package) stay apart
 build="$(mktemp -d)"
 tar -C "$root" --exclude=bin --exclude=obj -cf - global.json Directory.Build.props DiffusionLens.sln src tests fixtures/models/sd-tiny-12 | tar -C "$build" -xf -
-common=(-c Release -r linux-x64 --self-contained false -p:TorchBackend=managed -v q)
+common=(-c Release -r linux-x64 -p:TorchBackend=managed -v q)
 # one folder for the test app and the CLI (same dependencies); ONNX Runtime is left out (the GPU run does not judge)
-dotnet publish "$build/tests/Parity" "${common[@]}" -o "$out/app"
-dotnet publish "$build/src/Lens.Cli" "${common[@]}" -o "$out/app"
+dotnet publish "$build/tests/Parity" "${common[@]}" --self-contained false -o "$out/app"
+dotnet publish "$build/src/Lens.Cli" "${common[@]}" --self-contained false -o "$out/app"
+# The shared framework, trimmed to what the suite and the CLI use: a self-contained, trimmed publish of the test app
+# (which references the CLI, so both apps' framework needs are roots; TrimMode=partial trims framework assemblies only)
+# gives the trimmed framework assemblies, which replace the shared framework's; assemblies it dropped are left out.
+# This keeps the device carry (64 MiB with the repository's fixtures) small; checked by running the whole Parity suite
+# on the packed runtime (ci/gpu-pack.sh --check, on the CPU libtorch here).
+dotnet publish "$build/tests/Parity" "${common[@]}" --self-contained true -p:PublishTrimmed=true -p:TrimMode=partial \
+  -p:SuppressTrimAnalysisWarnings=true -o "$build/trimmed"
+fxdir="$out/dotnet/shared/Microsoft.NETCore.App/$fx"
+for f in "$fxdir"/*.dll; do
+  n="$(basename "$f")"
+  if [ -f "$build/trimmed/$n" ]; then cp "$build/trimmed/$n" "$f"; else rm -f "$f"; fi
+done
 rm -rf "$build" "$out/app/models" "$out"/app/libonnxruntime*.so
-tar -C "$root/.carry" -cJf "$root/.carry/gpu.tar.xz" gpu
+# satellite resource folders of the test platform (localised messages) and symbols are not needed to run
+(cd "$out/app" && rm -rf cs de es fr it ja ko pl pt-BR ru tr zh-Hans zh-Hant ./*.pdb)
+if [ "${1:-}" = "--check" ]; then
+  # the packed runtime runs the whole Parity suite here, on the CPU libtorch of the TorchSharp-cpu package
+  lib="$(ls -d "$HOME"/.nuget/packages/libtorch-cpu-linux-x64/*/runtimes/linux-x64/native | sort -V | tail -1)"
+  PATH="$out/dotnet:$PATH" DOTNET_ROOT="$out/dotnet" LENS_TORCH_LIB="$lib" LENS_REPO_ROOT="$root" \
+    dotnet "$out/app/Parity.Tests.dll" --show-live-output off "${@:2}" | tail -5
+fi
+XZ_OPT=-9 tar -C "$root/.carry" -cJf "$root/.carry/gpu.tar.xz" gpu
 rm -rf "$out"
 ls -la "$root/.carry/gpu.tar.xz"

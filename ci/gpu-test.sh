@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs on a CUDA host that has PyTorch (no .NET SDK needed), from the repository root, with .carry/gpu.tar.xz made by
 # ci/gpu-pack.sh (and .carry/pylibs.tar.xz holding diffusers' sources for the fixture steps):
-#   ci/gpu-test.sh [--make-cuda-references] [--make-judge] [--tests] [--bench]
-# TorchSharp (managed only) runs on PyTorch's own libtorch: LD_LIBRARY_PATH points at torch/lib.
+#   ci/gpu-test.sh [--make-cuda-references] [--add-truth] [--make-judge] [--tests] [--bench]
+# TorchSharp (managed only) runs on PyTorch's own libtorch: the apps find torch/lib themselves (LENS_TORCH_LIB, set
+# here from python3's torch; see src/Lens/TorchRuntime.cs); LD_LIBRARY_PATH is set only if that fails.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -13,18 +14,31 @@ mkdir -p "$work" "$out"
 if [ -f .carry/pylibs.tar.xz ] && [ ! -d "$work/py" ]; then mkdir -p "$work/py" && tar -C "$work/py" -xJf .carry/pylibs.tar.xz; fi
 export PYTHONPATH="$work/py${PYTHONPATH:+:$PYTHONPATH}"
 torchlib="$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')"
-export LD_LIBRARY_PATH="$torchlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LENS_TORCH_LIB="$torchlib"
 export PATH="$work/gpu/dotnet:$PATH" DOTNET_ROOT="$work/gpu/dotnet" DOTNET_CLI_TELEMETRY_OPTOUT=1 LENS_REPO_ROOT="$root"
 app="$work/gpu/app"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "transformers", transformers.__version__)'
+python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version(), "transformers", transformers.__version__)'
+info="$(dotnet "$app/lens.dll" info 2>&1)"
+echo "lens info: $info"
+if ! grep -q '"cuda_available":true' <<<"$info"; then
+  echo "gpu-test: the apps did not load CUDA from LENS_TORCH_LIB alone; falling back to LD_LIBRARY_PATH=$torchlib" >&2
+  export LD_LIBRARY_PATH="$torchlib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  dotnet "$app/lens.dll" info
+fi
 
 for step in "$@"; do
   case "$step" in
     --make-cuda-references)
-      # diffusers' own CUDA outputs for the committed tiny models (float16 and float32), CPU-generator noise
-      python3 fixtures/make_reference.py tiny --device cuda --dtype float16 2>&1 | grep -v -i "warn\|deprecat" | tail -8
-      python3 fixtures/make_reference.py tiny --device cuda --dtype float32 2>&1 | grep -v -i "warn\|deprecat" | tail -8
+      # diffusers' own CUDA float16 outputs for the committed tiny models on this GPU (folders *-cuda-float16-<gpu>),
+      # with the float32 truth and diffusers' own error against it (CUDA float32 is gated by the CPU references)
+      python3 fixtures/make_reference.py tiny --device cuda --dtype float16 2>&1 | grep -v -i "warn\|deprecat" | tail -12
+      tar -cJf "$out/cuda-references.tar.xz" fixtures/references/*-cuda-* ;;
+    --add-truth)
+      # the float32 truth for low-precision references recorded earlier (e.g. on another GPU) that lack it
+      for d in fixtures/references/*-cuda-float16*; do
+        grep -q '"low_precision"' "$d/reference.json" || python3 fixtures/make_reference.py truth "$d" 2>&1 | grep -v -i "warn\|deprecat" | tail -3
+      done
       tar -cJf "$out/cuda-references.tar.xz" fixtures/references/*-cuda-* ;;
     --make-judge)
       python3 fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir fixtures/models/sd-tiny-12/tokenizer 2>&1 | tail -12

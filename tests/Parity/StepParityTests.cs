@@ -12,7 +12,8 @@ namespace DiffusionLens.Tests.Parity;
 /// its prompt embeddings, and for IF the same generator position for the variance noise), so a step's error is
 /// measured alone instead of accumulated over the whole trajectory. Checked at every step: the guided model
 /// prediction against stock.step_noise_pred / stock.step_model_output, and the scheduler's output against
-/// stock.step_latents / stock.step_images. Tolerances: the reference's (float32 CPU: rel L2 1e-5).
+/// stock.step_latents / stock.step_images. Tolerances: the reference's (float32 CPU: rel L2 1e-5; float16: the
+/// error-ratio criterion against diffusers' float32 pipeline fed the same inputs, LowPrecisionTruth).
 /// </summary>
 [Collection("pipelines")]
 public class StepParityTests
@@ -34,6 +35,7 @@ public class StepParityTests
         scheduler.SetTimesteps(r.Steps);
         var timesteps = scheduler.Timesteps;
         bool isIf = r.Kind == "if";
+        _out.WriteLine(r.RanOn);
         using var embeds = torch.cat(new[] { r.Read("stock_negative_embeds"), r.Read("stock_embeds") }, 0).to(dtype, device);
         using var init = r.Read(isIf ? "init_images" : "init_latents").to(device);
         using var stepOut = r.Read(isIf ? "stock.step_images" : "stock.step_latents");
@@ -49,17 +51,13 @@ public class StepParityTests
             using var scope = NewDisposeScope();
             var x = i == 0 ? init : stepOut[i - 1].unsqueeze(0).to(device);
             var pred = pipe.GuidedPrediction(scheduler, x, timesteps[i], embeds, r.Guidance);
-            var (pAbs, pRef, pRel) = ReferenceData.Compare(pred.cpu(), stepPred[i].unsqueeze(0));
+            var pRel = r.AssertMatches($"step_pred.{i}", pred[0], expected: stepPred[i]);
             // the scheduler step itself, from diffusers' own prediction (PNDM keeps its multistep state across steps)
             var next = scheduler.Step(stepPred[i].unsqueeze(0).to(device), timesteps[i], x, generator);
-            var (sAbs, sRef, sRel) = ReferenceData.Compare(next.cpu(), stepOut[i].unsqueeze(0));
+            var sRel = r.AssertMatches($"step_out.{i}", next[0], expected: stepOut[i]);
             worstPred = Math.Max(worstPred, pRel);
             worstStep = Math.Max(worstStep, sRel);
-            Assert.True(pRel <= r.Tol.HiddenRel && pAbs <= r.Tol.HiddenAbs * Math.Max(1, pRef),
-                $"{name} step {i} (t={timesteps[i]}): guided prediction rel L2 {pRel:E2}, max |diff| {pAbs:E2}");
-            Assert.True(sRel <= r.Tol.HiddenRel && sAbs <= r.Tol.HiddenAbs * Math.Max(1, sRef),
-                $"{name} step {i} (t={timesteps[i]}): scheduler output rel L2 {sRel:E2}, max |diff| {sAbs:E2}");
         }
-        _out.WriteLine($"{name}: {timesteps.Length} steps, worst guided-prediction rel L2 {worstPred:E2}, worst scheduler-step rel L2 {worstStep:E2}");
+        _out.WriteLine($"{name}: {timesteps.Length} steps, worst guided-prediction rel L2 (vs {(r.IsLowPrecision ? "float32 truth" : "diffusers")}) {worstPred:E2}, worst scheduler-step rel L2 {worstStep:E2}");
     }
 }

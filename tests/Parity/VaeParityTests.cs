@@ -9,8 +9,8 @@ namespace DiffusionLens.Tests.Parity;
 
 /// <summary>
 /// AutoencoderKL against real diffusers, for every Stable Diffusion reference whose model exists: vae.decode(z).sample
-/// (z unscaled) and encode(x).latent_dist mean / logvar, in float32 on the CPU (weights stored in any dtype are loaded
-/// as float32). Tolerance as <see cref="UNetParityTests"/>: max |diff| &lt;= 1e-4 * max(1, max |ref|), relative L2 &lt;= 1e-5.
+/// (z unscaled) and encode(x).latent_dist mean / logvar, on the reference's device and dtype (weights stored in any
+/// dtype are converted on load). Tolerance: <see cref="ReferenceData.AssertMatches"/>, as <see cref="UNetParityTests"/>.
 /// </summary>
 public class VaeParityTests(ITestOutputHelper output)
 {
@@ -27,7 +27,8 @@ public class VaeParityTests(ITestOutputHelper output)
         var device = LensPipeline.ParseDevice(r.Device);
         using var vae = ComponentLoader.LoadVae(r.Component("vae"), device, LensPipeline.ParseDType(r.DType));
         var actual = vae.Decode(r.Read("vae.decode_in").to(device));
-        UNetParityTests.AssertClose(output, $"{reference} vae.decode_out", actual, r.Read("vae.decode_out"), r.Tol);
+        output.WriteLine(r.RanOn);
+        r.AssertMatches("vae.decode_out", actual, output);
     }
 
     [Theory]
@@ -41,7 +42,8 @@ public class VaeParityTests(ITestOutputHelper output)
         var device = LensPipeline.ParseDevice(r.Device);
         using var vae = ComponentLoader.LoadVae(r.Component("vae"), device, LensPipeline.ParseDType(r.DType));
         using var dist = vae.Encode(r.Read("vae.encode_in").to(device));
-        UNetParityTests.AssertClose(output, $"{reference} vae.encode_mean", dist.Mean, r.Read("vae.encode_mean"), r.Tol);
-        UNetParityTests.AssertClose(output, $"{reference} vae.encode_logvar", dist.LogVar, r.Read("vae.encode_logvar"), r.Tol);
+        output.WriteLine(r.RanOn);
+        r.AssertMatches("vae.encode_mean", dist.Mean, output);
+        r.AssertMatches("vae.encode_logvar", dist.LogVar, output);
     }
 }

@@ -140,7 +140,7 @@ public abstract partial class LensPipeline : IDisposable
     {
         "cpu" => torch.CPU,
         "cuda" or "cuda:0" when torch.cuda.is_available() => torch.CUDA,
-        "cuda" or "cuda:0" => throw new LensException("--device cuda: CUDA is not available to this TorchSharp build (the CPU libtorch is loaded); see ci/gpu-test.sh for running on a CUDA host"),
+        "cuda" or "cuda:0" => throw new LensException($"--device cuda: CUDA is not available to this TorchSharp build (libtorch: {TorchRuntime.Source}); build with -p:TorchBackend=managed on a host with PyTorch (or set LENS_TORCH_LIB to its torch/lib), see README 'On a CUDA GPU'"),
         _ => throw new LensException($"unknown device '{device}'; use cpu or cuda"),
     };
 

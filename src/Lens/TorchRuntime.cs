@@ -1,0 +1,81 @@
+using System.Diagnostics;
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+
+namespace DiffusionLens;
+
+/// <summary>
+/// Finds the native libtorch when this build carries none (built with <c>-p:TorchBackend=managed</c>, the managed-only
+/// TorchSharp package): PyTorch's own <c>torch/lib</c>, from <c>LENS_TORCH_LIB</c>, else from the <c>python3</c> on the PATH.
+/// Its libraries are loaded by full path before TorchSharp initialises, so TorchSharp's by-name loads resolve to them
+/// (the dynamic linker matches already-loaded sonames) and no <c>LD_LIBRARY_PATH</c> is needed; PyTorch's libraries find
+/// their CUDA dependencies through their own RPATHs. Nothing is done where a libtorch ships beside the app (the CPU or
+/// CUDA TorchSharp packages).
+/// </summary>
+public static class TorchRuntime
+{
+    private static readonly object Gate = new();
+    private static bool _done;
+
+    /// <summary>Where libtorch was loaded from ("bundled", a torch/lib folder), or why none was preloaded.</summary>
+    public static string Source { get; private set; } = "not initialised";
+
+#pragma warning disable CA2255 // a library module initializer: libtorch must be in place before any TorchSharp call
+    [ModuleInitializer]
+#pragma warning restore CA2255
+    internal static void Initialize() => Preload();
+
+    /// <summary>Idempotent; call before the first TorchSharp call of a process (the library and the test apps do).</summary>
+    public static void Preload()
+    {
+        lock (Gate)
+        {
+            if (_done) return;
+            _done = true;
+            if (!OperatingSystem.IsLinux()) { Source = "bundled (not Linux)"; return; }
+            if (BundledLibTorch() is string bundled) { Source = $"bundled ({bundled})"; return; }
+            var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
+            string origin = "LENS_TORCH_LIB";
+            if (string.IsNullOrEmpty(dir)) { dir = FromPython(); origin = "python3's torch"; }
+            if (string.IsNullOrEmpty(dir) || !File.Exists(Path.Combine(dir, "libtorch.so")))
+            {
+                Source = $"none: this build carries no libtorch and {origin} gave none{(string.IsNullOrEmpty(dir) ? "" : $" ({dir} has no libtorch.so)")}";
+                return;
+            }
+            // CUDA first (it pulls in libtorch_cpu, c10 and the CUDA libraries through its RPATH), then the umbrella library
+            foreach (var lib in new[] { "libtorch_cuda.so", "libtorch.so" })
+            {
+                var path = Path.Combine(dir, lib);
+                if (File.Exists(path)) NativeLibrary.TryLoad(path, out _);
+            }
+            Source = $"{dir} ({origin})";
+        }
+    }
+
+    private static string? BundledLibTorch()
+    {
+        var baseDir = AppContext.BaseDirectory;
+        foreach (var d in new[] { baseDir, Path.Combine(baseDir, "runtimes", "linux-x64", "native"), Path.Combine(baseDir, "runtimes", "linux-arm64", "native") })
+            if (File.Exists(Path.Combine(d, "libtorch.so")) || File.Exists(Path.Combine(d, "libtorch_cpu.so"))) return d;
+        return null;
+    }
+
+    private static string? FromPython()
+    {
+        try
+        {
+            var psi = new ProcessStartInfo("python3", "-c \"import os, torch; print(os.path.join(os.path.dirname(torch.__file__), 'lib'))\"")
+            { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            using var p = Process.Start(psi);
+            if (p is null) return null;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            p.StandardError.ReadToEndAsync();
+            if (!p.WaitForExit(60_000)) { try { p.Kill(); } catch (InvalidOperationException) { } return null; }
+            return p.ExitCode == 0 ? stdout.Result.Trim() : null;
+        }
+        catch (Exception e) when (e is System.ComponentModel.Win32Exception or InvalidOperationException or IOException)
+        {
+            return null;
+        }
+    }
+}

@@ -1,0 +1,88 @@
+using System.Text.Json.Nodes;
+using DiffusionLens.Loading;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Tests.Parity;
+
+/// <summary>
+/// How a float16/bfloat16 result is judged, so that a verdict holds on any GPU (the criterion of FlashAttention's own
+/// tests): both the port's and diffusers' low-precision results are compared with a float32 truth, and the port passes
+/// when its error is at most <see cref="Factor"/> times diffusers' own error plus a floor:
+/// <code>err(port vs truth) &lt;= Factor * err(diffusers vs truth) + floor</code>
+/// for the relative L2 error (floor <see cref="FloorRel"/>) and for the max |diff| (floor <see cref="FloorAbs"/> x
+/// max(1, max|truth|)). A bit tolerance recorded on one GPU fails on another (cuBLAS/cuDNN pick other kernels per GPU
+/// model); an error ratio against the truth does not, since both sides round at the same precision.
+///
+/// Written by fixtures/make_reference.py (add_truth): reference.json "low_precision" names the truth reference (the CPU
+/// float32 reference of the same model and settings, hardware-independent to about 1e-6) and records diffusers' error
+/// for every stage ("diffusers_error"), together with the GPU, driver, CUDA, cuDNN and torch versions it ran with.
+/// Teacher-forced steps are fed the low-precision run's own inputs, so their truth (truth.step_pred, truth.step_out) is
+/// diffusers' float32 pipeline on those inputs, stored with the reference.
+/// </summary>
+public sealed class LowPrecisionTruth
+{
+    /// <summary>The port may be this many times less accurate than diffusers at the same precision.</summary>
+    public const double Factor = 2.0;
+    /// <summary>Relative L2 floor: about two float16 roundings (2^-10).</summary>
+    public const double FloorRel = 1e-3;
+    /// <summary>Max |diff| floor, times max(1, max|truth|).</summary>
+    public const double FloorAbs = 1e-3;
+
+    private readonly ReferenceData _ref;
+    private readonly JsonObject _errors;
+    private readonly SafetensorsFile _truth;
+    public string TruthReference { get; }
+
+    public LowPrecisionTruth(ReferenceData reference)
+    {
+        _ref = reference;
+        var lp = reference.Json["low_precision"]?.AsObject()
+            ?? throw new InvalidOperationException($"{reference.Name} is a {reference.DType} reference without \"low_precision\" " +
+                "(diffusers' error against a float32 truth): add it with `python fixtures/make_reference.py truth fixtures/references/" +
+                $"{reference.Name}` on a CUDA host");
+        _errors = lp["diffusers_error"]!.AsObject();
+        TruthReference = lp["truth_reference"]!.GetValue<string>();
+        var truthDir = Path.Combine(ReferenceData.ReferencesDir, TruthReference);
+        var truthJson = JsonNode.Parse(File.ReadAllText(Path.Combine(truthDir, "reference.json")))!;
+        _truth = new SafetensorsFile(Path.Combine(truthDir, truthJson["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
+    }
+
+    /// <summary>Diffusers' recorded low-precision error of a stage: (rel L2, max |diff|) against the truth.</summary>
+    public (double RelL2, double MaxAbs) DiffusersError(string key)
+    {
+        var e = _errors[key]?.AsObject() ?? throw new InvalidOperationException($"{_ref.Name}: no diffusers_error recorded for '{key}'");
+        return (e["rel_l2"]!.GetValue<double>(), e["max_abs"]!.GetValue<double>());
+    }
+
+    /// <summary>
+    /// The float32 truth of a stage: "step_pred.i" / "step_out.i" from this reference's truth tensors, any other key from
+    /// the truth reference.
+    /// </summary>
+    public Tensor Truth(string key)
+    {
+        foreach (var (prefix, stacked) in new[] { ("step_pred.", "truth.step_pred"), ("step_out.", "truth.step_out") })
+            if (key.StartsWith(prefix, StringComparison.Ordinal))
+            {
+                using var all = _ref.Read(stacked);
+                return all[long.Parse(key[prefix.Length..])].clone();
+            }
+        return _truth.Read(key);
+    }
+
+    /// <summary>Asserts the criterion for one stage; returns the port's relative L2 error against the truth.</summary>
+    public double AssertWithinCriterion(string key, Tensor actual, ITestOutputHelper? log = null)
+    {
+        using var truth = Truth(key);
+        var (maxAbs, truthMax, rel) = ReferenceData.Compare(actual.cpu(), truth);
+        var (dRel, dAbs) = DiffusersError(key);
+        double allowedRel = Factor * dRel + FloorRel;
+        double allowedAbs = Factor * dAbs + FloorAbs * Math.Max(1, truthMax);
+        log?.WriteLine($"{_ref.Name} {key}: vs float32 truth rel L2 {rel:E2} (diffusers {dRel:E2}, allowed {allowedRel:E2}), " +
+                       $"max |diff| {maxAbs:E2} (diffusers {dAbs:E2}, allowed {allowedAbs:E2})");
+        Assert.True(rel <= allowedRel && maxAbs <= allowedAbs,
+            $"{_ref.Name} {key}: the port's {_ref.DType} error against the float32 truth ({TruthReference}) is rel L2 {rel:E2} / " +
+            $"max |diff| {maxAbs:E2}; diffusers' own is {dRel:E2} / {dAbs:E2}; allowed {Factor} x diffusers + floor = {allowedRel:E2} / {allowedAbs:E2}");
+        return rel;
+    }
+}
