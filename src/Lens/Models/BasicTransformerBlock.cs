@@ -36,20 +36,20 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor?, 
             throw new LensException($"BasicTransformerBlock: positional_embeddings '{positionalEmbeddings}' is not supported");
         _onlyCrossAttention = onlyCrossAttention;
 
-        norm1 = nn.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
+        norm1 = Layers.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
         attn1 = new Attention(dim, crossAttentionDim: onlyCrossAttention ? crossAttentionDim : null, heads: numAttentionHeads,
             dimHead: attentionHeadDim, dropout: dropout, bias: attentionBias, upcastAttention: upcastAttention,
             outBias: attentionOutBias);
 
         if (crossAttentionDim is not null || doubleSelfAttention)
         {
-            norm2 = nn.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
+            norm2 = Layers.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
             attn2 = new Attention(dim, crossAttentionDim: doubleSelfAttention ? null : crossAttentionDim, heads: numAttentionHeads,
                 dimHead: attentionHeadDim, dropout: dropout, bias: attentionBias, upcastAttention: upcastAttention,
                 outBias: attentionOutBias);
         }
 
-        norm3 = nn.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
+        norm3 = Layers.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
         ff = new FeedForward(dim, dropout: dropout, activationFn: activationFn, finalDropout: finalDropout,
             innerDim: ffInnerDim, bias: ffBias);
         RegisterComponents();

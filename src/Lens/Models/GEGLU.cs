@@ -14,7 +14,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
 
     public GEGLU(int dimIn, int dimOut, bool bias = true) : base(nameof(GEGLU))
     {
-        proj = nn.Linear(dimIn, dimOut * 2, hasBias: bias);
+        proj = Layers.Linear(dimIn, dimOut * 2, hasBias: bias);
         RegisterComponents();
     }
 

@@ -32,22 +32,22 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     {
         int outC = outChannels ?? inChannels;
         norm1 = Norms.GroupNorm(groups, inChannels, eps, affine: true);
-        conv1 = nn.Conv2d(inChannels, outC, 3, stride: 1, padding: 1);
+        conv1 = Layers.Conv2d(inChannels, outC, 3, stride: 1, padding: 1);
         if (tembChannels is int tc)
         {
             time_emb_proj = timeEmbeddingNorm switch
             {
-                "default" => nn.Linear(tc, outC),
-                "scale_shift" => nn.Linear(tc, 2 * outC),
+                "default" => Layers.Linear(tc, outC),
+                "scale_shift" => Layers.Linear(tc, 2 * outC),
                 _ => throw new LensException($"unsupported resnet_time_scale_shift / time_embedding_norm '{timeEmbeddingNorm}'"),
             };
         }
         norm2 = Norms.GroupNorm(groupsOut ?? groups, outC, eps, affine: true);
-        conv2 = nn.Conv2d(outC, outC, 3, stride: 1, padding: 1);
+        conv2 = Layers.Conv2d(outC, outC, 3, stride: 1, padding: 1);
         if (up) upsample = new Upsample2D(inChannels, useConv: false);
         else if (down) downsample = new Downsample2D(inChannels, useConv: false, padding: 1);
         if (useInShortcut ?? inChannels != outC)
-            conv_shortcut = nn.Conv2d(inChannels, outC, 1L, stride: 1L, padding: 0L, bias: convShortcutBias);
+            conv_shortcut = Layers.Conv2d(inChannels, outC, 1L, stride: 1L, padding: 0L, bias: convShortcutBias);
 
         _act = Activations.Get(nonLinearity);
         _timeEmbeddingNorm = timeEmbeddingNorm;

@@ -39,8 +39,8 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
 
         norm = Norms.GroupNorm(groups, inC, 1e-6, affine: true);
         proj_in = useLinearProjection
-            ? nn.Linear(inC, InnerDim)
-            : nn.Conv2d(inC, InnerDim, 1L, stride: 1L, padding: 0L);
+            ? Layers.Linear(inC, InnerDim)
+            : Layers.Conv2d(inC, InnerDim, 1L, stride: 1L, padding: 0L);
 
         var blocks = new BasicTransformerBlock[numLayers];
         for (int i = 0; i < numLayers; i++)
@@ -52,8 +52,8 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         transformer_blocks = new ModuleList<BasicTransformerBlock>(blocks);
 
         proj_out = useLinearProjection
-            ? nn.Linear(InnerDim, outC)
-            : nn.Conv2d(InnerDim, outC, 1L, stride: 1L, padding: 0L);
+            ? Layers.Linear(InnerDim, outC)
+            : Layers.Conv2d(InnerDim, outC, 1L, stride: 1L, padding: 0L);
         RegisterComponents();
     }
 
