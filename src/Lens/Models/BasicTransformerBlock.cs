@@ -62,22 +62,28 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor?, 
     public override Tensor forward(Tensor hidden, Tensor? attentionMask, Tensor? encoderHidden, Tensor? encoderAttentionMask)
     {
         using var scope = NewDisposeScope();
+        // attn_output + hidden_states is added into the (fresh) attention/ff output in place, and each norm output and
+        // superseded hidden state is released once used: the same arithmetic, fewer live buffers
+        var input = hidden;
         var norm = norm1.forward(hidden);
         var attnOutput = attn1.forward(norm, _onlyCrossAttention ? encoderHidden : null, attentionMask);
-        hidden = attnOutput + hidden;
-        if (hidden.ndim == 4) hidden = hidden.squeeze(1);
+        norm.Dispose();
+        hidden = attnOutput.add_(hidden);
+        if (hidden.ndim == 4) hidden = TensorScopes.Then(hidden, hidden.squeeze(1), input);
 
         if (attn2 is not null)
         {
             norm = norm2!.forward(hidden);
             attnOutput = attn2.forward(norm, encoderHidden, encoderAttentionMask);
-            hidden = attnOutput + hidden;
+            norm.Dispose();
+            hidden = TensorScopes.Then(hidden, attnOutput.add_(hidden), input);
         }
 
         norm = norm3.forward(hidden);
         var ffOutput = ff.forward(norm);
-        hidden = ffOutput + hidden;
-        if (hidden.ndim == 4) hidden = hidden.squeeze(1);
+        norm.Dispose();
+        hidden = TensorScopes.Then(hidden, ffOutput.add_(hidden), input);
+        if (hidden.ndim == 4) hidden = TensorScopes.Then(hidden, hidden.squeeze(1), input);
         return hidden.MoveToOuterDisposeScope();
     }
 }

@@ -34,7 +34,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x;
-        foreach (var m in net) h = m.forward(h);
+        foreach (var m in net) h = TensorScopes.Then(h, m.forward(h), x); // each intermediate released once used
         return h.MoveToOuterDisposeScope();
     }
 }

@@ -73,36 +73,37 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         var residual = hidden;
 
         // _operate_on_continuous_inputs
+        // each intermediate is released as soon as the next one exists (TensorScopes.Then)
         var h = norm.forward(hidden);
         long innerDim;
         if (!_useLinearProjection)
         {
-            h = proj_in.forward(h);
+            h = TensorScopes.Then(h, proj_in.forward(h), hidden);
             innerDim = h.shape[1];
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim);
+            h = TensorScopes.Then(h, h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim), hidden);
         }
         else
         {
             innerDim = h.shape[1];
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim);
-            h = proj_in.forward(h);
+            h = TensorScopes.Then(h, h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim), hidden);
+            h = TensorScopes.Then(h, proj_in.forward(h), hidden);
         }
 
         foreach (var block in transformer_blocks)
-            h = block.forward(h, attentionMask, encoderHidden, encoderAttentionMask);
+            h = TensorScopes.Then(h, block.forward(h, attentionMask, encoderHidden, encoderAttentionMask), hidden);
 
         // _get_output_for_continuous_inputs
         if (!_useLinearProjection)
         {
-            h = h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous();
-            h = proj_out.forward(h);
+            h = TensorScopes.Then(h, h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(), hidden);
+            h = TensorScopes.Then(h, proj_out.forward(h), hidden);
         }
         else
         {
-            h = proj_out.forward(h);
-            h = h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous();
+            h = TensorScopes.Then(h, proj_out.forward(h), hidden);
+            h = TensorScopes.Then(h, h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(), hidden);
         }
-        var output = h + residual;
+        var output = h.add_(residual); // output + residual, in the fresh output buffer
         return output.MoveToOuterDisposeScope();
     }
 }
