@@ -1,133 +1,463 @@
 #!/usr/bin/env python3
-"""Speed of the C# lens sweep against diffusers on the same GPU, as ratios.
+"""Speed of the C# lens sweep against diffusers on the same GPU (issue #11's table), as ratios.
 
-Builds a Stable Diffusion 1.5-sized pipeline with random weights (the real SD 1.5 configs: CLIP ViT-L/14 text encoder,
-860M-parameter UNet, the SD VAE; no download needed), saves it in diffusers layout, then times the same Diffusion Lens
-sweep (prompt encoded once, every layer's lens embedding through the full pipeline, 512x512) twice:
-  diffusers  - StableDiffusionPipeline(prompt_embeds=lens_L, negative_prompt_embeds=...) per layer
-  C#         - `lens sweep` (batch 1: diffusers' exact batch of two; batch 4: four layers per UNet batch)
-Timings exclude model loading; each side runs once to warm up first. Prints a table; writes bench.json.
+Models (random weights, built once per GPU host under /tmp/lens-bench, directly on the GPU in float16, no download):
+  sd  - Stable Diffusion 1.5 architecture (the real SD 1.5 UNet/VAE/CLIP ViT-L/14 configs, PNDM), float16
+  if  - DeepFloyd IF stage I sized: T5 v1.1 XXL encoder (google/t5-v1_1-xxl config) + an IF-I-XL-sized UNet (see
+        IF_UNET; pass --if-unet-config unet/config.json of the real IF-I-XL-v1.0 to use its exact config), DDPM as IF
+        ships it, saved with variant="fp16"
+Workload (the issue's): prompt "A few people are in the ocean splashing around", seed 17.
+  sd: 12 layers x 50 PNDM steps (51 UNet calls), 512x512, guidance 7.5; and 2 steps (3 UNet calls) for fixed costs
+  if: the tutorial's 12 blocks (0,2,...,22 of 24), 64x64, 100 DDPM steps, guidance 7.0, no caption cleaning
 
-Run by ci/gpu-test.sh --bench (needs torch + diffusers; the C# app from ci/gpu-pack.sh).
+Diffusers side (one fresh process per model; everything it times writes PNGs, as the C# sweep does, and a grid):
+  load      from_pretrained(...).to("cuda")
+  batched   all layers in ONE pipeline call: k lens prompt_embeds rows + k negative rows, the same seed's latents for
+            every row (SD; IF draws its noise as IFPipeline does) -- timed cold (first call after loading: cuDNN/cuBLAS
+            setup included, as in a fresh C# process) and warm (second call)
+  2 steps   the batched call at 2 steps (warm): fixed costs
+  serial    the tutorial's loop, one pipeline call per layer (warm); IF: over --if-serial-layers layers, scaled to 12
+  one image IF: one layer, one call (warm)
+C# side: `lens sweep` in a fresh process per run; "cold" = timings_s.total - load (it includes the sweep's warm-up
+phase), "warm" = that minus timings_s.warmup. --batch 1 (diffusers' exact batch of two) and --batch auto.
+Peak GPU memory: diffusers torch.cuda.max_memory_reserved; both sides also the driver's view (total - free, incl. the
+CUDA context) at the end of the batched run / the largest the sweep saw (manifest gpu_memory_peak_gib).
+
+Run by ci/gpu-test.sh --bench [--profile] (torch, transformers and diffusers sources on PYTHONPATH; the C# app from
+ci/gpu-pack.sh). Flags: --only sd|if, --quick (4 layers, fewer steps), --profile (per-step host-queue vs total time
+of the C# sweep, LENS_PROFILE=1). Each section that fails prints its error and the bench goes on.
+Prints a phase breakdown for both sides and the ratios C#/diffusers; appends rows to ci/BENCHMARKS.md; writes
+bench.json to --out.
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
-
-import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "A few people are in the ocean splashing around"
+SEED = 17
+WORK = Path(os.environ.get("LENS_BENCH_DIR", "/tmp/lens-bench"))
 
-UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32)
-VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
-           down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
-           sample_size=512)
-TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-            max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=49406,
-            eos_token_id=49407, pad_token_id=1)
+# --- Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5 unet/vae/text_encoder/scheduler configs) ---
+SD_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+               down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+               up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+               cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32, act_fn="silu", center_input_sample=False,
+               downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, mid_block_scale_factor=1, norm_eps=1e-5)
+SD_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+              down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+              sample_size=512, act_fn="silu")
+SD_TEXT = dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+               max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=49406,
+               eos_token_id=49407, pad_token_id=1, layer_norm_eps=1e-5)
+SD_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
+                    set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000)
+
+# --- DeepFloyd IF stage I ---
+# google/t5-v1_1-xxl (encoder only): d_model 4096, d_kv 64, d_ff 10240, 24 layers, 64 heads, gated-gelu
+T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+              relative_attention_num_buckets=32, relative_attention_max_distance=128, feed_forward_proj="gated-gelu",
+              dropout_rate=0.0, layer_norm_epsilon=1e-6, is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False)
+# IF-I-XL-sized UNet in the layout diffusers' scripts/convert_if.py gives stage I (64x64 pixels, learned variance,
+# attention at 32/16/8, resblock up/down, scale-shift norm, text pooling): channel widths chosen so the parameter
+# count is IF-I-XL's 4.3B (printed when built). --if-unet-config replaces it with a real config.json.
+IF_UNET = dict(sample_size=64, in_channels=3, out_channels=6, layers_per_block=3, block_out_channels=(512, 1024, 1536, 2048),
+               down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D",
+                                 "SimpleCrossAttnDownBlock2D"),
+               mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+               up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D",
+                               "ResnetUpsampleBlock2D"),
+               cross_attention_dim=4096, encoder_hid_dim=4096, attention_head_dim=64, addition_embed_type="text",
+               addition_embed_type_num_heads=64, cross_attention_norm="group_norm", resnet_time_scale_shift="scale_shift",
+               act_fn="gelu", upcast_attention=False, use_linear_projection=False)
+IF_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001, beta_end=0.02,
+                    thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.5, clip_sample=True,
+                    clip_sample_range=1.0, prediction_type="epsilon", variance_type="learned_range")
 
 
-def build(folder: Path) -> None:
+def log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ------------------------------------------------------------------------------------------------ model building
+def _fast_init():
+    """Construct modules directly on the GPU in float16 (random init runs there: seconds, not minutes)."""
+    import torch
+    torch.set_default_dtype(torch.float16)
+    return torch.device("cuda")
+
+
+def build_sd(folder: Path) -> None:
+    import torch
     from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)
     tok_dir = ROOT / "fixtures" / "models" / "sd-tiny-12" / "tokenizer"
-    pipe = StableDiffusionPipeline(
-        vae=AutoencoderKL(**VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**TEXT)), tokenizer=CLIPTokenizer.from_pretrained(tok_dir),
-        unet=UNet2DConditionModel(**UNET),
-        scheduler=PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
-                                set_alpha_to_one=False, steps_offset=1),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    with _fast_init():
+        unet, vae = UNet2DConditionModel(**SD_UNET), AutoencoderKL(**SD_VAE)
+        te = CLIPTextModel(CLIPTextConfig(**SD_TEXT))
+    torch.set_default_dtype(torch.float32)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=te, tokenizer=CLIPTokenizer.from_pretrained(tok_dir), unet=unet,
+                                   scheduler=PNDMScheduler(**SD_SCHEDULER), safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(tok_dir / f, folder / "tokenizer" / f)
+    log(f"  unet {sum(p.numel() for p in unet.parameters()) / 1e6:.0f}M parameters")
 
 
-def time_diffusers(folder: Path, steps: int, layers: list[int], dtype) -> dict:
-    from diffusers import StableDiffusionPipeline
+def build_if(folder: Path, unet_config: dict) -> None:
+    import torch
+    from diffusers import DDPMScheduler, IFPipeline, UNet2DConditionModel
+    from transformers import T5Config, T5EncoderModel, T5Tokenizer
 
-    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
-                                                   requires_safety_checker=False).to("cuda")
+    torch.manual_seed(0)
+    tok_dir = ROOT / "fixtures" / "models" / "if-tiny-a" / "tokenizer"
+    with _fast_init():
+        te = T5EncoderModel(T5Config(**T5_XXL))
+        unet = UNet2DConditionModel(**unet_config)
+    torch.set_default_dtype(torch.float32)
+    log(f"  T5 {sum(p.numel() for p in te.parameters()) / 1e9:.2f}B, UNet {sum(p.numel() for p in unet.parameters()) / 1e9:.2f}B parameters")
+    pipe = IFPipeline(tokenizer=T5Tokenizer.from_pretrained(tok_dir), text_encoder=te, unet=unet,
+                      scheduler=DDPMScheduler(**IF_SCHEDULER), safety_checker=None, feature_extractor=None,
+                      watermarker=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder, safe_serialization=True, variant="fp16")
+    for f in tok_dir.iterdir():  # the tokenizer folder as IF ships it (spiece.model + config, no tokenizer.json)
+        shutil.copy(f, folder / "tokenizer" / f.name)
+    (folder / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
+
+
+def ensure_model(kind: str, args) -> Path:
+    folder = WORK / ("sd15-random" if kind == "sd" else "if-xl-random")
+    if (folder / "model_index.json").exists():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    t0 = time.perf_counter()
+    log(f"building a random {kind} pipeline in {folder} ...")
+    if kind == "sd":
+        build_sd(folder)
+    else:
+        cfg = dict(IF_UNET)
+        if args.if_unet_config:
+            cfg = {k: v for k, v in json.loads(Path(args.if_unet_config).read_text()).items() if not k.startswith("_")}
+        build_if(folder, cfg)
+    import torch
+    torch.cuda.empty_cache()
+    log(f"  built in {time.perf_counter() - t0:.0f}s")
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------ diffusers side
+def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, serial_layers: int, out: Path) -> dict:
+    """Runs in its own process; returns its measurements as JSON on stdout's last line."""
+    import torch
+    from diffusers.utils import make_image_grid
+    from diffusers.utils.torch_utils import randn_tensor
+
+    res: dict = {}
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    if kind == "sd":
+        from diffusers import StableDiffusionPipeline
+        pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16, safety_checker=None,
+                                                       requires_safety_checker=False).to("cuda")
+    else:
+        from diffusers import IFPipeline
+        pipe = IFPipeline.from_pretrained(folder, variant="fp16", torch_dtype=torch.float16, safety_checker=None,
+                                          feature_extractor=None, watermarker=None, requires_safety_checker=False).to("cuda")
+    torch.cuda.synchronize()
+    res["load_s"] = time.perf_counter() - t0
     pipe.set_progress_bar_config(disable=True)
     te = pipe.text_encoder
-    tm = getattr(te, "text_model", te)
 
-    def sweep():
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        ids = pipe.tokenizer(PROMPT, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
-        neg = pipe.tokenizer("", padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
+    def encode():
+        if kind == "sd":
+            tm = te.text_model
+            ids = pipe.tokenizer(PROMPT, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
+            neg = pipe.tokenizer("", padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
+            with torch.no_grad():
+                hs = te(ids, output_hidden_states=True).hidden_states
+                uncond = te(neg)[0]
+            return [tm.final_layer_norm(hs[L + 1]) for L in layers], uncond
+        # IF: IFPipeline.encode_prompt's tokenization (max_length 77, attention mask), no caption cleaning
+        def tok(text):
+            t = pipe.tokenizer(text, padding="max_length", max_length=77, truncation=True, add_special_tokens=True,
+                               return_tensors="pt")
+            return t.input_ids.cuda(), t.attention_mask.cuda()
+        ids, mask = tok(PROMPT)
+        nids, nmask = tok("")
         with torch.no_grad():
-            hs = te(ids, output_hidden_states=True).hidden_states
-            uncond = te(neg)[0]
-        for L in layers:
-            g = torch.Generator("cpu").manual_seed(17)
-            pipe(prompt_embeds=tm.final_layer_norm(hs[L + 1]), negative_prompt_embeds=uncond, num_inference_steps=steps,
-                 generator=g, height=512, width=512, output_type="np")
-        torch.cuda.synchronize()
-        return time.perf_counter() - t0
+            hs = te(ids, attention_mask=mask, output_hidden_states=True).hidden_states
+            uncond = te(nids, attention_mask=nmask)[0]
+        return [te.encoder.final_layer_norm(hs[L + 1]) for L in layers], uncond
 
-    sweep()  # warm-up
-    return {"total_s": sweep()}
+    def call(embeds, uncond, n_steps, d: Path):
+        k = len(embeds)
+        kw = dict(prompt_embeds=torch.cat(embeds, 0), negative_prompt_embeds=uncond.expand(k, -1, -1).contiguous(),
+                  num_inference_steps=n_steps, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pil")
+        if kind == "sd":
+            # every row starts from the seed's single-image noise, as a per-layer call would
+            shape = (1, pipe.unet.config.in_channels, 64, 64)
+            noise = randn_tensor(shape, generator=torch.Generator("cpu").manual_seed(SEED), device=torch.device("cuda"),
+                                 dtype=torch.float16)
+            kw.update(latents=noise.expand(k, -1, -1, -1).contiguous(), height=512, width=512, guidance_scale=7.5)
+        else:
+            kw.update(height=64, width=64, guidance_scale=7.0, clean_caption=False)
+        images = pipe(**kw).images
+        return images
 
-
-def time_csharp(app: Path, folder: Path, steps: int, layers: list[int], dtype: str, batch: int, out: Path) -> dict:
-    times = []
-    for i in range(2):  # warm-up, then measured
-        d = out / f"cs-b{batch}-{i}"
+    def run(name: str, n_steps: int, rows: list[int] | None, serial: bool) -> float:
+        d = out / f"diffusers-{kind}-{name}"
         shutil.rmtree(d, ignore_errors=True)
-        cmd = ["dotnet", str(app / "lens.dll"), "sweep", "--model", str(folder), "--prompt", PROMPT, "--steps", str(steps),
-               "--layers", ",".join(map(str, layers)), "--device", "cuda", "--dtype", dtype, "--batch", str(batch),
-               "--height", "512", "--width", "512", "--quiet", "--out", str(d)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode != 0:
-            raise SystemExit(f"lens sweep failed: {r.stderr[-2000:]}")
-        m = json.loads((d / "manifest.json").read_text())
-        t = m["timings_s"]
-        times.append(t["total"] - t["load"])
-    return {"total_s": times[-1]}
+        d.mkdir(parents=True)
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        phases = {}
+        embeds, uncond = encode()
+        torch.cuda.synchronize()
+        phases["encode"] = time.perf_counter() - t
+        sel = list(range(len(embeds))) if rows is None else rows
+        images = []
+        if serial:
+            for i in sel:
+                images += call([embeds[i]], uncond, n_steps, d)
+        else:
+            images = call([embeds[i] for i in sel], uncond, n_steps, d)
+        torch.cuda.synchronize()
+        tw = time.perf_counter()
+        phases["pipeline"] = tw - t - phases["encode"]
+        for i, img in zip(sel, images):
+            img.save(d / f"layer-{layers[i]:02d}.png")
+        make_image_grid(images, rows=1, cols=len(images)).save(d / "grid.png")
+        phases["write_images"] = time.perf_counter() - tw
+        total = time.perf_counter() - t
+        res[name] = dict(total_s=total, **{k + "_s": v for k, v in phases.items()}, layers=len(sel))
+        return total
+
+    torch.cuda.reset_peak_memory_stats()
+    run("batched_cold", steps, None, False)
+    run("batched_warm", steps, None, False)
+    res["max_memory_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    free, total = torch.cuda.mem_get_info()
+    res["driver_used_gib"] = (total - free) / 2**30
+    run("batched_2steps", 2, None, False)
+    if kind == "if":
+        run("one_image", steps, [0], True)
+    n = min(serial_layers, len(layers))
+    run("serial", steps, list(range(n)), True)
+    res["serial"]["scaled_total_s"] = res["serial"]["total_s"] * len(layers) / n
+    return res
+
+
+def time_diffusers(kind: str, folder: Path, layers: list[int], steps: int, serial_layers: int, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", kind, "--folder", str(folder), "--worker-layers", ",".join(map(str, layers)),
+           "--worker-steps", str(steps), "--worker-serial", str(serial_layers), "--out", str(out)]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"diffusers worker failed: {r.stderr[-3000:]}")
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res["process_s"] = time.perf_counter() - t0
+    return res
+
+
+# ------------------------------------------------------------------------------------------------ C# side
+def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, batch: str, out: Path, name: str,
+                profile: bool = False) -> dict:
+    d = out / f"cs-{kind}-{name}"
+    shutil.rmtree(d, ignore_errors=True)
+    cmd = ["dotnet", str(app / "lens.dll"), "sweep", "--model", str(folder), "--prompt", PROMPT, "--seed", str(SEED),
+           "--steps", str(steps), "--layers", layers, "--device", "cuda", "--dtype", "float16", "--batch", batch,
+           "--quiet", "--out", str(d)]
+    if kind == "sd":
+        cmd += ["--height", "512", "--width", "512", "--guidance", "7.5"]
+    else:
+        cmd += ["--height", "64", "--width", "64", "--guidance", "7.0", "--clean-caption", "false"]
+    env = dict(os.environ)
+    if profile:
+        env["LENS_PROFILE"] = "1"
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"lens sweep failed: {(r.stderr or r.stdout)[-3000:]}")
+    m = json.loads((d / "manifest.json").read_text())
+    t = m["timings_s"]
+    cold = t["total"] - t["load"]
+    return dict(process_s=wall, cold_s=cold, warm_s=cold - t.get("warmup", 0), batch=m["batch"],
+                gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t)
+
+
+# ------------------------------------------------------------------------------------------------ report
+def phase_line(name: str, d: dict, keys: list[str]) -> str:
+    return f"  {name:34s} " + "  ".join(f"{k}={d[k]:.3f}" for k in keys if isinstance(d.get(k), (int, float)))
+
+
+def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
+    quick = args.quick
+    if kind == "sd":
+        layers = list(range(4 if quick else 12))
+        steps, layer_arg = (10 if quick else 50), (f"0:{4 if quick else 12}")
+    else:
+        layers = list(range(0, 8 if quick else 24, 2))
+        steps, layer_arg = (20 if quick else 100), (f"0:{8 if quick else 24}:2")
+    serial = 2 if quick else (12 if kind == "sd" else args.if_serial_layers)
+    folder = ensure_model(kind, args)
+    r: dict = dict(layers=len(layers), steps=steps)
+    results[kind] = r
+    try:
+        log(f"[{kind}] diffusers ...")
+        r["diffusers"] = time_diffusers(kind, folder, layers, steps, serial, out)
+    except Exception as e:  # noqa: BLE001
+        log(f"[{kind}] diffusers FAILED: {e}")
+    runs = [("batch1", "1", steps, layer_arg if serial >= len(layers) else f"0:{serial}" if kind == "sd" else f"0:{2 * serial}:2"),
+            ("auto", "auto", steps, layer_arg), ("auto_2steps", "auto", 2, layer_arg)]
+    for name, batch, n_steps, lay in runs:
+        try:
+            log(f"[{kind}] C# --batch {batch} --steps {n_steps} --layers {lay} ...")
+            r.setdefault("csharp", {})[name] = time_csharp(app, kind, folder, lay, n_steps, batch, out, name)
+        except Exception as e:  # noqa: BLE001
+            log(f"[{kind}] C# {name} FAILED: {e}")
+    if args.profile:
+        try:
+            r.setdefault("csharp", {})["profile"] = time_csharp(app, kind, folder, layer_arg, min(steps, 10), "auto", out,
+                                                                 "profile", profile=True)
+        except Exception as e:  # noqa: BLE001
+            log(f"[{kind}] C# profile FAILED: {e}")
+    report(kind, r, serial)
+
+
+def report(kind: str, r: dict, serial: int) -> None:
+    df, cs = r.get("diffusers", {}), r.get("csharp", {})
+    k = r["layers"]
+    log(f"\n=== {kind}: {k} layers x {r['steps']} steps ===")
+    log("phase breakdown (seconds):")
+    for name in ("batched_cold", "batched_warm", "batched_2steps", "one_image", "serial"):
+        if name in df:
+            log(phase_line(f"diffusers {name}", df[name], ["total_s", "encode_s", "pipeline_s", "write_images_s"]))
+    if "load_s" in df:
+        log(f"  diffusers load                     {df['load_s']:.3f}   peak reserved {df.get('max_memory_reserved_gib', 0):.2f} GiB, "
+            f"driver used {df.get('driver_used_gib', 0):.2f} GiB")
+    for name, c in cs.items():
+        t = c["timings"]
+        log(phase_line(f"C# {name} (batch {c['batch']})", t, ["total", "load", "encode", "warmup", "denoise", "denoise_per_step",
+                                                              "decode", "write_images", "image_encoding_background"])
+            + f"  gpu_peak={c.get('gpu_memory_peak_gib')}")
+        if t.get("step_seconds"):
+            st, q = t["step_seconds"], t["step_queue_seconds"]
+            log(f"    profile: per step {sum(st) / len(st) * 1000:.1f} ms, host queueing {sum(q) / len(q) * 1000:.1f} ms "
+                f"({'host-bound' if sum(q) > 0.8 * sum(st) else 'GPU-bound'})")
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if a and b else "n/a"
+
+    rows = []
+    dbc, dbw = df.get("batched_cold", {}).get("total_s"), df.get("batched_warm", {}).get("total_s")
+    a = cs.get("auto", {})
+    rows.append(("batched: diffusers one call vs C# --batch auto (cold)", dbc, a.get("cold_s")))
+    rows.append(("batched: same, warm", dbw, a.get("warm_s")))
+    d2, a2 = df.get("batched_2steps", {}).get("total_s"), cs.get("auto_2steps", {})
+    rows.append(("fixed costs: 2 steps (diffusers warm, C# warm)", d2, a2.get("warm_s")))
+    ser = df.get("serial", {})
+    b1 = cs.get("batch1", {})
+    n_cs = b1.get("timings", {}).get("per_layer")
+    scale = k / max(1, len(n_cs)) if n_cs else 1
+    rows.append((f"serial: one call per layer vs --batch 1 (warm, x{k}/{ser.get('layers', k)} scaled)",
+                 ser.get("scaled_total_s"), b1.get("warm_s", 0) * scale if b1 else None))
+    if "one_image" in df:
+        rows.append(("one image (diffusers)", df["one_image"]["total_s"], None))
+    if dbc and d2 and a.get("warm_s") and a2.get("warm_s"):
+        steps = r["steps"]
+        rows.append(("per denoising step at full batch (from the two runs)", (dbw - d2) / (steps - 2),
+                     (a["warm_s"] - a2["warm_s"]) / (steps - 2)))
+    rows.append(("model load", df.get("load_s"), a.get("timings", {}).get("load")))
+    rows.append(("peak GPU memory GiB (diffusers reserved / C# driver view)", df.get("max_memory_reserved_gib"),
+                 a.get("gpu_memory_peak_gib")))
+    rows.append(("peak GPU memory GiB, driver view both", df.get("driver_used_gib"), a.get("gpu_memory_peak_gib")))
+    log(f"\n{'':66s} {'diffusers':>10s} {'C#':>10s} {'C#/diffusers':>13s}")
+    for name, dv, cv in rows:
+        log(f"{name:66s} {dv if dv is not None else float('nan'):10.3f} {cv if cv is not None else float('nan'):10.3f} {ratio(cv, dv):>13s}")
+    r["table"] = [dict(name=n, diffusers=dv, csharp=cv) for n, dv, cv in rows]
+
+
+def append_benchmarks(results: dict, gpu: str, versions: str) -> None:
+    path = ROOT / "ci" / "BENCHMARKS.md"
+    lines = []
+    date = datetime.date.today().isoformat()
+    for kind, r in results.items():
+        for row in r.get("table", []):
+            dv, cv = row["diffusers"], row["csharp"]
+            ratio = f"{cv / dv:.2f}" if dv and cv else ""
+            fmt = lambda v: f"{v:.3f}" if isinstance(v, (int, float)) else ""
+            lines.append(f"| {date} | {gpu} | {kind} {r['layers']}x{r['steps']} | {row['name']} | {fmt(dv)} | {fmt(cv)} | {ratio} |")
+    if not lines:
+        return
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    header = "\n## Issue #11 benchmark (ci/bench.py)\n\n| date | GPU | config | measure | diffusers | C# | C#/diffusers |\n| --- | --- | --- | --- | --- | --- | --- |\n"
+    if "## Issue #11 benchmark" not in text:
+        text = text.rstrip("\n") + "\n" + header
+    text = text.rstrip("\n") + "\n" + "\n".join(lines) + "\n"
+    text += f"<!-- {date}: {versions} -->\n"
+    path.write_text(text)
+    log(f"appended {len(lines)} rows to {path}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--app", required=True, help="folder with lens.dll (ci/gpu-pack.sh)")
+    ap.add_argument("--app", help="folder with lens.dll (ci/gpu-pack.sh)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--layers", default="0,2,4,6,8,10,11")
+    ap.add_argument("--only", choices=["sd", "if", "all"], default="all")
+    ap.add_argument("--quick", action="store_true", help="4 layers and fewer steps: a smoke run")
+    ap.add_argument("--profile", action="store_true", help="also a C# run with LENS_PROFILE=1 (per-step host vs GPU time)")
+    ap.add_argument("--if-serial-layers", type=int, default=3, help="IF serial loops run over this many layers, scaled to 12")
+    ap.add_argument("--if-unet-config", help="a real IF-I-XL unet/config.json to build the IF UNet from")
+    ap.add_argument("--no-append", action="store_true", help="do not append to ci/BENCHMARKS.md")
+    # internal: the diffusers worker process
+    ap.add_argument("--worker", choices=["sd", "if"])
+    ap.add_argument("--folder")
+    ap.add_argument("--worker-layers")
+    ap.add_argument("--worker-steps", type=int)
+    ap.add_argument("--worker-serial", type=int)
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    layers = [int(x) for x in args.layers.split(",")]
-    folder = Path("/tmp/lens-bench/sd15-random")
-    if not (folder / "model_index.json").exists():
-        t0 = time.perf_counter()
-        build(folder)
-        print(f"built a random SD 1.5-sized pipeline in {time.perf_counter() - t0:.0f}s")
+    if args.worker:
+        res = diffusers_worker(args.worker, Path(args.folder), [int(x) for x in args.worker_layers.split(",")],
+                               args.worker_steps, args.worker_serial, out)
+        print(json.dumps(res))
+        return
+    import torch
     gpu = torch.cuda.get_device_name()
-    rows = []
-    ref = time_diffusers(folder, args.steps, layers, torch.float16)
-    rows.append(("diffusers (fp16, per layer batch 2)", ref["total_s"]))
-    for batch in (1, 4):
-        cs = time_csharp(Path(args.app), folder, args.steps, layers, "float16", batch, out)
-        rows.append((f"C# lens sweep (fp16, --batch {batch})", cs["total_s"]))
-    print(f"\nSD 1.5-sized sweep, {len(layers)} layers x {args.steps} steps (+1 PNDM call) at 512x512 on {gpu}")
-    print(f"{'':40s} {'seconds':>9s} {'ratio vs diffusers':>20s}")
-    for name, s in rows:
-        print(f"{name:40s} {s:9.2f} {s / rows[0][1]:20.2f}")
-    (out / "bench.json").write_text(json.dumps(dict(gpu=gpu, steps=args.steps, layers=layers,
-                                                   rows=[dict(name=n, seconds=s, ratio=s / rows[0][1]) for n, s in rows]), indent=2))
+    try:
+        import diffusers
+        import transformers
+        versions = f"torch {torch.__version__}, diffusers {diffusers.__version__}, transformers {transformers.__version__}"
+    except Exception:  # noqa: BLE001
+        versions = f"torch {torch.__version__}"
+    log(f"{gpu}; {versions}")
+    WORK.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    t0 = time.perf_counter()
+    for kind in (["sd", "if"] if args.only == "all" else [args.only]):
+        try:
+            section(kind, args, Path(args.app), out, results)
+        except Exception:  # noqa: BLE001
+            log(f"[{kind}] section FAILED:\n{traceback.format_exc()}")
+    log(f"\nbench took {time.perf_counter() - t0:.0f}s")
+    (out / "bench.json").write_text(json.dumps(dict(gpu=gpu, versions=versions, quick=args.quick, results=results), indent=2))
+    if not args.no_append and not args.quick:
+        append_benchmarks(results, gpu, versions)
+        shutil.copy(ROOT / "ci" / "BENCHMARKS.md", out / "BENCHMARKS.md")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a CUDA host that has PyTorch (no .NET SDK needed), from the repository root, with .carry/gpu.tar.xz made by
 # ci/gpu-pack.sh (and .carry/pylibs.tar.xz holding diffusers' sources for the fixture steps):
-#   ci/gpu-test.sh [--make-cuda-references] [--add-truth] [--make-judge] [--tests] [--bench]
+#   ci/gpu-test.sh [--make-cuda-references] [--add-truth] [--make-judge] [--tests] [--bench] [--profile]
 # TorchSharp (managed only) runs on PyTorch's own libtorch: the apps find torch/lib themselves (LENS_TORCH_LIB, set
 # here from python3's torch; see src/Lens/TorchRuntime.cs); LD_LIBRARY_PATH is set only if that fails.
 set -uo pipefail
@@ -48,7 +48,12 @@ for step in "$@"; do
       # shellcheck disable=SC2086
       dotnet "$app/Parity.Tests.dll" --show-live-output off ${LENS_TEST_ARGS:-} 2>&1 | tee "$out/gpu-tests.log" | grep -E "^(failed|skipped) |total:|failed:|succeeded:|skipped:|worst" | head -60 ;;
     --bench)
-      python3 ci/bench.py --app "$app" --out "$out" ;;
+      # the issue #11 table (SD then IF, ~6-7 min on an H200); LENS_BENCH_ARGS adds flags: --only sd|if, --quick, --profile
+      # shellcheck disable=SC2086
+      python3 ci/bench.py --app "$app" --out "$out" ${LENS_BENCH_ARGS:-} ;;
+    --profile)
+      # quick SD run with per-step host-queue vs synchronised step times (LENS_PROFILE=1); nothing appended
+      python3 ci/bench.py --app "$app" --out "$out" --only sd --quick --profile --no-append ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -20,7 +20,9 @@ public sealed class SweepCommand : ICommand
           --device cpu|cuda      (default cpu)
           --dtype float32|float16|bfloat16 (default float32)
           --clean-caption BOOL   IF only: diffusers' caption cleaning (default true)
-          --batch N              layers denoised together in one UNet batch (default 1 = diffusers' exact batch)
+          --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
+                                 largest that fits in free GPU memory, recorded in manifest.json; default: auto on
+                                 cuda, 1 on cpu)
           --overwrite            replace a non-empty output folder
           --quiet                no progress lines
           --out DIR              output folder: layer-XX.png, grid.png, manifest.json
@@ -31,6 +33,8 @@ public sealed class SweepCommand : ICommand
         var a = CliArgs.Parse(Name, args,
             new[] { "model", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "clean-caption", "batch", "out" },
             new[] { "overwrite", "quiet" });
+        var device = a.Get("device", "cpu");
+        bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
         var options = new SweepOptions
         {
             ModelDir = ModelDefaults.Resolve(a.Get("model")),
@@ -42,10 +46,11 @@ public sealed class SweepCommand : ICommand
             Height = a.IntOrNull("height"),
             Width = a.IntOrNull("width"),
             Layers = a.Get("layers", "all"),
-            Device = a.Get("device", "cpu"),
+            Device = device,
             DType = a.Get("dtype", "float32"),
             CleanCaption = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null,
-            Batch = a.Int("batch", 1),
+            Batch = autoBatch ? 1 : a.Int("batch", 1),
+            AutoBatch = autoBatch,
             OutDir = a.Require("out"),
             Overwrite = a.Flag("overwrite"),
         };

@@ -127,16 +127,45 @@ public sealed class SafetensorsFile
     public Tensor Read(SafetensorsEntry e)
     {
         var t = torch.empty(e.Shape, dtype: ToScalarType(e.DType));
-        long n = e.End - e.Begin;
-        if (n == 0) return t;
-        var bytes = new byte[n];
-        using (var fs = new FileStream(Path, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 16))
-        {
-            fs.Seek(_dataStart + e.Begin, SeekOrigin.Begin);
-            fs.ReadExactly(bytes);
-        }
-        t.bytes = bytes;
+        if (e.End > e.Begin) ReadInto(e, t);
         return t;
+    }
+
+    /// <summary>Opens the file for positional reads (<see cref="ReadInto"/>); one handle may serve several threads at once.</summary>
+    public Microsoft.Win32.SafeHandles.SafeFileHandle OpenForReading() =>
+        System.IO.File.OpenHandle(Path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+
+    /// <summary>
+    /// Reads one tensor's bytes from disk straight into <paramref name="destination"/>'s storage (a contiguous CPU tensor
+    /// of the entry's size in bytes, any dtype/shape: e.g. a model parameter of the file's dtype, or a staging buffer),
+    /// with no intermediate managed buffer.
+    /// </summary>
+    /// <param name="handle">a handle from <see cref="OpenForReading"/> (null: the file is opened for this read)</param>
+    public void ReadInto(SafetensorsEntry e, Tensor destination, Microsoft.Win32.SafeHandles.SafeFileHandle? handle = null)
+    {
+        long n = e.End - e.Begin;
+        if (destination.device_type != DeviceType.CPU || !destination.is_contiguous() || destination.NumberOfElements * destination.ElementSize != n)
+            throw new ArgumentException($"{Path}: '{e.Name}' ({n} bytes) needs a contiguous CPU tensor of that size");
+        if (n == 0) return;
+        using var owned = handle is null ? OpenForReading() : null;
+        var h = handle ?? owned!;
+        using var flat = destination.view(-1);
+        long elementSize = destination.ElementSize, perChunk = (1L << 30) / elementSize, done = 0, count = flat.shape[0];
+        while (done < count)
+        {
+            long len = Math.Min(perChunk, count - done);
+            using var part = flat.narrow(0, done, len);
+            var span = part.bytes;
+            long offset = _dataStart + e.Begin + done * elementSize;
+            while (!span.IsEmpty)
+            {
+                int read = RandomAccess.Read(h, span, offset);
+                if (read <= 0) throw new LensException($"corrupt safetensors file {Path}: unexpected end of file in tensor '{e.Name}'");
+                span = span[read..];
+                offset += read;
+            }
+            done += len;
+        }
     }
 
     /// <summary>Writes tensors (moved to CPU, made contiguous) in the safetensors format, keys in the given order.</summary>

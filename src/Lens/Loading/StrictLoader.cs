@@ -6,8 +6,9 @@ namespace DiffusionLens.Loading;
 /// <summary>
 /// Loads a <see cref="WeightSet"/> into a module whose tree mirrors the checkpoint's keys: every module key must be in the
 /// file with the same shape and every file key must be in the module, except keys the model declares ignorable
-/// (as transformers' <c>_keys_to_ignore_on_load_unexpected</c>). Tensors are read one at a time and copied (with dtype
-/// conversion) straight into the parameters, so peak memory is the model plus one tensor.
+/// (as transformers' <c>_keys_to_ignore_on_load_unexpected</c>). Tensors are read straight into the parameters (or through a
+/// per-thread staging buffer with the dtype conversion on the parameter's device; <see cref="WeightCopier"/>), so peak
+/// memory is the model plus one tensor per loading thread.
 /// </summary>
 public static class StrictLoader
 {
@@ -43,13 +44,12 @@ public static class StrictLoader
             if (badShape.Count > 0) parts.Add($"{badShape.Count} shape mismatch(es): {Preview(badShape)}");
             throw new LensException($"{component}: the weights in {weights.Description} do not match the model built from its config; {string.Join("; ", parts)}");
         }
-        using var _ = torch.no_grad();
-        foreach (var (key, target) in sd)
+        var jobs = sd.Select(kv =>
         {
-            using var scope = torch.NewDisposeScope();
-            var src = weights.Read(fileKeys[key]);
-            target.copy_(src);
-        }
+            var (file, entry) = weights.Locate(fileKeys[kv.Key]);
+            return new WeightCopier.Job(kv.Value, file, entry);
+        }).ToList();
+        WeightCopier.CopyAll(jobs);
     }
 
     private static string Preview(List<string> items) =>

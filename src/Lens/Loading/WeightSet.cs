@@ -76,5 +76,8 @@ public sealed class WeightSet
 
     public bool Contains(string key) => _map.ContainsKey(key);
     public SafetensorsEntry Entry(string key) => _map[key].Entry;
+    /// <summary>The file and header entry that hold a key.</summary>
+    public (SafetensorsFile File, SafetensorsEntry Entry) Locate(string key) =>
+        _map.TryGetValue(key, out var hit) ? hit : throw new LensException($"{Description}: no tensor named '{key}'");
     public Tensor Read(string key) => _map.TryGetValue(key, out var hit) ? hit.File.Read(hit.Entry) : throw new LensException($"{Description}: no tensor named '{key}'");
 }

@@ -11,7 +11,7 @@ public sealed class ApproximateGELU : nn.Module<Tensor, Tensor>
 
     public ApproximateGELU(int dimIn, int dimOut, bool bias = true) : base(nameof(ApproximateGELU))
     {
-        proj = nn.Linear(dimIn, dimOut, hasBias: bias);
+        proj = Layers.Linear(dimIn, dimOut, hasBias: bias);
         RegisterComponents();
     }
 

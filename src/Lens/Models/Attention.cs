@@ -86,7 +86,7 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
         {
             case null: break;
             case "layer_norm":
-                norm_cross = nn.LayerNorm(CrossAttentionDim);
+                norm_cross = Layers.LayerNorm(CrossAttentionDim);
                 break;
             case "group_norm":
                 norm_cross = Norms.GroupNorm(crossAttentionNormNumGroups, addedKvProjDim ?? CrossAttentionDim, 1e-5, affine: true);
@@ -96,19 +96,19 @@ public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
                 throw new LensException($"unsupported cross_attention_norm '{crossAttentionNorm}' (expected null, 'layer_norm' or 'group_norm')");
         }
 
-        to_q = nn.Linear(queryDim, InnerDim, hasBias: bias);
+        to_q = Layers.Linear(queryDim, InnerDim, hasBias: bias);
         if (!onlyCrossAttention)
         {
-            to_k = nn.Linear(CrossAttentionDim, InnerDim, hasBias: bias);
-            to_v = nn.Linear(CrossAttentionDim, InnerDim, hasBias: bias);
+            to_k = Layers.Linear(CrossAttentionDim, InnerDim, hasBias: bias);
+            to_v = Layers.Linear(CrossAttentionDim, InnerDim, hasBias: bias);
         }
         if (addedKvProjDim is int a)
         {
-            add_k_proj = nn.Linear(a, InnerDim, hasBias: addedProjBias);
-            add_v_proj = nn.Linear(a, InnerDim, hasBias: addedProjBias);
+            add_k_proj = Layers.Linear(a, InnerDim, hasBias: addedProjBias);
+            add_v_proj = Layers.Linear(a, InnerDim, hasBias: addedProjBias);
         }
         to_out = new ModuleList<nn.Module<Tensor, Tensor>>(
-            nn.Linear(InnerDim, queryDim, hasBias: outBias),
+            Layers.Linear(InnerDim, queryDim, hasBias: outBias),
             nn.Dropout(dropout));
 
         Processor = processor ?? (addedKvProjDim is null ? AttentionProcessorKind.AttnProcessor2_0 : AttentionProcessorKind.AttnAddedKVProcessor2_0);

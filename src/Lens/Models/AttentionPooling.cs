@@ -27,11 +27,10 @@ public sealed class AttentionPooling : nn.Module<Tensor, Tensor>
         NumHeads = numHeads;
         EmbedDim = embedDim;
         DimPerHead = embedDim / numHeads;
-        using (torch.no_grad())
-            positional_embedding = new Parameter(torch.randn(1, embedDim) / Math.Sqrt(embedDim));
-        k_proj = nn.Linear(embedDim, embedDim);
-        q_proj = nn.Linear(embedDim, embedDim);
-        v_proj = nn.Linear(embedDim, embedDim);
+        positional_embedding = Layers.Parameter(new long[] { 1, embedDim }, () => torch.randn(1, embedDim) / Math.Sqrt(embedDim));
+        k_proj = Layers.Linear(embedDim, embedDim);
+        q_proj = Layers.Linear(embedDim, embedDim);
+        v_proj = Layers.Linear(embedDim, embedDim);
         RegisterComponents();
     }
 

@@ -44,8 +44,8 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
             normNumGroups, actFn, doubleZ: true, midBlockAddAttention: midBlockAddAttention);
         decoder = new Decoder(latentChannels, outChannels, upBlockTypes, blockOutChannels, layersPerBlock,
             normNumGroups, actFn, midBlockAddAttention: midBlockAddAttention);
-        if (useQuantConv) quant_conv = nn.Conv2d(2 * latentChannels, 2 * latentChannels, 1);
-        if (usePostQuantConv) post_quant_conv = nn.Conv2d(latentChannels, latentChannels, 1);
+        if (useQuantConv) quant_conv = Layers.Conv2d(2 * latentChannels, 2 * latentChannels, 1);
+        if (usePostQuantConv) post_quant_conv = Layers.Conv2d(latentChannels, latentChannels, 1);
         RegisterComponents();
     }
 

@@ -36,20 +36,20 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor?, 
             throw new LensException($"BasicTransformerBlock: positional_embeddings '{positionalEmbeddings}' is not supported");
         _onlyCrossAttention = onlyCrossAttention;
 
-        norm1 = nn.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
+        norm1 = Layers.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
         attn1 = new Attention(dim, crossAttentionDim: onlyCrossAttention ? crossAttentionDim : null, heads: numAttentionHeads,
             dimHead: attentionHeadDim, dropout: dropout, bias: attentionBias, upcastAttention: upcastAttention,
             outBias: attentionOutBias);
 
         if (crossAttentionDim is not null || doubleSelfAttention)
         {
-            norm2 = nn.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
+            norm2 = Layers.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
             attn2 = new Attention(dim, crossAttentionDim: doubleSelfAttention ? null : crossAttentionDim, heads: numAttentionHeads,
                 dimHead: attentionHeadDim, dropout: dropout, bias: attentionBias, upcastAttention: upcastAttention,
                 outBias: attentionOutBias);
         }
 
-        norm3 = nn.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
+        norm3 = Layers.LayerNorm(dim, normEps, elementwise_affine: normElementwiseAffine);
         ff = new FeedForward(dim, dropout: dropout, activationFn: activationFn, finalDropout: finalDropout,
             innerDim: ffInnerDim, bias: ffBias);
         RegisterComponents();
@@ -62,22 +62,28 @@ public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor?, 
     public override Tensor forward(Tensor hidden, Tensor? attentionMask, Tensor? encoderHidden, Tensor? encoderAttentionMask)
     {
         using var scope = NewDisposeScope();
+        // attn_output + hidden_states is added into the (fresh) attention/ff output in place, and each norm output and
+        // superseded hidden state is released once used: the same arithmetic, fewer live buffers
+        var input = hidden;
         var norm = norm1.forward(hidden);
         var attnOutput = attn1.forward(norm, _onlyCrossAttention ? encoderHidden : null, attentionMask);
-        hidden = attnOutput + hidden;
-        if (hidden.ndim == 4) hidden = hidden.squeeze(1);
+        norm.Dispose();
+        hidden = attnOutput.add_(hidden);
+        if (hidden.ndim == 4) hidden = TensorScopes.Then(hidden, hidden.squeeze(1), input);
 
         if (attn2 is not null)
         {
             norm = norm2!.forward(hidden);
             attnOutput = attn2.forward(norm, encoderHidden, encoderAttentionMask);
-            hidden = attnOutput + hidden;
+            norm.Dispose();
+            hidden = TensorScopes.Then(hidden, attnOutput.add_(hidden), input);
         }
 
         norm = norm3.forward(hidden);
         var ffOutput = ff.forward(norm);
-        hidden = ffOutput + hidden;
-        if (hidden.ndim == 4) hidden = hidden.squeeze(1);
+        norm.Dispose();
+        hidden = TensorScopes.Then(hidden, ffOutput.add_(hidden), input);
+        if (hidden.ndim == 4) hidden = TensorScopes.Then(hidden, hidden.squeeze(1), input);
         return hidden.MoveToOuterDisposeScope();
     }
 }

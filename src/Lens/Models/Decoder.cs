@@ -28,7 +28,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         if (upBlockTypes.Length != blockOutChannels.Length)
             throw new LensException($"VAE decoder: {upBlockTypes.Length} up_block_types for {blockOutChannels.Length} block_out_channels");
 
-        conv_in = nn.Conv2d(inChannels, blockOutChannels[^1], 3, stride: 1, padding: 1);
+        conv_in = Layers.Conv2d(inChannels, blockOutChannels[^1], 3, stride: 1, padding: 1);
         int? tembChannels = null;
         mid_block = new UNetMidBlock2D(blockOutChannels[^1], tembChannels, resnetEps: 1e-6, resnetActFn: actFn,
             outputScaleFactor: 1, resnetTimeScaleShift: "default", attentionHeadDim: blockOutChannels[^1],
@@ -54,7 +54,7 @@ public sealed class Decoder : nn.Module<Tensor, Tensor>
         }
         up_blocks = new ModuleList<UpDecoderBlock2D>(blocks);
         conv_norm_out = Norms.GroupNorm(normNumGroups, blockOutChannels[0], 1e-6, affine: true);
-        conv_out = nn.Conv2d(blockOutChannels[0], outChannels, 3, padding: 1);
+        conv_out = Layers.Conv2d(blockOutChannels[0], outChannels, 3, padding: 1);
         RegisterComponents();
     }
 

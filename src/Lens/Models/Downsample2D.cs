@@ -16,7 +16,7 @@ public sealed class Downsample2D : nn.Module<Tensor, Tensor>
     public Downsample2D(int channels, bool useConv, int? outChannels = null, int padding = 1) : base(nameof(Downsample2D))
     {
         _padding = padding;
-        if (useConv) conv = nn.Conv2d(channels, outChannels ?? channels, 3, stride: 2, padding: padding);
+        if (useConv) conv = Layers.Conv2d(channels, outChannels ?? channels, 3, stride: 2, padding: padding);
         RegisterComponents();
     }
 

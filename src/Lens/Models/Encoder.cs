@@ -26,7 +26,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
         if (downBlockTypes.Length != blockOutChannels.Length)
             throw new LensException($"VAE encoder: {downBlockTypes.Length} down_block_types for {blockOutChannels.Length} block_out_channels");
 
-        conv_in = nn.Conv2d(inChannels, blockOutChannels[0], 3, stride: 1, padding: 1);
+        conv_in = Layers.Conv2d(inChannels, blockOutChannels[0], 3, stride: 1, padding: 1);
         var blocks = new DownEncoderBlock2D[downBlockTypes.Length];
         int outputChannel = blockOutChannels[0];
         for (int i = 0; i < downBlockTypes.Length; i++)
@@ -48,7 +48,7 @@ public sealed class Encoder : nn.Module<Tensor, Tensor>
             outputScaleFactor: 1, resnetTimeScaleShift: "default", attentionHeadDim: blockOutChannels[^1],
             resnetGroups: normNumGroups, addAttention: midBlockAddAttention);
         conv_norm_out = Norms.GroupNorm(normNumGroups, blockOutChannels[^1], 1e-6, affine: true);
-        conv_out = nn.Conv2d(blockOutChannels[^1], doubleZ ? 2 * outChannels : outChannels, 3, padding: 1);
+        conv_out = Layers.Conv2d(blockOutChannels[^1], doubleZ ? 2 * outChannels : outChannels, 3, padding: 1);
         RegisterComponents();
     }
 

@@ -25,7 +25,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
             "geglu-approximate" => new ApproximateGELU(dim, inner, bias: bias),
             _ => throw new LensException($"unsupported feed-forward activation_fn '{activationFn}'"),
         };
-        net = new ModuleList<nn.Module<Tensor, Tensor>>(act, nn.Dropout(dropout), nn.Linear(inner, outDim, hasBias: bias));
+        net = new ModuleList<nn.Module<Tensor, Tensor>>(act, nn.Dropout(dropout), Layers.Linear(inner, outDim, hasBias: bias));
         if (finalDropout) net.Add(nn.Dropout(dropout));
         RegisterComponents();
     }
@@ -34,7 +34,7 @@ public sealed class FeedForward : nn.Module<Tensor, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = x;
-        foreach (var m in net) h = m.forward(h);
+        foreach (var m in net) h = TensorScopes.Then(h, m.forward(h), x); // each intermediate released once used
         return h.MoveToOuterDisposeScope();
     }
 }

@@ -14,7 +14,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
 
     public GEGLU(int dimIn, int dimOut, bool bias = true) : base(nameof(GEGLU))
     {
-        proj = nn.Linear(dimIn, dimOut * 2, hasBias: bias);
+        proj = Layers.Linear(dimIn, dimOut * 2, hasBias: bias);
         RegisterComponents();
     }
 
@@ -25,6 +25,7 @@ public sealed class GEGLU : nn.Module<Tensor, Tensor>
         var parts = h.chunk(2, -1);
         var hidden = parts[0];
         var gate = parts[1];
-        return (hidden * nn.functional.gelu(gate)).MoveToOuterDisposeScope();
+        // hidden * gelu(gate), written into gelu's output (a * b == b * a exactly): one [.., dim_out] buffer fewer
+        return nn.functional.gelu(gate).mul_(hidden).MoveToOuterDisposeScope();
     }
 }

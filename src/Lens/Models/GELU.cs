@@ -19,7 +19,7 @@ public sealed class GELU : nn.Module<Tensor, Tensor>
             "tanh" => true,
             _ => throw new LensException($"unsupported GELU approximation '{approximate}'"),
         };
-        proj = nn.Linear(dimIn, dimOut, hasBias: bias);
+        proj = Layers.Linear(dimIn, dimOut, hasBias: bias);
         RegisterComponents();
     }
 

@@ -32,22 +32,22 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     {
         int outC = outChannels ?? inChannels;
         norm1 = Norms.GroupNorm(groups, inChannels, eps, affine: true);
-        conv1 = nn.Conv2d(inChannels, outC, 3, stride: 1, padding: 1);
+        conv1 = Layers.Conv2d(inChannels, outC, 3, stride: 1, padding: 1);
         if (tembChannels is int tc)
         {
             time_emb_proj = timeEmbeddingNorm switch
             {
-                "default" => nn.Linear(tc, outC),
-                "scale_shift" => nn.Linear(tc, 2 * outC),
+                "default" => Layers.Linear(tc, outC),
+                "scale_shift" => Layers.Linear(tc, 2 * outC),
                 _ => throw new LensException($"unsupported resnet_time_scale_shift / time_embedding_norm '{timeEmbeddingNorm}'"),
             };
         }
         norm2 = Norms.GroupNorm(groupsOut ?? groups, outC, eps, affine: true);
-        conv2 = nn.Conv2d(outC, outC, 3, stride: 1, padding: 1);
+        conv2 = Layers.Conv2d(outC, outC, 3, stride: 1, padding: 1);
         if (up) upsample = new Upsample2D(inChannels, useConv: false);
         else if (down) downsample = new Downsample2D(inChannels, useConv: false, padding: 1);
         if (useInShortcut ?? inChannels != outC)
-            conv_shortcut = nn.Conv2d(inChannels, outC, 1L, stride: 1L, padding: 0L, bias: convShortcutBias);
+            conv_shortcut = Layers.Conv2d(inChannels, outC, 1L, stride: 1L, padding: 0L, bias: convShortcutBias);
 
         _act = Activations.Get(nonLinearity);
         _timeEmbeddingNorm = timeEmbeddingNorm;
@@ -59,19 +59,22 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     public override Tensor forward(Tensor input, Tensor? temb)
     {
         using var scope = NewDisposeScope();
-        var h = _act(norm1.forward(input));
+        // each intermediate is released as soon as the next one exists (TensorScopes.Then); additions into fresh
+        // buffers are in place (the same sums: a + b == b + a exactly)
+        var h = norm1.forward(input);
+        h = TensorScopes.Then(h, _act(h), input);
         var x = input;
         if (upsample is not null)
         {
             x = upsample.forward(x, null);
-            h = upsample.forward(h, null);
+            h = TensorScopes.Then(h, upsample.forward(h, null), input);
         }
         else if (downsample is not null)
         {
             x = downsample.forward(x);
-            h = downsample.forward(h);
+            h = TensorScopes.Then(h, downsample.forward(h), input);
         }
-        h = conv1.forward(h);
+        h = TensorScopes.Then(h, conv1.forward(h), input);
 
         Tensor? t = null;
         if (time_emb_proj is not null && temb is not null)
@@ -83,17 +86,19 @@ public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
         {
             if (t is null) throw new InvalidOperationException("scale_shift resnet needs a time embedding");
             var parts = t.chunk(2, dim: 1);
-            h = norm2.forward(h) * (1 + parts[0]) + parts[1];
+            h = TensorScopes.Then(h, norm2.forward(h), input);
+            h = TensorScopes.Then(h, h * (1 + parts[0]) + parts[1], input);
         }
         else
         {
-            if (t is not null) h = h + t;
-            h = norm2.forward(h);
+            if (t is not null) h = h.add_(t);
+            h = TensorScopes.Then(h, norm2.forward(h), input);
         }
-        h = conv2.forward(_act(h));
+        h = TensorScopes.Then(h, _act(h), input);
+        h = TensorScopes.Then(h, conv2.forward(h), input);
         if (conv_shortcut is not null) x = conv_shortcut.forward(x);
-        var output = x + h;
-        if (_outputScaleFactor != 1.0) output = output / _outputScaleFactor;
+        var output = h.add_(x); // input_tensor + hidden_states
+        if (_outputScaleFactor != 1.0) output = TensorScopes.Then(output, output / _outputScaleFactor, input);
         return output.MoveToOuterDisposeScope();
     }
 }

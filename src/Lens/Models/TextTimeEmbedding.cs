@@ -18,10 +18,10 @@ public sealed class TextTimeEmbedding : nn.Module<Tensor, Tensor>
 
     public TextTimeEmbedding(int encoderDim, int timeEmbedDim, int numHeads = 64) : base(nameof(TextTimeEmbedding))
     {
-        norm1 = nn.LayerNorm(encoderDim);
+        norm1 = Layers.LayerNorm(encoderDim);
         pool = new AttentionPooling(numHeads, encoderDim);
-        proj = nn.Linear(encoderDim, timeEmbedDim);
-        norm2 = nn.LayerNorm(timeEmbedDim);
+        proj = Layers.Linear(encoderDim, timeEmbedDim);
+        norm2 = Layers.LayerNorm(timeEmbedDim);
         RegisterComponents();
     }
 

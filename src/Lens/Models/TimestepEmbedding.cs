@@ -20,10 +20,10 @@ public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor?, Tensor>
     public TimestepEmbedding(int inChannels, int timeEmbedDim, string actFn = "silu", int? outDim = null,
         string? postActFn = null, int? condProjDim = null, bool sampleProjBias = true) : base(nameof(TimestepEmbedding))
     {
-        linear_1 = nn.Linear(inChannels, timeEmbedDim, hasBias: sampleProjBias);
-        if (condProjDim is int c) cond_proj = nn.Linear(c, inChannels, hasBias: false);
+        linear_1 = Layers.Linear(inChannels, timeEmbedDim, hasBias: sampleProjBias);
+        if (condProjDim is int c) cond_proj = Layers.Linear(c, inChannels, hasBias: false);
         _act = Activations.Get(actFn);
-        linear_2 = nn.Linear(timeEmbedDim, outDim ?? timeEmbedDim, hasBias: sampleProjBias);
+        linear_2 = Layers.Linear(timeEmbedDim, outDim ?? timeEmbedDim, hasBias: sampleProjBias);
         if (postActFn is not null) _postAct = Activations.Get(postActFn);
         RegisterComponents();
     }

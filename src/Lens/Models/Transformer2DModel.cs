@@ -39,8 +39,8 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
 
         norm = Norms.GroupNorm(groups, inC, 1e-6, affine: true);
         proj_in = useLinearProjection
-            ? nn.Linear(inC, InnerDim)
-            : nn.Conv2d(inC, InnerDim, 1L, stride: 1L, padding: 0L);
+            ? Layers.Linear(inC, InnerDim)
+            : Layers.Conv2d(inC, InnerDim, 1L, stride: 1L, padding: 0L);
 
         var blocks = new BasicTransformerBlock[numLayers];
         for (int i = 0; i < numLayers; i++)
@@ -52,8 +52,8 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         transformer_blocks = new ModuleList<BasicTransformerBlock>(blocks);
 
         proj_out = useLinearProjection
-            ? nn.Linear(InnerDim, outC)
-            : nn.Conv2d(InnerDim, outC, 1L, stride: 1L, padding: 0L);
+            ? Layers.Linear(InnerDim, outC)
+            : Layers.Conv2d(InnerDim, outC, 1L, stride: 1L, padding: 0L);
         RegisterComponents();
     }
 
@@ -73,36 +73,37 @@ public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Ten
         var residual = hidden;
 
         // _operate_on_continuous_inputs
+        // each intermediate is released as soon as the next one exists (TensorScopes.Then)
         var h = norm.forward(hidden);
         long innerDim;
         if (!_useLinearProjection)
         {
-            h = proj_in.forward(h);
+            h = TensorScopes.Then(h, proj_in.forward(h), hidden);
             innerDim = h.shape[1];
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim);
+            h = TensorScopes.Then(h, h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim), hidden);
         }
         else
         {
             innerDim = h.shape[1];
-            h = h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim);
-            h = proj_in.forward(h);
+            h = TensorScopes.Then(h, h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim), hidden);
+            h = TensorScopes.Then(h, proj_in.forward(h), hidden);
         }
 
         foreach (var block in transformer_blocks)
-            h = block.forward(h, attentionMask, encoderHidden, encoderAttentionMask);
+            h = TensorScopes.Then(h, block.forward(h, attentionMask, encoderHidden, encoderAttentionMask), hidden);
 
         // _get_output_for_continuous_inputs
         if (!_useLinearProjection)
         {
-            h = h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous();
-            h = proj_out.forward(h);
+            h = TensorScopes.Then(h, h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(), hidden);
+            h = TensorScopes.Then(h, proj_out.forward(h), hidden);
         }
         else
         {
-            h = proj_out.forward(h);
-            h = h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous();
+            h = TensorScopes.Then(h, proj_out.forward(h), hidden);
+            h = TensorScopes.Then(h, h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(), hidden);
         }
-        var output = h + residual;
+        var output = h.add_(residual); // output + residual, in the fresh output buffer
         return output.MoveToOuterDisposeScope();
     }
 }

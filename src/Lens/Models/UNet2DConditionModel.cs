@@ -130,7 +130,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             throw new LensException($"{cfg.Path}: 'class_embeddings_concat' = true is not supported");
 
         // input
-        conv_in = nn.Conv2d(InChannels, blockOutChannels[0], convInKernel, padding: (convInKernel - 1) / 2);
+        conv_in = Layers.Conv2d(InChannels, blockOutChannels[0], convInKernel, padding: (convInKernel - 1) / 2);
 
         // time (_set_time_proj)
         if (timeEmbeddingType != "positional")
@@ -155,7 +155,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
                 // diffusers passes the raw cross_attention_dim here (a per-block list would fail there too)
                 if (cfg.IsArray("cross_attention_dim"))
                     throw new LensException($"{cfg.Path}: 'encoder_hid_dim_type' = text_proj needs a single 'cross_attention_dim', not a list");
-                encoder_hid_proj = nn.Linear(encoderHidDim!.Value, crossAttentionDim[0]);
+                encoder_hid_proj = Layers.Linear(encoderHidDim!.Value, crossAttentionDim[0]);
                 break;
             default: throw new LensException($"{cfg.Path}: 'encoder_hid_dim_type' = {encoderHidDimType} is not supported (only null or text_proj)");
         }
@@ -310,7 +310,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             conv_norm_out = Norms.GroupNorm(g, blockOutChannels[0], normEps, affine: true);
             _convAct = Activations.Get(actFn);
         }
-        conv_out = nn.Conv2d(blockOutChannels[0], OutChannels, convOutKernel, padding: (convOutKernel - 1) / 2);
+        conv_out = Layers.Conv2d(blockOutChannels[0], OutChannels, convOutKernel, padding: (convOutKernel - 1) / 2);
         RegisterComponents();
     }
 

@@ -11,7 +11,7 @@ public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
 
     public Upsample2D(int channels, bool useConv, int? outChannels = null, int padding = 1) : base(nameof(Upsample2D))
     {
-        if (useConv) conv = nn.Conv2d(channels, outChannels ?? channels, 3, padding: padding);
+        if (useConv) conv = Layers.Conv2d(channels, outChannels ?? channels, 3, padding: padding);
         RegisterComponents();
     }
 

@@ -5,22 +5,30 @@ using static TorchSharp.torch;
 
 namespace DiffusionLens.Pipelines;
 
-/// <summary>Builds diffusers components from their folders (config.json + strict safetensors load).</summary>
+/// <summary>
+/// Builds diffusers components from their folders (config.json + strict safetensors load). The modules are built
+/// directly on the target device in the target dtype with uninitialised parameters (<see cref="Layers.ForLoading"/>),
+/// then every parameter is filled from the checkpoint (<see cref="StrictLoader"/>, which rejects any missing key).
+/// </summary>
 public static class ComponentLoader
 {
     public static UNet2DConditionModel LoadUNet(string dir, Device device, ScalarType dtype)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
-        var unet = UNet2DConditionModel.FromConfig(cfg);
+        UNet2DConditionModel unet;
+        using (Layers.ForLoading(device, dtype)) unet = UNet2DConditionModel.FromConfig(cfg);
+        Layers.CheckMaterialised(unet, device, "unet");
         StrictLoader.Load(unet, WeightSet.FromFolder(dir), "unet");
         unet.eval();
-        return unet.to(dtype).to(device);
+        return unet;
     }
 
     public static AutoencoderKL LoadVae(string dir, Device device, ScalarType dtype)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
-        var vae = AutoencoderKL.FromConfig(cfg);
+        AutoencoderKL vae;
+        using (Layers.ForLoading(device, dtype)) vae = AutoencoderKL.FromConfig(cfg);
+        Layers.CheckMaterialised(vae, device, "vae");
         // diffusers converts the old VAE attention names (query/key/value/proj_attn) when it loads such checkpoints
         var legacyPaths = vae.DeprecatedAttentionPaths().Select(p => p + ".").ToArray();
         string? Legacy(string key)
@@ -34,6 +42,6 @@ public static class ComponentLoader
         }
         StrictLoader.Load(vae, WeightSet.FromFolder(dir), "vae", legacyKeyFor: Legacy);
         vae.eval();
-        return vae.to(dtype).to(device);
+        return vae;
     }
 }

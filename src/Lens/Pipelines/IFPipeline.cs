@@ -58,7 +58,7 @@ public sealed class IFPipeline : LensPipeline
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
         long channels = images.shape[1];
-        var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
+        var tT = TimestepTensor(t);
         var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
         var halves = UNet.Forward(input, tT, embeds).chunk(2, 0);
         var uncondEps = halves[0].split(channels, 1)[0];

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DiffusionLens.Loading;
 using DiffusionLens.Reports;
 using DiffusionLens.Schedulers;
@@ -100,8 +101,9 @@ public abstract partial class LensPipeline : IDisposable
     /// unconditional embedding and the same seed (each image reproduces diffusers' single-prompt call).
     /// Returns [k, H, W, 3] float32 images in [0, 1] on the CPU (diffusers' output_type="np").
     /// </summary>
+    /// <param name="timer">records the denoise and decode phases (and, profiling, each step); null: not timed</param>
     public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
-        Action<int, int>? onStep = null)
+        Action<int, int>? onStep = null, PhaseTimer? timer = null)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
         var shape = NoiseShape(o);
@@ -121,18 +123,58 @@ public abstract partial class LensPipeline : IDisposable
         var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
         var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
         var embeds = torch.cat(new[] { uncond, cond }, 0);
-        for (int i = 0; i < timesteps.Length; i++)
+        // every step's timestep as a device tensor, uploaded once (not one blocking host-to-device copy per step)
+        var timestepsOnDevice = torch.tensor(timesteps, dtype: ScalarType.Int64).to(Device);
+        _stepTimesteps = new Dictionary<long, Tensor>();
+        for (int i = 0; i < timesteps.Length; i++) _stepTimesteps.TryAdd(timesteps[i], timestepsOnDevice[i]);
+        try
         {
-            using var step = NewDisposeScope();
-            long t = timesteps[i];
-            var prediction = GuidedPrediction(scheduler, sample, t, embeds, o.Guidance);
-            sample = scheduler.Step(prediction, t, sample, generator).MoveToOuterDisposeScope();
-            onStep?.Invoke(i + 1, timesteps.Length);
+            var denoise = Stopwatch.StartNew();
+            for (int i = 0; i < timesteps.Length; i++)
+            {
+                var stepClock = timer?.Profile == true ? Stopwatch.StartNew() : null;
+                using var step = NewDisposeScope();
+                long t = timesteps[i];
+                var prediction = GuidedPrediction(scheduler, sample, t, embeds, o.Guidance);
+                sample = scheduler.Step(prediction, t, sample, generator).MoveToOuterDisposeScope();
+                if (stepClock is not null)
+                {
+                    timer!.StepQueueSeconds.Add(stepClock.Elapsed.TotalSeconds);
+                    timer.Sync();
+                    timer.StepSeconds.Add(stepClock.Elapsed.TotalSeconds);
+                }
+                onStep?.Invoke(i + 1, timesteps.Length);
+            }
+            if (timer is not null)
+            {
+                timer.Sync();
+                timer.Add("denoise", denoise.Elapsed.TotalSeconds);
+                timer.Steps += timesteps.Length;
+                timer.SampleMemory();
+            }
         }
+        finally { _stepTimesteps = null; }
         // diffusers' postprocessing: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then float32 HWC
+        var decode = Stopwatch.StartNew();
         var unit = (ToImage(sample) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+        if (timer is not null)
+        {
+            timer.Add("decode", decode.Elapsed.TotalSeconds);
+            timer.SampleMemory();
+        }
         return unit.MoveToOuterDisposeScope();
     }
+
+    private Dictionary<long, Tensor>? _stepTimesteps;
+
+    /// <summary>
+    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside <see cref="Generate"/> a view of the
+    /// timesteps uploaded once; otherwise a new tensor.
+    /// </summary>
+    protected Tensor TimestepTensor(long t) =>
+        _stepTimesteps is not null && _stepTimesteps.TryGetValue(t, out var onDevice)
+            ? onDevice.alias()
+            : torch.tensor(t, dtype: ScalarType.Int64, device: Device);
 
     public abstract void Dispose();
 

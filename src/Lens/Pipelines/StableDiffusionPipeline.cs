@@ -67,7 +67,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
-        var tT = torch.tensor(t, dtype: ScalarType.Int64, device: Device);
+        var tT = TimestepTensor(t);
         var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
         var parts = UNet.Forward(input, tT, embeds).chunk(2, 0);
         return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();

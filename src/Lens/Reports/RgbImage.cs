@@ -65,33 +65,40 @@ public sealed class RgbImage
         return new RgbImage(w, h, rgb);
     }
 
-    /// <summary>The image as PNG bytes.</summary>
-    public byte[] EncodePng()
+    /// <summary>zlib level of <see cref="EncodePng"/> (1: fastest; PNG is lossless at every level: the same pixels).</summary>
+    public const int DefaultZlibLevel = 6;
+
+    /// <summary>The image as PNG bytes (RGBA, opaque), compressed at <paramref name="zlibLevel"/> (0-9).</summary>
+    public byte[] EncodePng(int zlibLevel = DefaultZlibLevel)
     {
         var info = new SKImageInfo(Width, Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
         using var bitmap = new SKBitmap(info);
-        int stride = bitmap.RowBytes;
-        var dst = new byte[stride * Height];
-        for (int y = 0; y < Height; y++)
-            for (int x = 0; x < Width; x++)
-            {
-                int s = (y * Width + x) * 3, d = y * stride + 4 * x;
-                dst[d] = Pixels[s];
-                dst[d + 1] = Pixels[s + 1];
-                dst[d + 2] = Pixels[s + 2];
-                dst[d + 3] = 255;
-            }
-        System.Runtime.InteropServices.Marshal.Copy(dst, 0, bitmap.GetPixels(), dst.Length);
-        using var data = bitmap.Encode(SKEncodedImageFormat.Png, 100) ?? throw new LensException("cannot encode PNG");
+        CopyToRgba(bitmap.GetPixelSpan(), bitmap.RowBytes);
+        using var pixmap = bitmap.PeekPixels();
+        using var data = pixmap.Encode(new SKPngEncoderOptions(SKPngEncoderFilterFlags.AllFilters, zlibLevel))
+                         ?? throw new LensException("cannot encode PNG");
         return data.ToArray();
     }
 
+    /// <summary>RGB to opaque RGBA rows, a row at a time with 32-bit stores (no per-channel indexing).</summary>
+    private void CopyToRgba(Span<byte> dst, int stride)
+    {
+        var src = Pixels.AsSpan();
+        for (int y = 0; y < Height; y++)
+        {
+            var s = src.Slice(y * Width * 3, Width * 3);
+            var d = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(dst.Slice(y * stride, Width * 4));
+            for (int x = 0, i = 0; x < d.Length; x++, i += 3)
+                d[x] = s[i] | (uint)s[i + 1] << 8 | (uint)s[i + 2] << 16 | 0xFF000000u; // little-endian R,G,B,A
+        }
+    }
+
     /// <summary>Writes the image as PNG.</summary>
-    public void SavePng(string path)
+    public void SavePng(string path, int zlibLevel = DefaultZlibLevel)
     {
         var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
-        File.WriteAllBytes(path, EncodePng());
+        File.WriteAllBytes(path, EncodePng(zlibLevel));
     }
 
     /// <summary>A copy no larger than <paramref name="maxSide"/> on its longer side (PIL-bicubic downscale).</summary>

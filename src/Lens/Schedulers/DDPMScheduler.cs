@@ -263,8 +263,7 @@ public sealed class DDPMScheduler : Scheduler
         sample = sample.reshape(batch, channels * rest);
         var absSample = sample.abs();
         // torch.quantile(abs, float q, dim=1): q becomes a scalar tensor of the input's dtype
-        var q = torch.tensor(DynamicThresholdingRatio, dtype: absSample.dtype, device: absSample.device);
-        var s = torch.quantile(absSample, q, dim: 1);
+        var s = torch.quantile(absSample, QuantileTensor(absSample), dim: 1);
         s = torch.clamp(s, min: 1, max: SampleMaxValue);
         s = s.unsqueeze(1);
         sample = torch.clamp(sample, -s, s) / s;
@@ -272,8 +271,23 @@ public sealed class DDPMScheduler : Scheduler
         return sample.to(dtype);
     }
 
+    private Tensor? _quantile;
+
+    /// <summary>dynamic_thresholding_ratio as a 0-dim tensor of the input's dtype on its device, made once (not uploaded every step).</summary>
+    private Tensor QuantileTensor(Tensor like)
+    {
+        if (_quantile is null || _quantile.dtype != like.dtype || _quantile.device_type != like.device_type || _quantile.device_index != like.device_index)
+        {
+            _quantile?.Dispose();
+            _quantile = torch.tensor(DynamicThresholdingRatio, dtype: like.dtype, device: like.device).DetachFromDisposeScope();
+        }
+        return _quantile;
+    }
+
     public override void Dispose()
     {
+        _quantile?.Dispose();
+        _quantile = null;
         LastPredOriginalSample?.Dispose();
         LastPredOriginalSample = null;
         _one.Dispose();

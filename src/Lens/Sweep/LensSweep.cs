@@ -2,6 +2,7 @@ using System.Diagnostics;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
 using TorchSharp;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DiffusionLens.Sweep;
@@ -17,9 +18,10 @@ public static class LensSweep
     public static SweepResult Run(SweepOptions o, Action<string>? log = null)
     {
         var sw = Stopwatch.StartNew();
-        if (o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
+        if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
         using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType);
+        if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
         double loadS = sw.Elapsed.TotalSeconds;
         var result = Run(pipe, o, output, log, loadS);
         output.Commit();
@@ -35,54 +37,100 @@ public static class LensSweep
         return result;
     }
 
+    /// <summary>zlib level of the sweep's PNGs: the fastest (lossless at every level, so the same pixels).</summary>
+    public const int PngZlibLevel = 1;
+
     private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS)
     {
         var total = Stopwatch.StartNew();
+        if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
         var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width);
         if (gen.Steps < 1) throw new LensException($"--steps must be at least 1 (got {gen.Steps})");
         if (gen.Height < 8 || gen.Width < 8) throw new LensException($"image size {gen.Height}x{gen.Width} is too small");
         var layers = LayerSelection.Parse(o.Layers, pipe.NumLayers);
+        var timer = new PhaseTimer(pipe.Device);
+        bool onCuda = pipe.Device.type == DeviceType.CUDA;
 
         var enc = Stopwatch.StartNew();
         using var prompt = pipe.EncodeLayers(o.Prompt, o.CleanCaption);
         using var negative = pipe.EncodeLayers(o.NegativePrompt, o.CleanCaption);
         using var uncond = pipe.Lens(negative.Hidden[^1]);
+        timer.Sync();
         double encodeS = enc.Elapsed.TotalSeconds;
         log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} layer(s) at {gen.Width}x{gen.Height}, {gen.Steps} steps");
+
+        // CUDA: first-call setup outside the timed denoise (stated in the manifest as timings_s.warmup), and the
+        // memory probe of --batch auto. On the CPU there is nothing to warm up and auto means 1.
+        double warmupS = 0;
+        int batch = o.Batch;
+        if (onCuda)
+        {
+            var w = Stopwatch.StartNew();
+            long? probe;
+            using (var first = pipe.Lens(prompt.Hidden[layers[0]])) probe = pipe.WarmUp(first, uncond, gen);
+            warmupS = w.Elapsed.TotalSeconds;
+            timer.SampleMemory();
+            if (o.AutoBatch) batch = LensPipeline.AutoBatch(probe, layers.Length);
+        }
+        else if (o.AutoBatch) batch = 1;
+        if (o.AutoBatch) log?.Invoke($"--batch auto: {batch} layer(s) per UNet batch");
 
         var files = new SortedDictionary<int, string>();
         var images = new List<(string, RgbImage)>();
         var perLayer = new SortedDictionary<string, double>(SweepManifest.LayerOrder);
+        var writes = new List<Task<double>>(); // PNG encoding runs on the thread pool while the next batch denoises
         int unetCalls = 0;
-        for (int start = 0; start < layers.Length; start += o.Batch)
+        for (int start = 0; start < layers.Length;)
         {
-            var chunk = layers.Skip(start).Take(o.Batch).ToArray();
+            var chunk = layers.Skip(start).Take(batch).ToArray();
             var t0 = Stopwatch.StartNew();
             var conds = chunk.Select(l => pipe.Lens(prompt.Hidden[l])).ToList();
             int lastReported = -1;
-            using var unit = pipe.Generate(conds, uncond, gen, (step, of) =>
+            Tensor unit;
+            try
             {
-                unetCalls = of;
-                int pct = step * 100 / of;
-                if (pct / 10 != lastReported || step == of)
+                unit = pipe.Generate(conds, uncond, gen, (step, of) =>
                 {
-                    lastReported = pct / 10;
-                    log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] step {step}/{of}");
-                }
-            });
-            foreach (var c in conds) c.Dispose();
-            for (int j = 0; j < chunk.Length; j++)
-            {
-                var img = RgbImage.FromUnitHwc(unit[j]);
-                var name = $"layer-{chunk[j]:D2}.png";
-                img.SavePng(output.PathOf(name));
-                files[chunk[j]] = name;
-                images.Add(($"layer {chunk[j]}", img));
-                perLayer[chunk[j].ToString()] = Math.Round(t0.Elapsed.TotalSeconds / chunk.Length, 4);
+                    unetCalls = of;
+                    int pct = step * 100 / of;
+                    if (pct / 10 != lastReported || step == of)
+                    {
+                        lastReported = pct / 10;
+                        log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] step {step}/{of}");
+                    }
+                }, timer);
             }
+            catch (Exception e) when (o.AutoBatch && batch > 1 && e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
+            {
+                batch = Math.Max(1, batch / 2);
+                log?.Invoke($"--batch auto: out of device memory, retrying with {batch} layer(s) per batch");
+                continue;
+            }
+            finally
+            {
+                foreach (var c in conds) c.Dispose();
+            }
+            using (unit)
+            {
+                for (int j = 0; j < chunk.Length; j++)
+                {
+                    RgbImage img;
+                    using (var hwc = unit[j]) img = RgbImage.FromUnitHwc(hwc);
+                    var name = $"layer-{chunk[j]:D2}.png";
+                    var path = output.PathOf(name);
+                    writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+                    files[chunk[j]] = name;
+                    images.Add(($"layer {chunk[j]}", img));
+                    perLayer[chunk[j].ToString()] = Math.Round(t0.Elapsed.TotalSeconds / chunk.Length, 4);
+                }
+            }
+            start += chunk.Length;
         }
-        Grid.Compose(images).SavePng(output.PathOf("grid.png"));
+        var writeClock = Stopwatch.StartNew();
+        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); Grid.Compose(images).SavePng(output.PathOf("grid.png"), PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+        Task.WaitAll(writes);
+        double imageEncodeS = writes.Sum(t => t.Result);
 
         var manifest = new SweepManifest
         {
@@ -103,7 +151,8 @@ public static class LensSweep
             Width = gen.Width,
             Dtype = o.DType,
             Device = o.Device,
-            Batch = o.Batch,
+            Batch = batch,
+            BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             NumLayers = pipe.NumLayers,
             Layers = layers,
             Files = new SortedDictionary<string, string>(files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
@@ -111,10 +160,22 @@ public static class LensSweep
             {
                 Load = Math.Round(loadS, 4),
                 Encode = Math.Round(encodeS, 4),
+                Warmup = Math.Round(warmupS, 4),
+                Denoise = Math.Round(timer.Seconds.GetValueOrDefault("denoise"), 4),
+                DenoisePerStep = timer.Steps > 0 ? Math.Round(timer.Seconds.GetValueOrDefault("denoise") / timer.Steps, 5) : 0,
+                Decode = Math.Round(timer.Seconds.GetValueOrDefault("decode"), 4),
+                WriteImages = 0, // set below, once the manifest itself is written
+                ImageEncodingBackground = Math.Round(imageEncodeS, 4),
+                StepSeconds = timer.Profile ? timer.StepSeconds.Select(x => Math.Round(x, 5)).ToArray() : null,
+                StepQueueSeconds = timer.Profile ? timer.StepQueueSeconds.Select(x => Math.Round(x, 5)).ToArray() : null,
                 PerLayer = perLayer,
-                Total = Math.Round(total.Elapsed.TotalSeconds + loadS, 4),
+                Total = 0,
             },
+            GpuMemoryPeakGib = timer.PeakDeviceBytes is long peak ? Math.Round(peak / (double)(1L << 30), 3) : null,
         };
+        // image writing on the critical path: waiting for the background PNGs, the grid, and the manifest
+        double writeS = writeClock.Elapsed.TotalSeconds;
+        manifest = manifest with { TimingsS = manifest.TimingsS with { WriteImages = Math.Round(writeS, 4), Total = Math.Round(total.Elapsed.TotalSeconds + loadS, 4) } };
         File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJson());
         return new SweepResult
         {

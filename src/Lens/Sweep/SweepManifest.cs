@@ -31,7 +31,10 @@ public sealed record SweepManifest
     public required int Width { get; init; }
     public required string Dtype { get; init; }
     public required string Device { get; init; }
+    /// <summary>Layers per UNet batch (with <c>--batch auto</c>: the batch it chose).</summary>
     public required int Batch { get; init; }
+    /// <summary>What was asked for: "auto" or the number.</summary>
+    public string? BatchRequested { get; init; }
     public required int NumLayers { get; init; }
     public required int[] Layers { get; init; }
     public string Lens { get; init; } = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt";
@@ -39,6 +42,9 @@ public sealed record SweepManifest
     public required SortedDictionary<string, string> Files { get; init; }
     public string Grid { get; init; } = "grid.png";
     public required SweepTimings TimingsS { get; init; }
+    /// <summary>CUDA: the most device memory in use at a phase end (driver view: total - free, so it includes the CUDA
+    /// context, the allocator's cache and any other process on the device), GiB; null elsewhere.</summary>
+    public double? GpuMemoryPeakGib { get; init; }
 
     /// <summary>Orders layer keys numerically ("2" before "10").</summary>
     public static readonly IComparer<string> LayerOrder = Comparer<string>.Create((a, b) =>
@@ -56,11 +62,28 @@ public sealed record SweepManifest
         JsonSerializer.Deserialize<SweepManifest>(json, Json) ?? throw new LensException("manifest.json is empty");
 }
 
-/// <summary>Seconds spent in each phase of a sweep.</summary>
+/// <summary>
+/// Seconds spent in each phase of a sweep. On CUDA each phase ends with a device synchronisation (never per step,
+/// unless LENS_PROFILE=1), so GPU work is counted in the phase that queued it.
+/// </summary>
 public sealed record SweepTimings
 {
     public required double Load { get; init; }
     public required double Encode { get; init; }
+    /// <summary>CUDA only: one UNet call and one decode at batch 1 before the timed denoise (first-call setup; the --batch auto probe).</summary>
+    public double Warmup { get; init; }
+    /// <summary>All denoising loops together, and that divided by the steps of all batches.</summary>
+    public double Denoise { get; init; }
+    public double DenoisePerStep { get; init; }
+    /// <summary>Sample to image (SD: VAE decode), postprocessing and the copy to the host, all batches.</summary>
+    public double Decode { get; init; }
+    /// <summary>Image writing left on the critical path: waiting for the background PNG encoders, the grid, the manifest.</summary>
+    public double WriteImages { get; init; }
+    /// <summary>Seconds the background PNG encoders worked in all (overlapping the denoising; not on the critical path).</summary>
+    public double ImageEncodingBackground { get; init; }
+    /// <summary>LENS_PROFILE=1 only: each step's seconds (synchronised) and the host-side seconds to queue it.</summary>
+    public double[]? StepSeconds { get; init; }
+    public double[]? StepQueueSeconds { get; init; }
     /// <summary>Layer index (as a string) to the seconds its batch took, divided by the batch's size.</summary>
     public required SortedDictionary<string, double> PerLayer { get; init; }
     /// <summary>Load included.</summary>

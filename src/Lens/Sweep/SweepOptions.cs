@@ -20,6 +20,11 @@ public sealed record SweepOptions
     public required string OutDir { get; init; }
     /// <summary>Layers denoised together in one UNet batch. 1 reproduces diffusers' batch of 2 exactly.</summary>
     public int Batch { get; init; } = 1;
+    /// <summary>
+    /// <c>--batch auto</c> (the CLI's default on CUDA): the largest layer batch that fits in free device memory, measured
+    /// by a probe (<see cref="Pipelines.LensPipeline.AutoBatch"/>), halved on out-of-memory; 1 on the CPU. Overrides <see cref="Batch"/>.
+    /// </summary>
+    public bool AutoBatch { get; init; }
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
 }

@@ -1,0 +1,98 @@
+using System.Text.Json.Nodes;
+using DiffusionLens.Loading;
+using DiffusionLens.Models;
+using DiffusionLens.Reports;
+using DiffusionLens.Sweep;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Tests.Parity;
+
+/// <summary>
+/// The fast paths of issue #11 keep their promises: modules built for loading hold uninitialised parameters of the
+/// target dtype (and are fully overwritten: the parity tests compare the loaded models with diffusers), the fast PNG
+/// setting writes the same pixels, and --batch auto records its choice and gives --batch 1's images.
+/// </summary>
+[Collection("pipelines")]
+public class SpeedPathTests
+{
+    private static string Model(string name) => Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", name);
+
+    [Fact]
+    public void LayersBuiltForLoadingAreUninitialisedInTheTargetDtype_OtherwiseAsBefore()
+    {
+        var cfg = DiffusersConfig.Load(Path.Combine(Model("sd-tiny-12"), "unet", "config.json"));
+        UNet2DConditionModel forLoading;
+        using (Layers.ForLoading(torch.CPU, ScalarType.BFloat16)) forLoading = UNet2DConditionModel.FromConfig(cfg);
+        using (forLoading)
+        {
+            Assert.False(Layers.Uninitialised); // the scope ends with the using block
+            Layers.CheckMaterialised(forLoading, torch.CPU, "unet");
+            Assert.All(forLoading.parameters(), p => Assert.Equal(ScalarType.BFloat16, p.dtype));
+        }
+        using var plain = UNet2DConditionModel.FromConfig(cfg);
+        Assert.All(plain.parameters(), p => Assert.Equal(ScalarType.Float32, p.dtype));
+        // PyTorch's initialisation outside the scope: GroupNorm weights are 1, conv weights are random
+        var sd = plain.state_dict();
+        Assert.Equal(1.0f, sd["conv_norm_out.weight"].min().ToSingle());
+        Assert.True(sd["conv_in.weight"].std().ToSingle() > 0);
+    }
+
+    [Fact]
+    public void StrictLoadReadsEveryTensorExactly_InTheFileDtypeOrConverted()
+    {
+        // F16 text encoder of sd-tiny-b: a float16 target takes the bytes as they are, a float32 one converts them
+        var dir = Path.Combine(Model("sd-tiny-b"), "text_encoder");
+        var weights = WeightSet.FromFolder(dir);
+        foreach (var dtype in new[] { ScalarType.Float16, ScalarType.Float32 })
+        {
+            using var model = DiffusionLens.TextEncoders.ClipTextModel.FromFolder(dir, torch.CPU, dtype);
+            foreach (var (key, value) in model.state_dict())
+            {
+                var fileKey = weights.Contains(key) ? key : "text_model." + key;
+                if (!weights.Contains(fileKey)) continue;
+                using var expected = weights.Read(fileKey).to(dtype);
+                Assert.True(expected.equal(value), $"{key} ({dtype}) differs from the file");
+            }
+        }
+    }
+
+    [Fact]
+    public void FastPngSettingWritesTheSamePixels()
+    {
+        var rng = new Random(11);
+        var px = new byte[97 * 61 * 3];
+        rng.NextBytes(px);
+        var img = new RgbImage(97, 61, px);
+        var dir = CliRunner.TempPath("png");
+        Directory.CreateDirectory(dir);
+        img.SavePng(Path.Combine(dir, "fast.png"), 1);
+        img.SavePng(Path.Combine(dir, "default.png"));
+        Assert.Equal(px, RgbImage.Load(Path.Combine(dir, "fast.png")).Pixels);
+        Assert.Equal(px, RgbImage.Load(Path.Combine(dir, "default.png")).Pixels);
+        Directory.Delete(dir, true);
+    }
+
+    /// <summary>On the CPU --batch auto is 1: bit-identical images to --batch 1, and the manifest says what was chosen.</summary>
+    [Fact]
+    public void AutoBatchOnTheCpuIsOneAndGivesBatchOnesImagesBitForBit()
+    {
+        var one = CliRunner.TempPath("b1");
+        var auto = CliRunner.TempPath("bauto");
+        var common = new SweepOptions { ModelDir = Model("sd-tiny-b"), Prompt = "A few people are in the ocean splashing around", Steps = 3, Layers = "0,2", OutDir = one };
+        var r1 = LensSweep.Run(common);
+        var ra = LensSweep.Run(common with { OutDir = auto, AutoBatch = true });
+        foreach (var l in r1.Layers)
+            Assert.Equal(RgbImage.Load(r1.LayerImages[l]).Pixels, RgbImage.Load(ra.LayerImages[l]).Pixels);
+        var m = JsonNode.Parse(File.ReadAllText(ra.ManifestPath))!;
+        Assert.Equal(1, m["batch"]!.GetValue<int>());
+        Assert.Equal("auto", m["batch_requested"]!.GetValue<string>());
+        var t = m["timings_s"]!;
+        foreach (var phase in new[] { "encode", "denoise", "denoise_per_step", "decode", "write_images" })
+            Assert.True(t[phase]!.GetValue<double>() > 0, $"timings_s.{phase} missing");
+        Assert.True(t["total"]!.GetValue<double>() >= t["denoise"]!.GetValue<double>() + t["decode"]!.GetValue<double>());
+        Directory.Delete(one, true);
+        Directory.Delete(auto, true);
+    }
+}
