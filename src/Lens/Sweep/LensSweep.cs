@@ -2,7 +2,6 @@ using System.Diagnostics;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
 using TorchSharp;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace DiffusionLens.Sweep;
