@@ -29,11 +29,17 @@ dotnet publish "$build/src/Lens.Cli" "${common[@]}" --self-contained false -o "$
 # This keeps the device carry (64 MiB with the repository's fixtures) small; checked by running the whole Parity suite
 # on the packed runtime (ci/gpu-pack.sh --check, on the CPU libtorch here).
 dotnet publish "$build/tests/Parity" "${common[@]}" --self-contained true -p:PublishTrimmed=true -p:TrimMode=partial \
-  -p:SuppressTrimAnalysisWarnings=true -o "$build/trimmed"
+  -p:SuppressTrimAnalysisWarnings=true -p:JsonSerializerIsReflectionEnabledByDefault=true -p:EventSourceSupport=true \
+  -o "$build/trimmed"
 fxdir="$out/dotnet/shared/Microsoft.NETCore.App/$fx"
 for f in "$fxdir"/*.dll; do
   n="$(basename "$f")"
   if [ -f "$build/trimmed/$n" ]; then cp "$build/trimmed/$n" "$f"; else rm -f "$f"; fi
+done
+# the trimmer also trims trimmable libraries (the test platform): take its consistent set for the app folder as well
+for f in "$out/app"/*.dll; do
+  n="$(basename "$f")"
+  if [ -f "$build/trimmed/$n" ]; then cp "$build/trimmed/$n" "$f"; fi
 done
 rm -rf "$build" "$out/app/models" "$out"/app/libonnxruntime*.so
 # satellite resource folders of the test platform (localised messages) and symbols are not needed to run
@@ -42,7 +48,9 @@ if [ "${1:-}" = "--check" ]; then
   # the packed runtime runs the whole Parity suite here, on the CPU libtorch of the TorchSharp-cpu package
   lib="$(ls -d "$HOME"/.nuget/packages/libtorch-cpu-linux-x64/*/runtimes/linux-x64/native | sort -V | tail -1)"
   PATH="$out/dotnet:$PATH" DOTNET_ROOT="$out/dotnet" LENS_TORCH_LIB="$lib" LENS_REPO_ROOT="$root" \
-    dotnet "$out/app/Parity.Tests.dll" --show-live-output off "${@:2}" | tail -5
+    dotnet "$out/app/Parity.Tests.dll" --show-live-output off "${@:2}" > "$root/.carry/pack-check.log" 2>&1 \
+    || { grep -E -A3 "^failed " "$root/.carry/pack-check.log" | head -40; echo "gpu-pack: the packed runtime failed the check (.carry/pack-check.log)" >&2; exit 1; }
+  grep -E "total:|failed:|succeeded:|skipped:" "$root/.carry/pack-check.log"
 fi
 XZ_OPT=-9 tar -C "$root/.carry" -cJf "$root/.carry/gpu.tar.xz" gpu
 rm -rf "$out"
