@@ -35,11 +35,10 @@ for step in "$@"; do
       python3 fixtures/make_reference.py tiny --device cuda --dtype float16 2>&1 | grep -v -i "warn\|deprecat" | tail -12
       tar -cJf "$out/cuda-references.tar.xz" fixtures/references/*-cuda-* ;;
     --add-truth)
-      # the float32 truth for low-precision references recorded earlier (e.g. on another GPU) that lack it
-      for d in fixtures/references/*-cuda-float16*; do
-        grep -q '"low_precision"' "$d/reference.json" || python3 fixtures/make_reference.py truth "$d" 2>&1 | grep -v -i "warn\|deprecat" | tail -3
-      done
-      tar -cJf "$out/cuda-references.tar.xz" fixtures/references/*-cuda-* ;;
+      # (re)computes the float32 truth and diffusers' own error for every low-precision reference (e.g. recorded earlier
+      # on another GPU); the same-noise truth lands in the CPU float32 references (truth_for_<dtype>.* keys)
+      python3 fixtures/make_reference.py truth fixtures/references/*-cuda-float16* 2>&1 | grep -v -i "warn\|deprecat\|it/s" | tail -20
+      tar -cJf "$out/references.tar.xz" fixtures/references ;;
     --make-judge)
       python3 fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir fixtures/models/sd-tiny-12/tokenizer 2>&1 | tail -12
       tar -cJf "$out/tiny-clip.tar.xz" fixtures/judge/tiny-clip ;;

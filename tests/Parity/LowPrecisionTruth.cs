@@ -18,7 +18,10 @@ namespace DiffusionLens.Tests.Parity;
 /// float32 reference of the same model and settings, hardware-independent to about 1e-6) and records diffusers' error
 /// for every stage ("diffusers_error"), together with the GPU, driver, CUDA, cuDNN and torch versions it ran with.
 /// Teacher-forced steps are fed the low-precision run's own inputs, so their truth (truth.step_pred, truth.step_out) is
-/// diffusers' float32 pipeline on those inputs, stored with the reference.
+/// diffusers' float32 pipeline on those inputs, stored with the reference. Diffusers draws the initial noise (and IF's
+/// variance noise) in the pipeline's dtype, and a float16 draw is not a rounded float32 draw: the truth of the first UNet
+/// call and of every image is float32 made from the low-precision run's own draws (truth_for_float16.* in the truth
+/// reference, shared by every GPU's recording since the CPU generator draws the same everywhere).
 /// </summary>
 public sealed class LowPrecisionTruth
 {
@@ -46,7 +49,19 @@ public sealed class LowPrecisionTruth
         var truthDir = Path.Combine(ReferenceData.ReferencesDir, TruthReference);
         var truthJson = JsonNode.Parse(File.ReadAllText(Path.Combine(truthDir, "reference.json")))!;
         _truth = new SafetensorsFile(Path.Combine(truthDir, truthJson["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
+        _sameNoisePrefix = $"truth_for_{reference.DType}.";
+        // the same-noise truth must have been made from this reference's own draws (the CPU generator's, on any GPU)
+        var init = reference.Has("init_latents") ? "init_latents" : "init_images";
+        if (_truth.Entries.ContainsKey(_sameNoisePrefix + init))
+        {
+            using var a = _truth.Read(_sameNoisePrefix + init);
+            using var b = reference.Read(init);
+            if (!ReferenceData.Identical(a, b))
+                throw new InvalidOperationException($"{reference.Name}: {TruthReference}'s {_sameNoisePrefix}* truth was made from other initial noise");
+        }
     }
+
+    private readonly string _sameNoisePrefix;
 
     /// <summary>Diffusers' recorded low-precision error of a stage: (rel L2, max |diff|) against the truth.</summary>
     public (double RelL2, double MaxAbs) DiffusersError(string key)
@@ -56,8 +71,9 @@ public sealed class LowPrecisionTruth
     }
 
     /// <summary>
-    /// The float32 truth of a stage: "step_pred.i" / "step_out.i" from this reference's truth tensors, any other key from
-    /// the truth reference.
+    /// The float32 truth of a stage: "step_pred.i" / "step_out.i" from this reference's truth tensors; stages that depend
+    /// on the random draws (the first UNet call, the images) from the truth reference's "truth_for_&lt;dtype&gt;.&lt;key&gt;",
+    /// float32 made from the low-precision run's own noise; any other key from the truth reference.
     /// </summary>
     public Tensor Truth(string key)
     {
@@ -67,7 +83,7 @@ public sealed class LowPrecisionTruth
                 using var all = _ref.Read(stacked);
                 return all[long.Parse(key[prefix.Length..])].clone();
             }
-        return _truth.Read(key);
+        return _truth.Entries.ContainsKey(_sameNoisePrefix + key) ? _truth.Read(_sameNoisePrefix + key) : _truth.Read(key);
     }
 
     /// <summary>Asserts the criterion for one stage; returns the port's relative L2 error against the truth.</summary>
