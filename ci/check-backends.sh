@@ -5,7 +5,7 @@
 # no value must mean cpu, and an unknown value must fail with a message naming the allowed values.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1
 project=src/Lens/Lens.csproj
 version=0.107.0

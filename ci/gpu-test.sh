@@ -5,7 +5,7 @@
 # TorchSharp (managed only) runs on PyTorch's own libtorch: LD_LIBRARY_PATH points at torch/lib.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 work="${LENS_GPU_WORK:-/tmp/lens-gpu}"
 out="${OUT:-$work/out}"
 mkdir -p "$work" "$out"

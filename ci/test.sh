@@ -3,7 +3,7 @@
 # solution, then one summary line "N passed, N failed, N skipped" counted from the TRX reports.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 bash ci/setup.sh || exit 1
 if ! command -v chromium >/dev/null 2>&1 && [ "${LENS_NO_CHROMIUM:-}" != "1" ]; then
   # the HTML report test renders in headless Chromium; without it that test is skipped with the reason
