@@ -9,9 +9,9 @@ cd "$root"
 out="$root/.carry/gpu"
 rm -rf "$out" && mkdir -p "$out/dotnet/host/fxr" "$out/dotnet/shared"
 dr="$(dirname "$(readlink -f "$(command -v dotnet)")")"
-fx="$(ls "$dr/shared/Microsoft.NETCore.App" | sort -V | tail -1)"
+fx="$(find "$dr/shared/Microsoft.NETCore.App" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)"
 cp "$dr/dotnet" "$out/dotnet/"
-cp -r "$dr/host/fxr/$(ls "$dr/host/fxr" | sort -V | tail -1)" "$out/dotnet/host/fxr/"
+cp -r "$dr/host/fxr/$(find "$dr/host/fxr" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -1)" "$out/dotnet/host/fxr/"
 mkdir -p "$out/dotnet/shared/Microsoft.NETCore.App" && cp -r "$dr/shared/Microsoft.NETCore.App/$fx" "$out/dotnet/shared/Microsoft.NETCore.App/"
 # debugger/tracing/alternative-GC natives are never loaded by the suite
 (cd "$out/dotnet/shared/Microsoft.NETCore.App/$fx" && rm -f libmscordaccore.so libmscordbi.so libclrgcexp.so libclrgc.so \

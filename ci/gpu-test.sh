@@ -6,7 +6,7 @@
 # here from python3's torch; see src/Lens/TorchRuntime.cs); LD_LIBRARY_PATH is set only if that fails.
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$root"
+cd "$root" || exit 1
 work="${LENS_GPU_WORK:-/tmp/lens-gpu}"
 out="${OUT:-$work/out}"
 mkdir -p "$work" "$out"

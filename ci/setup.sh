@@ -21,6 +21,7 @@ fi
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 
+# shellcheck source=/dev/null  # /etc/os-release is the host's, not part of this repository
 . /etc/os-release
 if [ "${ID:-}" != "debian" ]; then
   echo "setup: libstdc++ lacks GLIBCXX_3.4.32 and this is not Debian (${PRETTY_NAME:-unknown});" >&2
