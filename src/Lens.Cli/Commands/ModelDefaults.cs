@@ -24,5 +24,28 @@ public static class ModelDefaults
         }
     }
 
-    public static string Resolve(string? model) => model ?? EmbeddedModel;
+    /// <summary>
+    /// --model (a folder or a Hub id, see <see cref="DiffusionLens.Loading.Hub.ModelResolver"/>), else the embedded
+    /// model. Download notes go to stderr (one updating line on a terminal, plain lines when redirected) unless quiet.
+    /// </summary>
+    public static string Resolve(string? model, string? revision = null, bool quiet = false)
+    {
+        if (model is null)
+        {
+            if (revision is not null) throw new LensException("--revision applies to a Hub id given with --model");
+            return EmbeddedModel;
+        }
+        bool tty = !Console.IsErrorRedirected;
+        long lastShown = 0;
+        return DiffusionLens.Loading.Hub.ModelResolver.Resolve(model, revision, null,
+            quiet ? null : m => Console.Error.WriteLine(m),
+            quiet || !tty ? null : (file, done, total) =>
+            {
+                if (done - lastShown < (1 << 20) && done != total) return;
+                lastShown = done;
+                var pct = total > 0 ? $"{100.0 * done / total,5:F1}%" : "";
+                Console.Error.Write($"\r  {file}: {done / 1048576.0:F1} MiB {pct}   ");
+                if (done == total) { Console.Error.WriteLine(); lastShown = 0; }
+            });
+    }
 }

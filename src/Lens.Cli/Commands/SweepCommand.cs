@@ -9,7 +9,10 @@ public sealed class SweepCommand : ICommand
     public string Usage => """
         lens sweep --prompt TEXT --out DIR [options]
 
-          --model DIR            diffusers model folder (default: the embedded tiny SD model)
+          --model DIR|ORG/NAME   diffusers model folder, or a Hub id looked up in / downloaded to the Hugging Face
+                                 cache (HF_HUB_CACHE, HF_HOME; HF_TOKEN for gated models; HF_HUB_OFFLINE=1)
+                                 (default: the embedded tiny SD model)
+          --revision REV         Hub branch, tag or commit of a Hub id (default main)
           --prompt TEXT          the prompt
           --negative-prompt TEXT unconditional prompt, encoded at full depth (default "")
           --seed N               seed of the CPU generator the initial noise is drawn from (default 17)
@@ -31,13 +34,13 @@ public sealed class SweepCommand : ICommand
     public int Run(IReadOnlyList<string> args)
     {
         var a = CliArgs.Parse(Name, args,
-            new[] { "model", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "clean-caption", "batch", "out" },
+            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "clean-caption", "batch", "out" },
             new[] { "overwrite", "quiet" });
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
         var options = new SweepOptions
         {
-            ModelDir = ModelDefaults.Resolve(a.Get("model")),
+            ModelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), a.Flag("quiet")),
             Prompt = a.Require("prompt"),
             NegativePrompt = a.Get("negative-prompt", ""),
             Seed = a.Long("seed", 17),

@@ -22,6 +22,9 @@ public sealed class SafetensorsFile
     public IReadOnlyDictionary<string, string> Metadata { get; }
     private readonly Dictionary<string, SafetensorsEntry> _entries = new();
     private readonly long _dataStart;
+    /// <summary>The reference implementation's limit on the JSON header (100 MB).</summary>
+    public const ulong MaxHeaderBytes = 100_000_000;
+    private static readonly UTF8Encoding StrictUtf8 = new(false, true);
 
     public static int DTypeSize(string dtype) => dtype switch
     {
@@ -72,49 +75,96 @@ public sealed class SafetensorsFile
         Span<byte> lenBytes = stackalloc byte[8];
         fs.ReadExactly(lenBytes);
         ulong headerLen = BitConverter.ToUInt64(lenBytes);
-        if (headerLen == 0 || headerLen > (ulong)(fileLength - 8) || headerLen > 100_000_000)
+        if (headerLen > MaxHeaderBytes)
+            throw new LensException($"corrupt safetensors file {path}: header length {headerLen} is over the {MaxHeaderBytes}-byte limit");
+        if (headerLen < 2 || headerLen > (ulong)(fileLength - 8))
             throw new LensException($"corrupt safetensors file {path}: header length {headerLen} does not fit a file of {fileLength} bytes");
         var header = new byte[headerLen];
         fs.ReadExactly(header);
         _dataStart = 8 + (long)headerLen;
         long dataLength = fileLength - _dataStart;
 
+        try { StrictUtf8.GetCharCount(header); }
+        catch (DecoderFallbackException) { throw new LensException($"corrupt safetensors file {path}: header is not valid UTF-8"); }
         JsonDocument doc;
-        try { doc = JsonDocument.Parse(header); }
-        catch (JsonException e) { throw new LensException($"corrupt safetensors file {path}: header is not valid JSON ({e.Message})"); }
+        try { doc = JsonDocument.Parse(header, new JsonDocumentOptions { MaxDepth = 16 }); }
+        catch (Exception e) when (e is JsonException or ArgumentException or DecoderFallbackException)
+        {
+            throw new LensException($"corrupt safetensors file {path}: header is not valid JSON ({e.Message})");
+        }
         var meta = new Dictionary<string, string>();
         using (doc)
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new LensException($"corrupt safetensors file {path}: header is not a JSON object");
+            bool seenMeta = false;
             foreach (var prop in doc.RootElement.EnumerateObject())
             {
                 if (prop.Name == "__metadata__")
                 {
-                    if (prop.Value.ValueKind == JsonValueKind.Object)
-                        foreach (var m in prop.Value.EnumerateObject()) meta[m.Name] = m.Value.ToString();
+                    if (seenMeta) throw new LensException($"corrupt safetensors file {path}: the header has '__metadata__' twice");
+                    seenMeta = true;
+                    if (prop.Value.ValueKind != JsonValueKind.Object)
+                        throw new LensException($"corrupt safetensors file {path}: '__metadata__' is not an object");
+                    foreach (var m in prop.Value.EnumerateObject())
+                    {
+                        if (m.Value.ValueKind != JsonValueKind.String)
+                            throw new LensException($"corrupt safetensors file {path}: metadata '{m.Name}' is not a string");
+                        meta[m.Name] = m.Value.GetString()!;
+                    }
                     continue;
                 }
-                try
-                {
-                    var dtype = prop.Value.GetProperty("dtype").GetString()!;
-                    var shape = prop.Value.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()).ToArray();
-                    var offs = prop.Value.GetProperty("data_offsets").EnumerateArray().Select(x => x.GetInt64()).ToArray();
-                    if (offs.Length != 2) throw new FormatException();
-                    var e = new SafetensorsEntry(prop.Name, dtype, shape, offs[0], offs[1], path);
-                    long expected = e.NumElements * DTypeSize(dtype);
-                    if (e.Begin < 0 || e.End < e.Begin || e.End > dataLength || e.End - e.Begin != expected || shape.Any(s => s < 0))
-                        throw new LensException(
-                            $"corrupt safetensors file {path}: tensor '{prop.Name}' ({dtype} [{string.Join(",", shape)}]) has data offsets [{e.Begin},{e.End}] that do not fit its shape or the file's {dataLength} data bytes");
-                    _entries[prop.Name] = e;
-                }
-                catch (Exception ex) when (ex is KeyNotFoundException or InvalidOperationException or FormatException)
-                {
-                    throw new LensException($"corrupt safetensors file {path}: malformed header entry '{prop.Name}'");
-                }
+                if (_entries.ContainsKey(prop.Name))
+                    throw new LensException($"corrupt safetensors file {path}: tensor '{prop.Name}' appears twice in the header");
+                _entries[prop.Name] = ParseEntry(path, prop, dataLength);
             }
         }
+        CheckLayout(path, dataLength);
         Metadata = meta;
+    }
+
+    private static SafetensorsEntry ParseEntry(string path, JsonProperty prop, long dataLength)
+    {
+        string Where() => $"corrupt safetensors file {path}: tensor '{prop.Name}'";
+        try
+        {
+            var v = prop.Value;
+            if (v.ValueKind != JsonValueKind.Object) throw new LensException($"{Where()} is not an object");
+            var dtype = v.GetProperty("dtype").GetString()!;
+            var shape = v.GetProperty("shape").EnumerateArray().Select(x => x.GetInt64()).ToArray();
+            var offs = v.GetProperty("data_offsets").EnumerateArray().Select(x => x.GetInt64()).ToArray();
+            if (offs.Length != 2) throw new LensException($"{Where()}: data_offsets must be [begin, end]");
+            ToScalarType(dtype); // unknown or unsupported dtypes fail here, before any read
+            if (shape.Any(d => d < 0)) throw new LensException($"{Where()}: negative dimension in shape [{string.Join(",", shape)}]");
+            long bytes;
+            try { bytes = checked(shape.Aggregate(1L, (a, b) => checked(a * b)) * DTypeSize(dtype)); }
+            catch (OverflowException) { throw new LensException($"{Where()}: shape [{string.Join(",", shape)}] is too large"); }
+            var e = new SafetensorsEntry(prop.Name, dtype, shape, offs[0], offs[1], path);
+            if (e.Begin < 0 || e.End < e.Begin || e.End > dataLength)
+                throw new LensException($"{Where()} has data offsets [{e.Begin},{e.End}] outside the file's {dataLength} data bytes (truncated file?)");
+            if (e.End - e.Begin != bytes)
+                throw new LensException($"{Where()} ({dtype} [{string.Join(",", shape)}]) needs {bytes} bytes but its data offsets [{e.Begin},{e.End}] hold {e.End - e.Begin}");
+            return e;
+        }
+        catch (Exception ex) when (ex is KeyNotFoundException or InvalidOperationException or FormatException)
+        {
+            throw new LensException($"{Where()}: malformed header entry (needs dtype, shape and data_offsets)");
+        }
+    }
+
+    /// <summary>As the reference implementation requires: the tensors tile the data section exactly, no overlap, no gap,
+    /// nothing after the last one.</summary>
+    private void CheckLayout(string path, long dataLength)
+    {
+        long pos = 0;
+        foreach (var e in _entries.Values.OrderBy(e => e.Begin).ThenBy(e => e.End))
+        {
+            if (e.Begin < pos) throw new LensException($"corrupt safetensors file {path}: tensor '{e.Name}' overlaps the tensor before it (data offsets [{e.Begin},{e.End}])");
+            if (e.Begin > pos) throw new LensException($"corrupt safetensors file {path}: a gap of {e.Begin - pos} bytes before tensor '{e.Name}'");
+            pos = e.End;
+        }
+        if (pos != dataLength)
+            throw new LensException($"corrupt safetensors file {path}: the tensors cover {pos} of its {dataLength} data bytes");
     }
 
     /// <summary>Reads one tensor (CPU, in the file's dtype).</summary>

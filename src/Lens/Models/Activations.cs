@@ -9,7 +9,7 @@ public static class Activations
     public static Func<Tensor, Tensor> Get(string name) => name.ToLowerInvariant() switch
     {
         "swish" or "silu" => x => nn.functional.silu(x),
-        "mish" => x => nn.functional.Mish(x),
+        "mish" => x => nn.functional.mish(x),
         "gelu" => x => nn.functional.gelu(x),
         "relu" => x => nn.functional.relu(x),
         _ => throw new LensException($"unsupported activation function '{name}'"),

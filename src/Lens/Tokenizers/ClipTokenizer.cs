@@ -50,35 +50,15 @@ public sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
     }
 
     /// <summary>
-    /// Loads vocab.json + merges.txt from <paramref name="tokenizerDir"/> (or from its <c>tokenizer/</c> sub-folder),
-    /// with tokenizer_config.json / special_tokens_map.json when present (model_max_length, bos/eos/unk/pad tokens:
-    /// SD 2 pads with "!").
+    /// Loads the tokenizer of <paramref name="tokenizerDir"/> (or of its <c>tokenizer/</c> sub-folder): tokenizer.json
+    /// when present (as transformers does; the only file transformers 5 saves), else vocab.json + merges.txt, with
+    /// tokenizer_config.json / special_tokens_map.json when present (model_max_length, bos/eos/unk/pad tokens: SD 2
+    /// pads with "!").
     /// </summary>
     public static ClipTokenizer FromFolder(string tokenizerDir)
     {
-        var folder = TokenizerFolder.Open(tokenizerDir, "vocab.json");
-        string vocabPath = folder.FilePath("vocab.json"), mergesPath = folder.FilePath("merges.txt");
-        if (!File.Exists(mergesPath)) throw new LensException($"tokenizer file not found: {mergesPath}");
-
-        BpeTokenizer bpe;
-        try
-        {
-            bpe = BpeTokenizer.Create(new BpeOptions(vocabPath, mergesPath)
-            {
-                ByteLevel = true,
-                EndOfWordSuffix = "</w>",
-                PreTokenizer = WholeTextPreTokenizer.Instance,
-                Normalizer = null,
-                FuseUnknownTokens = false,
-            });
-        }
-        catch (Exception e) when (e is not LensException)
-        {
-            throw new LensException($"cannot read the CLIP tokenizer files in {folder.Dir}: {e.Message}", e);
-        }
-        var vocab = bpe.Vocabulary;
-
-        int nextId = vocab.Count;
+        var folder = TokenizerFolder.Open(tokenizerDir, "tokenizer.json", "vocab.json");
+        var json = folder.Json;
         var added = new List<AddedTokenSpec>();
         var addedByContent = new Dictionary<string, AddedTokenSpec>(StringComparer.Ordinal);
         void Add(AddedTokenSpec t)
@@ -87,6 +67,41 @@ public sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
             addedByContent[t.Content] = t;
             added.Add(t);
         }
+
+        BpeTokenizer bpe;
+        (int Bos, int Eos)? postProcessor = null;
+        if (json is not null)
+        {
+            bpe = ClipTokenizerJson.CreateBpe(json);
+            foreach (var (t, _) in json.AddedTokens) Add(t);
+            var (prefix, suffix) = json.SingleSequenceSpecials();
+            if (prefix.Length != 1 || suffix.Length != 1)
+                throw json.Error("post_processor", json.PostProcessor, "the CLIP tokenizer needs exactly one special token before and one after the text");
+            postProcessor = (prefix[0], suffix[0]);
+        }
+        else
+        {
+            string vocabPath = folder.FilePath("vocab.json"), mergesPath = folder.FilePath("merges.txt");
+            if (!File.Exists(mergesPath)) throw new LensException($"tokenizer file not found: {mergesPath}");
+            try
+            {
+                bpe = BpeTokenizer.Create(new BpeOptions(vocabPath, mergesPath)
+                {
+                    ByteLevel = true,
+                    EndOfWordSuffix = "</w>",
+                    PreTokenizer = WholeTextPreTokenizer.Instance,
+                    Normalizer = null,
+                    FuseUnknownTokens = false,
+                });
+            }
+            catch (Exception e) when (e is not LensException)
+            {
+                throw new LensException($"cannot read the CLIP tokenizer files in {folder.Dir}: {e.Message}", e);
+            }
+        }
+        var vocab = bpe.Vocabulary;
+
+        int nextId = Math.Max(vocab.Count, added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
         foreach (var (id, tok) in folder.AddedTokensDecoder()) Add(tok.WithId(id));
 
         (string, int)? Named(string key, string dflt)
@@ -107,6 +122,13 @@ public sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
         foreach (var t in folder.AdditionalSpecialTokens())
             if (!addedByContent.ContainsKey(t.Content))
                 Add(t.WithId(vocab.TryGetValue(t.Content, out int v) ? v : nextId++));
+        // tokenizer.json: the post-processor, not the named tokens, puts the ids around the text
+        if (postProcessor is (int pb, int pe))
+        {
+            bos = (TokenContent(pb) ?? bos.Item1, pb);
+            eos = (TokenContent(pe) ?? eos.Item1, pe);
+        }
+        string? TokenContent(int id) => added.FirstOrDefault(a => a.Id == id)?.Content ?? vocab.FirstOrDefault(kv => kv.Value == id).Key;
 
         int maxLen = folder.ModelMaxLength ?? 77;
         if (maxLen < 2) throw new LensException($"{folder.Dir}: model_max_length {maxLen} leaves no room for BOS and EOS");
@@ -263,7 +285,7 @@ public sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
     }
 
     /// <summary>A pre-tokenizer that keeps its input whole (the words are already split).</summary>
-    private sealed class WholeTextPreTokenizer : PreTokenizer
+    internal sealed class WholeTextPreTokenizer : PreTokenizer
     {
         public static readonly WholeTextPreTokenizer Instance = new();
 

@@ -92,6 +92,54 @@ internal static class SentencePieceModelPatch
         return outp.ToArray();
     }
 
+    /// <summary>
+    /// A unigram <c>ModelProto</c> from a piece list (what a tokenizer.json's Unigram model holds), for
+    /// Microsoft.ML.Tokenizers' SentencePieceTokenizer: piece types 1 normal, 2 unknown, 3 control; the normalizer
+    /// spec is "identity" (normalization is applied before the model, as tokenizers does) with SentencePiece's
+    /// whitespace flags of T5's spiece.model.
+    /// </summary>
+    public static byte[] BuildUnigram(IReadOnlyList<(string Piece, float Score, int Type)> pieces, int unkId, int bosId, int eosId, int padId)
+    {
+        using var outp = new MemoryStream();
+        foreach (var (piece, score, type) in pieces)
+        {
+            using var m = new MemoryStream();
+            WriteBytes(m, 1, System.Text.Encoding.UTF8.GetBytes(piece));
+            WriteVarint(m, (2 << 3) | 5);
+            m.Write(BitConverter.GetBytes(score));
+            WriteVarint(m, 3 << 3);
+            WriteVarint(m, (ulong)type);
+            WriteBytes(outp, PiecesField, m.ToArray());
+        }
+        using (var t = new MemoryStream())
+        {
+            foreach (var (field, v) in new[] { (3, 1), (UnkIdField, unkId), (BosIdField, bosId), (EosIdField, eosId), (PadIdField, padId) })
+            {
+                WriteVarint(t, (ulong)(field << 3));
+                WriteVarint(t, (ulong)(long)v);
+            }
+            WriteBytes(outp, TrainerSpecField, t.ToArray());
+        }
+        using (var n = new MemoryStream())
+        {
+            WriteBytes(n, 1, "identity"u8.ToArray());
+            foreach (var field in new[] { 3, 4, 5 })
+            {
+                WriteVarint(n, (ulong)(field << 3));
+                WriteVarint(n, 1);
+            }
+            WriteBytes(outp, NormalizerSpecField, n.ToArray());
+        }
+        return outp.ToArray();
+    }
+
+    private static void WriteBytes(Stream s, int field, byte[] payload)
+    {
+        WriteVarint(s, (ulong)((field << 3) | 2));
+        WriteVarint(s, (ulong)payload.Length);
+        s.Write(payload);
+    }
+
     // Fields() records each field's payload range; the tag start is found again by re-walking from the parent start.
     private static int TagStart(byte[] buf, int parentStart, Field target)
     {

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using Microsoft.ML.Tokenizers;
 
 namespace DiffusionLens.Tokenizers;
@@ -28,7 +29,7 @@ public sealed class T5Tokenizer
 
     private readonly SentencePieceTokenizer _spm;
     private readonly AddedTokenSplitter _splitter;
-    private readonly PrecompiledCharsmap? _charsmap;
+    private readonly T5Pipeline _pipeline;
     private readonly object _lock = new();
 
     public int EosTokenId { get; }
@@ -41,12 +42,12 @@ public sealed class T5Tokenizer
     /// <summary>tokenizer_config.json's model_max_length, if any (the IF pipeline ignores it and uses 77).</summary>
     public int? ModelMaxLength { get; }
 
-    private T5Tokenizer(SentencePieceTokenizer spm, AddedTokenSplitter splitter, PrecompiledCharsmap? charsmap, int eos, int pad, int unk, int pieces,
+    private T5Tokenizer(SentencePieceTokenizer spm, AddedTokenSplitter splitter, T5Pipeline pipeline, int eos, int pad, int unk, int pieces,
         int extraIds, int? maxLen)
     {
         _spm = spm;
         _splitter = splitter;
-        _charsmap = charsmap;
+        _pipeline = pipeline;
         EosTokenId = eos;
         PadTokenId = pad;
         UnkTokenId = unk;
@@ -56,43 +57,15 @@ public sealed class T5Tokenizer
     }
 
     /// <summary>
-    /// Loads spiece.model from <paramref name="tokenizerDir"/> (or its <c>tokenizer/</c> sub-folder), with
+    /// Loads the tokenizer of <paramref name="tokenizerDir"/> (or of its <c>tokenizer/</c> sub-folder): tokenizer.json
+    /// when present (as transformers does; the only file transformers 5 saves), else spiece.model, with
     /// tokenizer_config.json / special_tokens_map.json when present (eos/pad/unk tokens, extra_ids,
     /// additional_special_tokens).
     /// </summary>
     public static T5Tokenizer FromFolder(string tokenizerDir)
     {
-        var folder = TokenizerFolder.Open(tokenizerDir, "spiece.model");
-        string modelPath = folder.FilePath("spiece.model");
-        byte[] model = File.ReadAllBytes(modelPath);
-        var info = SentencePieceModelPatch.Read(model);
-        if (info.PieceCount == 0) throw new LensException($"{modelPath}: no pieces in the SentencePiece model");
-        if (info.EosId < 0 || info.EosId >= info.PieceCount)
-            throw new LensException($"{modelPath}: eos_id {info.EosId} is not a piece of the model");
-        if (info.UnkId < 0 || info.UnkId >= info.PieceCount)
-            throw new LensException($"{modelPath}: unk_id {info.UnkId} is not a piece of the model");
-        // T5's spiece.model has bos_id = -1, which Microsoft.ML.Tokenizers cannot load; BOS is never used here.
-        if (info.BosId < 0 || info.BosId >= info.PieceCount) model = SentencePieceModelPatch.WithBosId(model, info.EosId);
-
-        SentencePieceTokenizer spm;
-        try
-        {
-            using var ms = new MemoryStream(model, writable: false);
-            spm = SentencePieceTokenizer.Create(ms, addBeginningOfSentence: false, addEndOfSentence: false);
-        }
-        catch (Exception e) when (e is not LensException)
-        {
-            throw new LensException($"cannot load the SentencePiece model {modelPath}: {e.Message}", e);
-        }
-        var vocab = spm.Vocabulary;
-
-        int extraIds = folder.IntConfig("extra_ids") ?? 100;
-        if (extraIds < 0) throw new LensException($"{folder.Dir}: extra_ids {extraIds} is negative");
-        // transformers: the sentinels follow the pieces in reverse order (<extra_id_{n-1}> first).
-        var sentinelIds = new Dictionary<string, int>(StringComparer.Ordinal);
-        for (int i = 0; i < extraIds; i++) sentinelIds[$"<extra_id_{i}>"] = info.PieceCount + extraIds - 1 - i;
-        int nextId = info.PieceCount + extraIds;
-
+        var folder = TokenizerFolder.Open(tokenizerDir, "tokenizer.json", "spiece.model");
+        var json = folder.Json;
         var added = new List<AddedTokenSpec>();
         var byContent = new Dictionary<string, AddedTokenSpec>(StringComparer.Ordinal);
         void Add(AddedTokenSpec t)
@@ -101,6 +74,45 @@ public sealed class T5Tokenizer
             byContent[t.Content] = t;
             added.Add(t);
         }
+
+        SentencePieceTokenizer spm;
+        T5Pipeline pipeline;
+        int pieceCount, specUnk, specEos, specPad;
+        int? postEos = null;
+        int extraIds = folder.IntConfig("extra_ids") ?? 100;
+        if (extraIds < 0) throw new LensException($"{folder.Dir}: extra_ids {extraIds} is negative");
+        var sentinelIds = new Dictionary<string, int>(StringComparer.Ordinal);
+        if (json is not null)
+        {
+            pipeline = T5Pipeline.FromJson(json);
+            foreach (var (t, _) in json.AddedTokens) Add(t);
+            (spm, pieceCount, specUnk, specEos, specPad) = UnigramFromJson(json);
+            var (prefix, suffix) = json.SingleSequenceSpecials();
+            if (prefix.Length != 0 || suffix.Length != 1)
+                throw json.Error("post_processor", json.PostProcessor, "the T5 tokenizer puts exactly one token (</s>) after the text and none before");
+            postEos = suffix[0];
+        }
+        else
+        {
+            string modelPath = folder.FilePath("spiece.model");
+            byte[] model = File.ReadAllBytes(modelPath);
+            var info = SentencePieceModelPatch.Read(model);
+            if (info.PieceCount == 0) throw new LensException($"{modelPath}: no pieces in the SentencePiece model");
+            if (info.EosId < 0 || info.EosId >= info.PieceCount)
+                throw new LensException($"{modelPath}: eos_id {info.EosId} is not a piece of the model");
+            if (info.UnkId < 0 || info.UnkId >= info.PieceCount)
+                throw new LensException($"{modelPath}: unk_id {info.UnkId} is not a piece of the model");
+            // T5's spiece.model has bos_id = -1, which Microsoft.ML.Tokenizers cannot load; BOS is never used here.
+            if (info.BosId < 0 || info.BosId >= info.PieceCount) model = SentencePieceModelPatch.WithBosId(model, info.EosId);
+            spm = CreateSpm(model, modelPath);
+            pipeline = T5Pipeline.FromSpiece(info.Charsmap.Length > 0 ? new PrecompiledCharsmap(info.Charsmap) : null);
+            (pieceCount, specUnk, specEos, specPad) = (info.PieceCount, info.UnkId, info.EosId, info.PadId >= 0 ? info.PadId : 0);
+            // transformers: the sentinels follow the pieces in reverse order (<extra_id_{n-1}> first).
+            for (int i = 0; i < extraIds; i++) sentinelIds[$"<extra_id_{i}>"] = info.PieceCount + extraIds - 1 - i;
+        }
+        var vocab = spm.Vocabulary;
+        int nextId = Math.Max(Math.Max(pieceCount + (json is null ? extraIds : 0), vocab.Count), added.Count == 0 ? 0 : added.Max(t => t.Id) + 1);
+
         int IdOf(string content) =>
             sentinelIds.TryGetValue(content, out int s) ? s : vocab.TryGetValue(content, out int v) ? v : nextId++;
 
@@ -113,18 +125,63 @@ public sealed class T5Tokenizer
             Add(t.WithId(id));
             return id;
         }
-        int eos = Named("eos_token", "</s>", info.EosId);
-        int unk = Named("unk_token", "<unk>", info.UnkId);
-        int pad = Named("pad_token", "<pad>", info.PadId >= 0 ? info.PadId : 0);
+        int eos = Named("eos_token", "</s>", specEos);
+        int unk = Named("unk_token", "<unk>", specUnk);
+        int pad = Named("pad_token", "<pad>", specPad);
+        if (postEos is int pe) eos = pe; // tokenizer.json: the post-processor appends the EOS
         var additional = folder.AdditionalSpecialTokens();
         if (!additional.Any(t => t.Content.Contains("<extra_id_", StringComparison.Ordinal)))
             additional.AddRange(Enumerable.Range(0, extraIds).Select(i => new TokenFlags($"<extra_id_{i}>")));
         foreach (var t in additional)
             if (!byContent.ContainsKey(t.Content)) Add(t.WithId(IdOf(t.Content)));
 
-        return new T5Tokenizer(spm, new AddedTokenSplitter(added, s => s),
-            info.Charsmap.Length > 0 ? new PrecompiledCharsmap(info.Charsmap) : null, eos, pad, unk, info.PieceCount, extraIds,
+        return new T5Tokenizer(spm, new AddedTokenSplitter(added, pipeline.Normalize), pipeline, eos, pad, unk, pieceCount, extraIds,
             folder.ModelMaxLength);
+    }
+
+    private static SentencePieceTokenizer CreateSpm(byte[] model, string source)
+    {
+        try
+        {
+            using var ms = new MemoryStream(model, writable: false);
+            return SentencePieceTokenizer.Create(ms, addBeginningOfSentence: false, addEndOfSentence: false);
+        }
+        catch (Exception e) when (e is not LensException)
+        {
+            throw new LensException($"cannot load the SentencePiece model {source}: {e.Message}", e);
+        }
+    }
+
+    /// <summary>A tokenizer.json Unigram model as a SentencePiece model (unknown piece: type 2; special added tokens: control).</summary>
+    private static (SentencePieceTokenizer, int Pieces, int Unk, int Eos, int Pad) UnigramFromJson(TokenizerJson json)
+    {
+        var m = json.Model;
+        if (json.ModelType != "Unigram") throw json.Error("model", new JsonObject { ["type"] = json.ModelType }, "a T5 tokenizer is a Unigram model");
+        if (m["byte_fallback"] is JsonNode bf && bf.ToJsonString() != "false")
+            throw json.Error("model byte_fallback", bf, "T5's unigram model has no byte fallback");
+        var specials = json.AddedTokens.Where(t => t.Special).Select(t => t.Token.Content).ToHashSet(StringComparer.Ordinal);
+        var pieces = new List<(string, float, int)>();
+        int unkId;
+        try
+        {
+            unkId = m["unk_id"]?.GetValue<int>() ?? throw json.Error("model", null, "the Unigram model has no unk_id");
+            var vocab = m["vocab"] as JsonArray ?? throw json.Error("model", null, "the Unigram model has no \"vocab\" list");
+            foreach (var item in vocab)
+            {
+                var piece = item![0]!.GetValue<string>();
+                float score = (float)item[1]!.GetValue<double>();
+                pieces.Add((piece, score, pieces.Count == unkId ? 2 : specials.Contains(piece) ? 3 : 1));
+            }
+        }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or NullReferenceException or ArgumentOutOfRangeException)
+        {
+            throw new LensException($"malformed tokenizer file {json.Path}: the Unigram vocab must list [piece, score] pairs and unk_id must be an integer");
+        }
+        if (unkId < 0 || unkId >= pieces.Count) throw new LensException($"{json.Path}: unk_id {unkId} is not a piece of the Unigram model");
+        int Find(string p, int dflt) { int i = pieces.FindIndex(x => x.Item1 == p); return i >= 0 ? i : dflt; }
+        int eos = Find("</s>", unkId), pad = Find("<pad>", 0);
+        var model = SentencePieceModelPatch.BuildUnigram(pieces, unkId, eos, eos, pad);
+        return (CreateSpm(model, json.Path), pieces.Count, unkId, eos, pad);
     }
 
     /// <summary>
@@ -153,31 +210,32 @@ public sealed class T5Tokenizer
     {
         ArgumentNullException.ThrowIfNull(text);
         var ids = new List<int>();
-        foreach (var (piece, id) in _splitter.Split(text, s => s))
+        bool atStart = true;
+        foreach (var (piece, id) in _splitter.Split(text, _pipeline.Normalize))
         {
-            if (id is int tokenId) { ids.Add(tokenId); continue; }
-            ids.AddRange(EncodePiece(piece));
+            if (id is int tokenId) { ids.Add(tokenId); atStart = false; continue; }
+            EncodePiece(piece, atStart, ids);
+            atStart = false;
         }
         return ids;
     }
 
-    private List<int> EncodePiece(string piece)
+    /// <summary>Unigram segmentation of each word of an (already normalized) piece, appended to <paramref name="ids"/>.</summary>
+    private void EncodePiece(string normalized, bool atStart, List<int> ids)
     {
-        var ids = new List<int>();
-        string norm = _charsmap is null ? piece : _charsmap.Normalize(piece);
-        foreach (var word in norm.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
+        foreach (var word in _pipeline.Words(normalized, atStart))
         {
             IReadOnlyList<int> wordIds;
             lock (_lock)
-                wordIds = _spm.EncodeToIds("\u2581" + word, addBeginningOfSentence: false, addEndOfSentence: false,
+                wordIds = _spm.EncodeToIds(word, addBeginningOfSentence: false, addEndOfSentence: false,
                     considerPreTokenization: false, considerNormalization: false);
+            int wordStart = ids.Count;
             foreach (int id in wordIds)
             {
-                // tokenizers' Unigram fuses consecutive unknown tokens into one.
-                if (id == UnkTokenId && ids.Count > 0 && ids[^1] == UnkTokenId) continue;
+                // tokenizers' Unigram fuses consecutive unknown tokens of a word into one.
+                if (id == UnkTokenId && ids.Count > wordStart && ids[^1] == UnkTokenId) continue;
                 ids.Add(id);
             }
         }
-        return ids;
     }
 }

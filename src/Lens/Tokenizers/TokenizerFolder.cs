@@ -32,22 +32,28 @@ internal sealed class TokenizerFolder
     }
 
     /// <summary>
-    /// Opens <paramref name="dir"/> if it holds <paramref name="requiredFile"/>, else its <c>tokenizer/</c> sub-folder
-    /// (so a whole diffusers model folder can be given too).
+    /// Opens <paramref name="dir"/> if it holds one of <paramref name="anyOf"/>, else its <c>tokenizer/</c> sub-folder
+    /// (so a whole diffusers model folder can be given too). transformers 5 saves only <c>tokenizer.json</c> +
+    /// <c>tokenizer_config.json</c>; older folders hold the vocabulary files.
     /// </summary>
-    public static TokenizerFolder Open(string dir, string requiredFile)
+    public static TokenizerFolder Open(string dir, params string[] anyOf)
     {
         if (!Directory.Exists(dir)) throw new LensException($"tokenizer folder not found: {dir}");
+        bool Holds(string d) => anyOf.Any(f => File.Exists(Path.Combine(d, f)));
         string resolved = dir;
-        if (!File.Exists(Path.Combine(dir, requiredFile)))
+        if (!Holds(dir))
         {
             string sub = Path.Combine(dir, "tokenizer");
-            if (File.Exists(Path.Combine(sub, requiredFile))) resolved = sub;
-            else throw new LensException($"tokenizer file not found: {Path.Combine(dir, requiredFile)}");
+            if (Holds(sub)) resolved = sub;
+            else throw new LensException($"tokenizer files not found in {dir}: expected {string.Join(" or ", anyOf)}");
         }
         return new TokenizerFolder(resolved, ReadJson(Path.Combine(resolved, "tokenizer_config.json")),
             ReadJson(Path.Combine(resolved, "special_tokens_map.json")));
     }
+
+    /// <summary>tokenizer.json when the folder has one (transformers loads it in preference to the vocabulary files).</summary>
+    public TokenizerJson? Json => File.Exists(FilePath("tokenizer.json")) ? _json ??= TokenizerJson.Load(FilePath("tokenizer.json")) : null;
+    private TokenizerJson? _json;
 
     public string FilePath(string name) => Path.Combine(Dir, name);
 

@@ -1,0 +1,124 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using DiffusionLens.Pipelines;
+
+namespace DiffusionLens.Loading.Hub;
+
+/// <summary>
+/// Turns a <c>--model</c> value into a local diffusers folder: an existing folder as it is; a Hub id (<c>org/name</c>)
+/// as its snapshot in the Hugging Face cache (<see cref="HubCache"/>), downloading what the pipeline needs and the
+/// cache lacks (model_index.json, the configs, the tokenizer files and the weights of the chosen variant, with the
+/// shards an index lists). <c>HF_HUB_OFFLINE=1</c> uses the cache alone.
+/// </summary>
+public static class ModelResolver
+{
+    /// <summary>The components a Stable Diffusion or IF lens sweep loads.</summary>
+    public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "unet", "vae", "scheduler" };
+
+    private static readonly string[] SmallFiles =
+    {
+        "config.json", "scheduler_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "added_tokens.json", "vocab.json", "merges.txt", "spiece.model",
+    };
+
+    private static readonly Regex RepoId = new(@"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$");
+
+    public static bool LooksLikeRepoId(string model) => RepoId.IsMatch(model) && !model.Contains("..") && !model.EndsWith(".");
+
+    /// <param name="variant">weights variant to prefer (e.g. "fp16"); null: plain weights, else fp16 (as WeightSet.FromFolder)</param>
+    /// <param name="log">one line per downloaded file / note (null: silent)</param>
+    /// <param name="progress">bytes of the file being downloaded: (file, done, total or -1)</param>
+    public static string Resolve(string model, string? revision = null, string? variant = null, Action<string>? log = null,
+        Action<string, long, long>? progress = null, HubCache? cache = null, string? endpoint = null, bool? offline = null, string? token = null)
+    {
+        if (Directory.Exists(model))
+        {
+            if (revision is not null) throw new LensException($"--revision applies to Hub ids (org/name); {model} is a local folder");
+            return model;
+        }
+        if (!LooksLikeRepoId(model))
+            throw new LensException($"model folder not found: {model} (and it is not a Hub id of the form org/name)");
+        cache ??= HubCache.Default;
+        var rev = revision ?? "main";
+        var cached = cache.ResolveRef(model, rev) is string c ? cache.SnapshotDir(model, c) : null;
+        bool complete = cached is not null && File.Exists(Path.Combine(cached, "model_index.json"));
+        if (offline ?? HubCache.Offline)
+        {
+            if (complete) return cached!;
+            throw new LensException($"{model} (revision {rev}) is not in the Hugging Face cache {cache.Root}, and HF_HUB_OFFLINE is set; " +
+                                    "download it once with the network on, or point --model at a local folder");
+        }
+
+        using var hub = new HubClient(endpoint ?? HubCache.Endpoint, token ?? HubCache.Token);
+        string commit;
+        List<string> files;
+        try { (commit, files) = hub.RepoInfo(model, rev); }
+        catch (LensException e) when (complete && e.Message.Contains("cannot reach"))
+        {
+            log?.Invoke($"the Hub is unreachable; using the cached snapshot of {model} ({rev})");
+            return cached!;
+        }
+        cache.WriteRef(model, rev, commit);
+        var have = new HashSet<string>(files, StringComparer.Ordinal);
+        string Get(string f)
+        {
+            if (!have.Contains(f)) throw new LensException($"{model} at {commit[..8]} has no file '{f}'");
+            var snap = Path.Combine(cache.SnapshotDir(model, commit), f);
+            if (!File.Exists(snap)) log?.Invoke($"downloading {model}/{f}");
+            return hub.Download(cache, model, commit, f, progress);
+        }
+
+        Get("model_index.json");
+        var snapshot = cache.SnapshotDir(model, commit);
+        var index = ModelIndex.Load(snapshot);
+        foreach (var comp in NeededComponents)
+        {
+            if (!index.Components.TryGetValue(comp, out var spec) || spec is null) continue;
+            foreach (var f in SmallFiles)
+                if (have.Contains($"{comp}/{f}")) Get($"{comp}/{f}");
+            foreach (var w in WeightFiles(model, comp, files, variant, Get)) Get(w);
+        }
+        return snapshot;
+    }
+
+    /// <summary>
+    /// The weights files of one component: the first of WeightSet.FromFolder's candidates the repository has (an index
+    /// and the shards it lists, or one file). Components without safetensors (a tokenizer, the scheduler) have none.
+    /// </summary>
+    private static IEnumerable<string> WeightFiles(string model, string comp, List<string> files, string? variant, Func<string, string> get)
+    {
+        var have = new HashSet<string>(files, StringComparer.Ordinal);
+        foreach (var v in variant is null ? new string?[] { null, "fp16" } : new string?[] { variant, null })
+        foreach (var b in WeightSet.BaseNames)
+        {
+            var idx = $"{comp}/{(v is null ? $"{b}.safetensors.index.json" : $"{b}.safetensors.index.{v}.json")}";
+            var single = $"{comp}/{(v is null ? $"{b}.safetensors" : $"{b}.{v}.safetensors")}";
+            if (have.Contains(idx))
+            {
+                var local = get(idx);
+                var shards = ShardNames(local);
+                foreach (var s in shards)
+                {
+                    if (s.Contains('/') || s.Contains('\\') || s.Contains(".."))
+                        throw new LensException($"shard index {model}/{idx} names a shard outside its folder: '{s}'");
+                }
+                return shards.Select(s => $"{comp}/{s}").ToList();
+            }
+            if (have.Contains(single)) return new[] { single };
+        }
+        return Array.Empty<string>();
+    }
+
+    private static List<string> ShardNames(string indexPath)
+    {
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(indexPath));
+            return doc.RootElement.GetProperty("weight_map").EnumerateObject().Select(p => p.Value.GetString()!).Distinct().ToList();
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new LensException($"malformed shard index {indexPath}: no 'weight_map' object of file names");
+        }
+    }
+}
