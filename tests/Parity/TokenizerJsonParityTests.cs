@@ -39,11 +39,32 @@ public class TokenizerJsonParityTests
 
     private static readonly Dictionary<string, object> Cache = new();
 
-    private static T Tokenizer<T>(string src, string name, Func<string, T> load)
+    private static readonly Dictionary<string, string> Unpacked = new();
+
+    /// <summary>
+    /// A saved tokenizer folder: fixtures keep it as &lt;src&gt;/&lt;name&gt;.tar.gz (tokenizer.json compresses 4x), unpacked
+    /// once per run into a temp folder; a plain folder of that name is used as it is.
+    /// </summary>
+    internal static string Folder(string src, string name)
     {
         var dir = Path.Combine(TokDir, src, name);
+        var archive = dir + ".tar.gz";
+        if (Directory.Exists(dir) || !File.Exists(archive)) return dir;
+        lock (Unpacked)
+        {
+            if (Unpacked.TryGetValue(archive, out var done)) return done;
+            var to = Directory.CreateTempSubdirectory($"lens-tok-{src}-{name}-").FullName;
+            using (var gz = new System.IO.Compression.GZipStream(File.OpenRead(archive), System.IO.Compression.CompressionMode.Decompress))
+                System.Formats.Tar.TarFile.ExtractToDirectory(gz, to, overwriteFiles: false);
+            return Unpacked[archive] = to;
+        }
+    }
+
+    private static T Tokenizer<T>(string src, string name, Func<string, T> load)
+    {
+        var dir = Folder(src, name);
         if (!File.Exists(Path.Combine(dir, "tokenizer.json")))
-            Assert.Skip($"{dir} not generated yet: run `python fixtures/make_tokenizer_json.py` where transformers 5 is installed");
+            Assert.Skip($"{Path.Combine(TokDir, src, name)}(.tar.gz) not generated yet: run `python fixtures/make_tokenizer_json.py` where transformers 5 is installed");
         Assert.False(File.Exists(Path.Combine(dir, "vocab.json")) || File.Exists(Path.Combine(dir, "spiece.model")),
             $"{dir} must hold tokenizer.json alone");
         lock (Cache)
@@ -90,14 +111,14 @@ public class TokenizerJsonParityTests
         var dir = Directory.CreateTempSubdirectory("lens-tokjson-").FullName;
         try
         {
-            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(TokDir, "tokenizers-rs", "clip", "tokenizer.json")))!.AsObject();
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("tokenizers-rs", "clip"), "tokenizer.json")))!.AsObject();
             json["normalizer"] = JsonNode.Parse("""{"type":"BertNormalizer","lowercase":true}""");
             File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json.ToJsonString());
             var e = Assert.Throws<LensException>(() => ClipTokenizer.FromFolder(dir));
             Assert.Contains("unsupported normalizer", e.Message);
             Assert.Contains("BertNormalizer", e.Message);
 
-            var t5 = JsonNode.Parse(File.ReadAllText(Path.Combine(TokDir, "tokenizers-rs", "t5", "tokenizer.json")))!.AsObject();
+            var t5 = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("tokenizers-rs", "t5"), "tokenizer.json")))!.AsObject();
             t5["model"]!["type"] = "WordPiece";
             File.WriteAllText(Path.Combine(dir, "tokenizer.json"), t5.ToJsonString());
             e = Assert.Throws<LensException>(() => T5Tokenizer.FromFolder(dir));
