@@ -182,7 +182,7 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
 
     def encode():
         if kind == "sd":
-            tm = te.text_model
+            tm = getattr(te, "text_model", te)  # transformers 5 flattens CLIPTextModel
             ids = pipe.tokenizer(PROMPT, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
             neg = pipe.tokenizer("", padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
             with torch.no_grad():
