@@ -40,7 +40,7 @@ for step in "$@"; do
       python3 fixtures/make_reference.py truth fixtures/references/*-cuda-float16* 2>&1 | grep -v -i "warn\|deprecat\|it/s" | tail -20
       tar -cJf "$out/references.tar.xz" fixtures/references ;;
     --make-judge)
-      python3 fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir fixtures/models/sd-tiny-12/tokenizer 2>&1 | tail -12
+      python3 fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir fixtures/models/sd-tiny-12/tokenizer --share-tokenizer 2>&1 | tail -12
       tar -cJf "$out/tiny-clip.tar.xz" fixtures/judge/tiny-clip ;;
     --tests)
       # the whole Parity suite; references recorded on CUDA run here (they are skipped where CUDA is absent)

@@ -53,8 +53,8 @@ public class JudgeFixtureTests
         var check = doc.RootElement.GetProperty("check");
         Assert.True(check.GetProperty("max_abs_diff_image").GetDouble() < 1e-4);
         Assert.True(check.GetProperty("max_abs_diff_text").GetDouble() < 1e-4);
-        Assert.True(File.Exists(Path.Combine(Repo.TinyClipDir, "vocab.json")));
-        Assert.True(File.Exists(Path.Combine(Repo.TinyClipDir, "merges.txt")));
+        Assert.True(File.Exists(Path.Combine(c.TokenizerFolder, "vocab.json")), c.TokenizerFolder);
+        Assert.True(File.Exists(Path.Combine(c.TokenizerFolder, "merges.txt")), c.TokenizerFolder);
     }
 
     [Fact]
@@ -118,8 +118,9 @@ public class JudgeFixtureTests
         var factory = Discovery.ClipTokenizer();
         if (factory is null) Assert.Skip("no ClipTokenizer type with FromFolder(string) and Encode(string) in the DiffusionLens assemblies yet (merged from another branch)");
         var r = LoadRef();
-        using var judge = ClipJudge.Load(Repo.TinyClipDir, factory(Repo.TinyClipDir));
-        var tok = factory(Repo.TinyClipDir);
+        var tokDir = JudgeConfig.Load(Repo.TinyClipDir).TokenizerFolder;
+        using var judge = ClipJudge.Load(Repo.TinyClipDir, factory(tokDir));
+        var tok = factory(tokDir);
         for (int i = 0; i < r.Texts.Length; i++)
             Assert.Equal(r.Ids[i], judge.FitToContext(tok.Encode(r.Texts[i]).ids, r.Texts[i]));
     }

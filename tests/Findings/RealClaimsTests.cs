@@ -30,7 +30,7 @@ public class RealClaimsTests
         if (tokenizer is null) Assert.Skip("no ClipTokenizer in the build");
 
         var outDir = Path.Combine(Path.GetTempPath(), "lens-real-claims-" + DateTime.UtcNow.ToString("yyyyMMdd-HHmmss"));
-        using var judge = ClipJudge.Load(clip, tokenizer(clip), ClipJudge.AvailableProviders().Contains("CUDAExecutionProvider") ? "cuda" : "cpu");
+        using var judge = ClipJudge.Load(clip, tokenizer(JudgeConfig.Load(clip).TokenizerFolder), ClipJudge.AvailableProviders().Contains("CUDAExecutionProvider") ? "cuda" : "cpu");
         var report = new Auditor(runner, judge).Run(claims, new AuditOptions
         {
             OutDir = outDir,

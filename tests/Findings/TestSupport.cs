@@ -27,7 +27,7 @@ internal static class Repo
     public static void RequireTinyClip()
     {
         if (!File.Exists(Path.Combine(TinyClipDir, "judge.json")))
-            Assert.Skip($"fixture {TinyClipDir} is absent: make it with `python fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir ../shared/tokenizers/clip-vit-large-patch14`");
+            Assert.Skip($"fixture {TinyClipDir} is absent: make it with `python fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir fixtures/models/sd-tiny-12/tokenizer --share-tokenizer`");
     }
 }
 

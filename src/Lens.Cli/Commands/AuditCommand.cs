@@ -68,7 +68,7 @@ The output folder is written to a hidden sibling and renamed into place when the
             ?? throw new LensException($"no CLIP judge: pass --clip DIR (a folder made by fixtures/export_clip_onnx.py) or set {claims.Defaults.JudgeEnv}");
         if (clipDir.Length == 0) throw new LensException($"no CLIP judge: {claims.Defaults.JudgeEnv} is empty");
 
-        using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(clipDir), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
+        using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(JudgeConfig.Load(clipDir).TokenizerFolder), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
         using var output = new OutputFolder(outDir, a.Flag("overwrite"));
         var runner = _runnerFactory(msg => Console.Error.WriteLine(msg));
         using var disposeRunner = runner as IDisposable;

@@ -13,7 +13,7 @@ public sealed class JudgeCommand : ICommand
 
     private readonly Func<string, ITextTokenizer> _tokenizerForFolder;
 
-    /// <summary>The real command: the CLIP BPE tokenizer of the judge folder (its vocab.json + merges.txt).</summary>
+    /// <summary>The real command: the judge's CLIP BPE tokenizer (judge.json tokenizer_folder, else the judge folder's vocab.json + merges.txt).</summary>
     public JudgeCommand() : this(ClipTokenizer.FromFolder) { }
 
     /// <param name="tokenizerForFolder">builds the judge's tokenizer from its folder (tests pass a fake)</param>
@@ -62,7 +62,7 @@ options:
         var clipDir = ResolveClipDir(a.Get("clip"));
         var images = SweepImages.Find(imagesDir);
 
-        using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(clipDir), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
+        using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(JudgeConfig.Load(clipDir).TokenizerFolder), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
         var scores = judge.Score(images, concepts, template, distractors);
 
         AnalysisOptions? analysis = null;

@@ -29,6 +29,9 @@ public sealed record JudgeConfig
     public long PadTokenId { get; init; } = 49407;
     public int? EmbedDim { get; init; }
 
+    /// <summary>The CLIP BPE tokenizer's folder (vocab.json + merges.txt): judge.json "tokenizer_folder", relative to the
+    /// judge folder, else the judge folder itself.</summary>
+    public string TokenizerFolder { get; init; } = "";
     public string ImageEncoderPath => System.IO.Path.Combine(Folder, ImageEncoder);
     public string TextEncoderPath => System.IO.Path.Combine(Folder, TextEncoder);
 
@@ -62,6 +65,7 @@ public sealed record JudgeConfig
         var cfg = new JudgeConfig
         {
             Folder = folder,
+            TokenizerFolder = System.IO.Path.GetFullPath(System.IO.Path.Combine(folder, c.Str("tokenizer_folder", "."))),
             Source = c.Str("source", ""),
             ImageEncoder = c.Str("image_encoder", "image_encoder.onnx"),
             TextEncoder = c.Str("text_encoder", "text_encoder.onnx"),
