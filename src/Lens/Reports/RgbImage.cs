@@ -1,4 +1,3 @@
-using SkiaSharp;
 using TorchSharp;
 using static TorchSharp.torch;
 using DiffusionLens.Judge;
@@ -36,62 +35,39 @@ public sealed class RgbImage
     }
 
     /// <summary>
-    /// Decodes an image file (PNG, JPEG, ...) without colour management, alpha dropped as PIL's <c>convert("RGB")</c>
-    /// does (colour values kept, not composited), greyscale replicated to R, G and B.
+    /// Decodes a PNG file (<see cref="Png"/>: any standard PNG, no colour management), alpha dropped as PIL's
+    /// <c>convert("RGB")</c> does (colour values kept, not composited), greyscale replicated to R, G and B.
     /// </summary>
     public static RgbImage Load(string path)
     {
         if (!File.Exists(path)) throw new LensException($"image not found: {path}");
-        using var codec = SKCodec.Create(path) ?? throw new LensException($"cannot decode image {path}");
-        var info = new SKImageInfo(codec.Info.Width, codec.Info.Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
-        using var bitmap = new SKBitmap(info);
-        var result = codec.GetPixels(info, bitmap.GetPixels());
-        if (result is not (SKCodecResult.Success or SKCodecResult.IncompleteInput))
-            throw new LensException($"cannot decode image {path}: {result}");
-        var rgba = bitmap.GetPixelSpan();
-        int w = info.Width, h = info.Height, stride = bitmap.RowBytes;
-        var rgb = new byte[w * h * 3];
-        for (int y = 0; y < h; y++)
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new LensException($"cannot read image {path}: {e.Message}", e); }
+        return FromPng(Png.Decode(bytes, path));
+    }
+
+    /// <summary>A decoded PNG as RGB: grey replicated, alpha dropped.</summary>
+    public static RgbImage FromPng(PngImage png)
+    {
+        int n = png.Width * png.Height, ch = png.Channels;
+        if (ch == 3) return new RgbImage(png.Width, png.Height, png.Pixels);
+        var src = png.Pixels;
+        var rgb = new byte[n * 3];
+        for (int i = 0; i < n; i++)
         {
-            var row = rgba.Slice(y * stride, w * 4);
-            int o = y * w * 3;
-            for (int x = 0; x < w; x++)
-            {
-                rgb[o + 3 * x] = row[4 * x];
-                rgb[o + 3 * x + 1] = row[4 * x + 1];
-                rgb[o + 3 * x + 2] = row[4 * x + 2];
-            }
+            int s = i * ch;
+            if (ch <= 2) rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = src[s];
+            else { rgb[3 * i] = src[s]; rgb[3 * i + 1] = src[s + 1]; rgb[3 * i + 2] = src[s + 2]; }
         }
-        return new RgbImage(w, h, rgb);
+        return new RgbImage(png.Width, png.Height, rgb);
     }
 
     /// <summary>zlib level of <see cref="EncodePng"/> (1: fastest; PNG is lossless at every level: the same pixels).</summary>
     public const int DefaultZlibLevel = 6;
 
-    /// <summary>The image as PNG bytes (RGBA, opaque), compressed at <paramref name="zlibLevel"/> (0-9).</summary>
-    public byte[] EncodePng(int zlibLevel = DefaultZlibLevel)
-    {
-        var info = new SKImageInfo(Width, Height, SKColorType.Rgba8888, SKAlphaType.Unpremul);
-        using var bitmap = new SKBitmap(info);
-        CopyToRgba(bitmap.GetPixelSpan(), bitmap.RowBytes);
-        using var pixmap = bitmap.PeekPixels();
-        using var data = pixmap.Encode(new SKPngEncoderOptions(SKPngEncoderFilterFlags.AllFilters, zlibLevel))
-                         ?? throw new LensException("cannot encode PNG");
-        return data.ToArray();
-    }
-
-    /// <summary>RGB to opaque RGBA rows, a row at a time with 32-bit stores (no per-channel indexing).</summary>
-    private void CopyToRgba(Span<byte> dst, int stride)
-    {
-        var src = Pixels.AsSpan();
-        for (int y = 0; y < Height; y++)
-        {
-            var s = src.Slice(y * Width * 3, Width * 3);
-            var d = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, uint>(dst.Slice(y * stride, Width * 4));
-            for (int x = 0, i = 0; x < d.Length; x++, i += 3)
-                d[x] = s[i] | (uint)s[i + 1] << 8 | (uint)s[i + 2] << 16 | 0xFF000000u; // little-endian R,G,B,A
-        }
-    }
+    /// <summary>The image as an 8-bit RGB PNG, compressed at <paramref name="zlibLevel"/> (0-9).</summary>
+    public byte[] EncodePng(int zlibLevel = DefaultZlibLevel) => Png.Encode(Pixels, Width, Height, 3, zlibLevel);
 
     /// <summary>Writes the image as PNG.</summary>
     public void SavePng(string path, int zlibLevel = DefaultZlibLevel)
@@ -109,20 +85,6 @@ public sealed class RgbImage
         int w = Math.Max(1, (int)Math.Round((double)Width * maxSide / longSide));
         int h = Math.Max(1, (int)Math.Round((double)Height * maxSide / longSide));
         return ClipPreprocessor.ResizeBicubic(this, w, h);
-    }
-
-    public SKBitmap ToBitmap()
-    {
-        var bmp = new SKBitmap(new SKImageInfo(Width, Height, SKColorType.Rgba8888, SKAlphaType.Opaque));
-        var dst = bmp.GetPixelSpan();
-        for (int i = 0, n = Width * Height; i < n; i++)
-        {
-            dst[i * 4] = Pixels[i * 3];
-            dst[i * 4 + 1] = Pixels[i * 3 + 1];
-            dst[i * 4 + 2] = Pixels[i * 3 + 2];
-            dst[i * 4 + 3] = 255;
-        }
-        return bmp;
     }
 
     /// <summary>Nearest-neighbour upscale by an integer factor (small model outputs are shown enlarged).</summary>
