@@ -130,6 +130,9 @@ public sealed class ReferenceData : IDisposable
 
     public static ReferenceData Open(string name) => new(System.IO.Path.Combine(ReferencesDir, name));
 
+    /// <summary>A reference folder outside fixtures/references (e.g. fixtures/references-guidance/NAME).</summary>
+    public static ReferenceData OpenFolder(string folder) => new(folder);
+
     /// <summary>Every reference folder (fixtures/references/*/reference.json), whether or not its model is here.</summary>
     public static IEnumerable<string> All(string? kind = null) =>
         Directory.Exists(ReferencesDir)

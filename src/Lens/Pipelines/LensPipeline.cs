@@ -86,10 +86,18 @@ public abstract partial class LensPipeline : IDisposable
     protected abstract long[] NoiseShape(GenerationOptions o);
 
     /// <summary>
-    /// One denoising step's model call as the diffusers pipeline makes it: the sample doubled for [uncond, cond],
-    /// scaled by the scheduler, the UNet, and classifier-free guidance.
+    /// Whether a guidance scale runs classifier-free guidance: diffusers' <c>do_classifier_free_guidance =
+    /// guidance_scale > 1</c>. At 1 or below the pipeline runs the conditional prompt alone (one UNet row per image,
+    /// the negative prompt unused), so g = 1 is the plain conditional model and g = 0 is not the unconditional one.
     /// </summary>
-    /// <param name="embeds">[2k, T, D]: k unconditional rows, then k conditional rows</param>
+    public static bool UsesGuidance(double guidance) => guidance > 1;
+
+    /// <summary>
+    /// One denoising step's model call as the diffusers pipeline makes it: with guidance the sample doubled for
+    /// [uncond, cond], scaled by the scheduler, the UNet, and classifier-free guidance; without it (see
+    /// <see cref="UsesGuidance"/>) the sample once, the conditional rows alone.
+    /// </summary>
+    /// <param name="embeds">with guidance [2k, T, D]: k unconditional rows, then k conditional rows; without it [k, T, D]</param>
     public abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
 
     /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
@@ -104,7 +112,7 @@ public abstract partial class LensPipeline : IDisposable
         Action<int, int>? onStep = null)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        var shape = NoiseShape(o);
+        NoiseShape(o); // validates the size before any work
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         int k = conditional.Count;
@@ -116,11 +124,13 @@ public abstract partial class LensPipeline : IDisposable
         // one CPU generator seeded with the seed: the initial noise (and DDPM's per-step variance noise) is drawn as
         // diffusers draws it for a single prompt, and shared by all k images of the batch
         var generator = new Generator((ulong)o.Seed);
-        var sample = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
+        var sample = InitialSample(o, scheduler, generator).expand(k, -1, -1, -1).contiguous();
 
         var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
-        var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
-        var embeds = torch.cat(new[] { uncond, cond }, 0);
+        // diffusers: the negative prompt is only used when guidance runs
+        var embeds = UsesGuidance(o.Guidance)
+            ? torch.cat(new[] { unconditional.to(DType, Device).expand(k, -1, -1), cond }, 0)
+            : cond;
         for (int i = 0; i < timesteps.Length; i++)
         {
             using var step = NewDisposeScope();
@@ -151,6 +161,17 @@ public abstract partial class LensPipeline : IDisposable
         "bfloat16" or "bf16" => ScalarType.BFloat16,
         _ => throw new LensException($"unknown dtype '{dtype}'; use float32, float16 or bfloat16"),
     };
+
+    /// <summary>
+    /// One image's initial sample as the diffusers pipeline prepares it: noise of <see cref="NoiseShape"/> drawn from
+    /// <paramref name="generator"/> (diffusers' CPU generator seeded with the seed), times the scheduler's init sigma.
+    /// [1, C, h, w] on the pipeline's device and dtype.
+    /// </summary>
+    public Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
+    {
+        using var noise = Noise(generator, NoiseShape(o));
+        return noise * scheduler.InitNoiseSigma;
+    }
 
     /// <summary>
     /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then

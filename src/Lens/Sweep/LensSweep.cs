@@ -61,8 +61,10 @@ public static class LensSweep
             var t0 = Stopwatch.StartNew();
             var conds = chunk.Select(l => pipe.Lens(prompt.Hidden[l])).ToList();
             int lastReported = -1;
+            Interrupt.ThrowIfRequested();
             using var unit = pipe.Generate(conds, uncond, gen, (step, of) =>
             {
+                Interrupt.ThrowIfRequested(); // Ctrl-C: stop here; the output folder is removed on the way out
                 unetCalls = of;
                 int pct = step * 100 / of;
                 if (pct / 10 != lastReported || step == of)
