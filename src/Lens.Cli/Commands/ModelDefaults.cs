@@ -24,5 +24,12 @@ public static class ModelDefaults
         }
     }
 
-    public static string Resolve(string? model) => model ?? EmbeddedModel;
+    /// <summary>The --model folder, or the embedded tiny model with a note on stderr (its weights are random).</summary>
+    public static string Resolve(string? model, TextWriter? note = null)
+    {
+        if (model is not null) return model;
+        var embedded = EmbeddedModel;
+        (note ?? Console.Error).WriteLine($"note: no --model given: using the embedded tiny model {embedded}; its weights are random, so its images show no content (pass --model DIR for a real diffusers model)");
+        return embedded;
+    }
 }

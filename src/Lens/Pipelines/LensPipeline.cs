@@ -146,13 +146,20 @@ public abstract partial class LensPipeline : IDisposable
 
     public abstract void Dispose();
 
-    public static Device ParseDevice(string device) => device switch
+    /// <summary>cpu, cuda or cuda:N (N a visible CUDA device index).</summary>
+    public static Device ParseDevice(string device)
     {
-        "cpu" => torch.CPU,
-        "cuda" or "cuda:0" when torch.cuda.is_available() => torch.CUDA,
-        "cuda" or "cuda:0" => throw new LensException("--device cuda: CUDA is not available to this TorchSharp build (the CPU libtorch is loaded); see ci/gpu-test.sh for running on a CUDA host"),
-        _ => throw new LensException($"unknown device '{device}'; use cpu or cuda"),
-    };
+        if (device == "cpu") return torch.CPU;
+        int index = 0;
+        bool isCuda = device == "cuda" || device.StartsWith("cuda:", StringComparison.Ordinal)
+            && int.TryParse(device.AsSpan(5), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out index);
+        if (!isCuda) throw new LensException($"unknown device '{device}'; use cpu, cuda or cuda:N");
+        if (!torch.cuda.is_available())
+            throw new LensException($"--device {device}: CUDA is not available to this TorchSharp build (the CPU libtorch is loaded); see ci/gpu-test.sh for running on a CUDA host");
+        int count = torch.cuda.device_count();
+        if (index >= count) throw new LensException($"--device {device}: there is no CUDA device {index} ({count} visible: cuda:0..cuda:{count - 1})");
+        return index == 0 ? torch.CUDA : torch.device(DeviceType.CUDA, index);
+    }
 
     public static ScalarType ParseDType(string dtype) => dtype switch
     {

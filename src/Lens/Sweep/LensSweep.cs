@@ -14,12 +14,17 @@ namespace DiffusionLens.Sweep;
 /// </summary>
 public static class LensSweep
 {
-    public static SweepResult Run(SweepOptions o, Action<string>? log = null)
+    /// <param name="log">progress lines (null: quiet)</param>
+    /// <param name="warn">warnings, e.g. a truncated prompt (null: none)</param>
+    public static SweepResult Run(SweepOptions o, Action<string>? log = null, Action<string>? warn = null)
     {
         var sw = Stopwatch.StartNew();
         if (o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
+        log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
         using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType);
+        pipe.Tokenizer.Warn = warn;
+        log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
         double loadS = sw.Elapsed.TotalSeconds;
         var result = Run(pipe, o, output, log, loadS);
         output.Commit();
