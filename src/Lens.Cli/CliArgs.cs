@@ -23,7 +23,7 @@ public sealed class CliArgs
         for (int i = 0; i < args.Count; i++)
         {
             var a = args[i];
-            if (!a.StartsWith("--")) throw new LensException($"{command}: unexpected argument '{a}' (options start with --)");
+            if (!a.StartsWith("--")) throw new LensException($"unexpected argument '{a}' (options start with --)");
             var name = a[2..];
             string? inline = null;
             int eq = name.IndexOf('=');
@@ -34,13 +34,13 @@ public sealed class CliArgs
                 continue;
             }
             if (!known.Contains(name))
-                throw new LensException($"{command}: unknown option '--{name}'; options are {string.Join(", ", known.Concat(flagSet).Select(o => "--" + o))}");
+                throw new LensException($"unknown option '--{name}'; options are {string.Join(", ", known.Concat(flagSet).Select(o => "--" + o))}");
             if (inline is null)
             {
-                if (i + 1 >= args.Count) throw new LensException($"{command}: option '--{name}' needs a value");
+                if (i + 1 >= args.Count) throw new LensException($"option '--{name}' needs a value");
                 inline = args[++i];
             }
-            if (result._values.ContainsKey(name)) throw new LensException($"{command}: option '--{name}' given twice");
+            if (result._values.ContainsKey(name)) throw new LensException($"option '--{name}' given twice");
             result._values[name] = inline;
         }
         return result;
@@ -49,7 +49,7 @@ public sealed class CliArgs
     public bool Has(string name) => _values.ContainsKey(name);
     public string? Get(string name) => _values.TryGetValue(name, out var v) ? v : null;
     public string Get(string name, string dflt) => Get(name) ?? dflt;
-    public string Require(string name) => Get(name) ?? throw new LensException($"{_command}: option '--{name}' is required");
+    public string Require(string name) => Get(name) ?? throw new LensException($"option '--{name}' is required");
     public bool Flag(string name) => Get(name) is string v && v != "false";
 
     public int Int(string name, int dflt) => Get(name) is string v ? ParseInt(name, v) : dflt;
@@ -70,5 +70,5 @@ public sealed class CliArgs
         int.TryParse(v, NumberStyles.Integer, CultureInfo.InvariantCulture, out var x) ? x : throw Bad(name, v, "an integer");
     private double ParseDouble(string name, string v) =>
         double.TryParse(v, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && double.IsFinite(x) ? x : throw Bad(name, v, "a number");
-    private LensException Bad(string name, string v, string what) => new($"{_command}: option '--{name}' must be {what}, got '{v}'");
+    private LensException Bad(string name, string v, string what) => new($"option '--{name}' must be {what}, got '{v}'");
 }

@@ -61,16 +61,19 @@ public class PipelineParityTests
         for (int l = 0; l < r.NumLayers; l++)
         {
             using var scope = NewDisposeScope();
-            worst = Math.Max(worst, r.AssertMatches($"hidden.{l}", layers.Hidden[l]));
-            worst = Math.Max(worst, r.AssertMatches($"lens.{l}", pipe.Lens(layers.Hidden[l])));
+            // per token too (float32): an error in one token must not hide in the whole tensor's norm
+            worst = Math.Max(worst, r.AssertMatches($"hidden.{l}", layers.Hidden[l], rowDim: 1));
+            worst = Math.Max(worst, r.AssertMatches($"lens.{l}", pipe.Lens(layers.Hidden[l]), rowDim: 1));
         }
         using var neg = pipe.EncodeLayers(r.NegativePrompt, r.CleanCaption);
         using var negEmbeds = pipe.Lens(neg.Hidden[^1]);
-        r.AssertMatches("negative_embeds", negEmbeds, _out);
-        // the last layer's lens IS the stock prompt embedding (diffusers: torch.equal was true)
-        Assert.True(r.Json["lens_last_equals_stock_embeds"]!.GetValue<bool>());
+        r.AssertMatches("negative_embeds", negEmbeds, _out, rowDim: 1);
+        // the last layer's lens IS the stock prompt embedding, bit for bit (diffusers recorded torch.equal as true)
         using var stock = pipe.EncodeStock(r.Prompt, r.CleanCaption);
-        r.AssertMatches("stock_embeds", stock, _out);
+        using var lastLens = pipe.Lens(layers.Hidden[^1]);
+        Assert.True(r.Json["lens_last_equals_stock_embeds"]!.GetValue<bool>(), $"{name}: the reference says diffusers' last-layer lens differs from its stock embedding");
+        Assert.True(ReferenceData.Identical(lastLens, stock), $"{name}: the last layer's lens embedding is not bit-identical to the stock prompt embedding");
+        r.AssertMatches("stock_embeds", stock, _out, rowDim: 1);
         _out.WriteLine($"{name}: worst per-layer rel L2 {worst:E2} over {r.NumLayers} layers");
     }
 
@@ -119,20 +122,25 @@ public class PipelineParityTests
         else Assert.True(maxLevels <= r.Tol.ImageLevels, $"{r.Name} {what}: 8-bit images differ by {maxLevels} levels (tolerance {r.Tol.ImageLevels})");
     }
 
+    /// <summary>
+    /// Per-token tolerance factor over the whole-tensor one: 1 for float32 on the CPU (measured: every token of every
+    /// tiny reference within 1e-5); 4 elsewhere (a token's error is not diluted by the others).
+    /// </summary>
+
+    /// <summary>Timesteps and the initial noise as the pipeline itself makes them (its noise code, its generator).</summary>
     [Theory, MemberData(nameof(References))]
     public void TimestepsAndInitialNoiseAreDiffusersExactly(string name)
     {
         using var r = OpenOrSkip(name);
         using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
-        var cfg = DiffusionLens.Loading.DiffusersConfig.Load(Path.Combine(r.ModelPath!, "scheduler", "scheduler_config.json"));
-        var sched = DiffusionLens.Schedulers.Scheduler.FromConfig(cfg);
+        using var sched = DiffusionLens.Schedulers.Scheduler.FromConfig(pipe.SchedulerConfig);
         sched.SetTimesteps(r.Steps);
         Assert.Equal(r.ReadLongs("timesteps"), sched.Timesteps.Select(t => (long)t).ToArray());
         var key = r.Has("init_latents") ? "init_latents" : "init_images";
-        var expected = r.Read(key);
-        var g = new Generator((ulong)r.Seed);
-        // diffusers' randn_tensor draws on the CPU generator in the pipeline's dtype
-        using var noise = torch.randn(expected.shape, dtype: LensPipeline.ParseDType(r.DType), generator: g) * sched.InitNoiseSigma;
-        Assert.True(ReferenceData.Identical(noise, expected), $"{name}: the initial noise differs from diffusers' (CPU generator, seed {r.Seed})");
+        using var expected = r.Read(key);
+        var gen = new GenerationOptions(r.Seed, r.Steps, r.Guidance, r.Height, r.Width);
+        using var noise = pipe.InitialSample(gen, sched, new Generator((ulong)r.Seed));
+        using var cpu = noise.cpu();
+        Assert.True(ReferenceData.Identical(cpu, expected), $"{name}: the pipeline's initial noise differs from diffusers' (CPU generator, seed {r.Seed})");
     }
 }

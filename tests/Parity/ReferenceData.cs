@@ -123,7 +123,9 @@ public sealed class ReferenceData : IDisposable
     /// by the error-ratio criterion against the float32 truth (<see cref="LowPrecisionTruth.AssertWithinCriterion"/>).
     /// Returns the relative L2 error against what it was compared with.
     /// </summary>
-    public double AssertMatches(string key, Tensor actual, ITestOutputHelper? log = null, Tensor? expected = null)
+    /// <param name="rowDim">float32: also check every slice along this dim (e.g. 1 of [B, T, D]: each token) against
+    /// <see cref="Tol"/>.HiddenRel x <see cref="RowFactor"/>, so an error in one token cannot hide in the whole norm</param>
+    public double AssertMatches(string key, Tensor actual, ITestOutputHelper? log = null, Tensor? expected = null, int? rowDim = null)
     {
         if (IsLowPrecision) return LowPrecision.AssertWithinCriterion(key, actual, log);
         using var exp = expected is null ? Read(key) : null;
@@ -132,8 +134,18 @@ public sealed class ReferenceData : IDisposable
         log?.WriteLine($"{Name} {key}: rel L2 {rel:E2} (tolerance {Tol.HiddenRel:E0}), max |diff| {maxAbs:E2} (tolerance {allowed:E2})");
         Assert.True(rel <= Tol.HiddenRel && maxAbs <= allowed,
             $"{Name} {key}: rel L2 {rel:E2}, max |diff| {maxAbs:E2} (ref max {refMax:E2}) over tolerance (rel {Tol.HiddenRel:E0}, abs {allowed:E2})");
+        if (rowDim is int dim)
+        {
+            var (rowRel, row, _, _) = RowCompare.Worst(actual.cpu(), expected ?? exp!, dim);
+            Assert.True(rowRel <= Tol.HiddenRel * RowFactor,
+                $"{Name} {key}: slice {row} of dim {dim} rel L2 {rowRel:E2} over tolerance {Tol.HiddenRel * RowFactor:E1}");
+        }
         return rel;
     }
+
+    /// <summary>Per-slice tolerance factor over the whole-tensor one: 1 on the CPU; 4 on CUDA, where a single token's
+    /// rounding differs more.</summary>
+    public double RowFactor => Device == "cpu" ? 1 : 4;
 
     /// <summary>On CUDA: the GPU, its driver and the flags this run used, for the test's output.</summary>
     public string RanOn => Device == "cuda"
@@ -181,6 +193,9 @@ public sealed class ReferenceData : IDisposable
             ? new(System.IO.Path.Combine(ReferencesDir, name))
             : new(System.IO.Path.Combine(ReferencesDir, name[..at]), "cuda");
     }
+
+    /// <summary>A reference folder outside fixtures/references (e.g. fixtures/references-guidance/NAME).</summary>
+    public static ReferenceData OpenFolder(string folder) => new(folder);
 
     /// <summary>
     /// Every reference run: each folder (fixtures/references/*/reference.json) on the device it was recorded on, and each

@@ -44,13 +44,24 @@ options:
   --dtype T            sweep dtype (default float32)
   --judge-device D     cpu (default) or cuda
   --batch-size N       judge images per encoder call (default 16)
-  --overwrite          replace a non-empty output folder
+  --batch N            layers denoised together in one UNet batch (default 1 = diffusers' exact batch)
+  --fail-on LIST       verdicts that fail the audit (exit 1): any of contradicted, inconclusive, skipped,
+                       or none (default contradicted,inconclusive); a claim whose runs failed always fails
+  --overwrite          replace an output folder this tool wrote before (one holding its audit.json)
 
-The output folder is written to a hidden sibling and renamed into place when the audit completes.";
+Exit codes: 0 every claim that ran is supported (and no verdict listed in --fail-on occurred), 1 a claim's verdict
+is listed in --fail-on or its runs failed, 2 bad usage or input, 3 nothing ran (every claim was skipped),
+4 the run failed (out of memory, I/O), 130 interrupted.
+
+The output folder is written to a hidden sibling and renamed into place when the audit completes. One model is
+loaded at a time.";
 
     public int Run(IReadOnlyList<string> args)
     {
-        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "judge-device", "batch-size" }, new[] { "overwrite" });
+        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "judge-device", "batch-size", "batch", "fail-on" }, new[] { "overwrite" });
+        var failOn = ParseFailOn(a.Get("fail-on"));
+        int batch = a.Int("batch", 1);
+        if (batch < 1) throw new LensException($"--batch must be at least 1 (got {batch})");
         var claims = ClaimsFile.Load(a.Require("claims"));
         var outDir = a.Require("out");
         IReadOnlyList<long>? seeds = null;
@@ -58,8 +69,8 @@ The output folder is written to a hidden sibling and renamed into place when the
         {
             var parts = ConceptSet.ParseList(seedText);
             seeds = parts.Select(p => long.TryParse(p, NumberStyles.Integer, CultureInfo.InvariantCulture, out var s)
-                ? s : throw new LensException($"audit: option '--seeds' must be comma-separated integers, got '{p}'")).ToArray();
-            if (seeds.Count == 0) throw new LensException("audit: option '--seeds' lists no seeds");
+                ? s : throw new LensException($"option '--seeds' must be comma-separated integers, got '{p}'")).ToArray();
+            if (seeds.Count == 0) throw new LensException("option '--seeds' lists no seeds");
         }
         var only = a.Get("only") is { } o ? ConceptSet.ParseList(o) : null;
 
@@ -80,6 +91,7 @@ The output folder is written to a hidden sibling and renamed into place when the
             Only = only,
             Device = a.Get("device"),
             DType = a.Get("dtype", "float32"),
+            Batch = batch,
             Log = msg => Console.Error.WriteLine(msg),
             JudgeInfo = new JudgeInfo
             {
@@ -96,6 +108,44 @@ The output folder is written to a hidden sibling and renamed into place when the
         foreach (var c in report.Claims)
             Console.WriteLine($"{c.Id,-32} {c.ExpectedOrder.ToString().ToLowerInvariant(),-12} {$"{c.Counts.First}/{c.Counts.Second}/{c.Counts.Simultaneous}/{c.Counts.Neither}",-18} {c.Verdict.ToString().ToLowerInvariant()}: {c.VerdictReason}");
         Console.WriteLine($"wrote {Path.Combine(outDir, Auditor.AuditFileName)} and {Path.Combine(outDir, Auditor.ReportFileName)}");
-        return report.Claims.Any(c => c.Verdict == Verdict.Error) ? 1 : 0;
+        int code = ExitCode(report, failOn);
+        if (code == ExitCodes.NothingRan) Console.Error.WriteLine("lens audit: nothing ran: every claim was skipped (exit 3)");
+        else if (code != ExitCodes.Ok) Console.Error.WriteLine($"lens audit: failed: a claim's verdict is one of {(failOn.Count == 0 ? "error" : string.Join(", ", failOn.Select(v => v.ToString().ToLowerInvariant()).Append("error")))} (exit 1)");
+        return code;
+    }
+
+    /// <summary>The verdicts --fail-on accepts.</summary>
+    public static readonly IReadOnlyDictionary<string, Verdict> FailOnNames = new Dictionary<string, Verdict>
+    {
+        ["contradicted"] = Verdict.Contradicted,
+        ["inconclusive"] = Verdict.Inconclusive,
+        ["skipped"] = Verdict.Skipped,
+    };
+
+    public static readonly IReadOnlySet<Verdict> DefaultFailOn = new HashSet<Verdict> { Verdict.Contradicted, Verdict.Inconclusive };
+
+    /// <summary>"contradicted,inconclusive" -> the set; "none" -> empty; anything else names the accepted values.</summary>
+    public static IReadOnlySet<Verdict> ParseFailOn(string? text)
+    {
+        if (text is null) return DefaultFailOn;
+        var parts = text.Split(',').Select(p => p.Trim().ToLowerInvariant()).Where(p => p.Length > 0).ToList();
+        if (parts.Count == 1 && parts[0] == "none") return new HashSet<Verdict>();
+        if (parts.Count == 0) throw new LensException("option '--fail-on' lists no verdicts; use contradicted, inconclusive, skipped (comma-separated) or none");
+        var set = new HashSet<Verdict>();
+        foreach (var p in parts)
+            set.Add(FailOnNames.TryGetValue(p, out var v) ? v
+                : throw new LensException($"option '--fail-on': unknown verdict '{p}'; use contradicted, inconclusive, skipped (comma-separated) or none"));
+        return set;
+    }
+
+    /// <summary>
+    /// The audit's exit code: 3 when no claim ran (all skipped), else 1 when a claim's runs failed or its verdict is in
+    /// <paramref name="failOn"/>, else 0.
+    /// </summary>
+    public static int ExitCode(AuditReport report, IReadOnlySet<Verdict> failOn)
+    {
+        if (report.Claims.Count == 0 || report.Claims.All(c => c.Verdict == Verdict.Skipped)) return ExitCodes.NothingRan;
+        if (report.Claims.Any(c => c.Verdict == Verdict.Error || failOn.Contains(c.Verdict))) return ExitCodes.AuditFailed;
+        return ExitCodes.Ok;
     }
 }

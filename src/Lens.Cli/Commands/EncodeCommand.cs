@@ -23,7 +23,10 @@ public sealed class EncodeCommand : ICommand
         var outPath = Path.GetFullPath(a.Require("out"));
         var dir = Path.GetDirectoryName(outPath)!;
         if (!Directory.Exists(dir)) throw new LensException($"output folder does not exist: {dir}");
-        using var pipe = LensPipeline.Load(ModelDefaults.Resolve(a.Get("model"), a.Get("revision")), a.Get("device", "cpu"), a.Get("dtype", "float32"));
+        var modelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"));
+        Console.Error.WriteLine($"loading {modelDir} ({a.Get("dtype", "float32")} on {a.Get("device", "cpu")}) ...");
+        using var pipe = LensPipeline.Load(modelDir, a.Get("device", "cpu"), a.Get("dtype", "float32"));
+        pipe.Tokenizer.Warn = m => Console.Error.WriteLine(m);
         bool? clean = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null;
         using var scope = NewDisposeScope();
         using var layers = pipe.EncodeLayers(prompt, clean);
@@ -39,6 +42,7 @@ public sealed class EncodeCommand : ICommand
             tensors.Add(new($"lens.{l}", pipe.Lens(layers.Hidden[l]).to(ScalarType.Float32).cpu()));
         }
         var tmp = outPath + $".partial-{Environment.ProcessId}";
+        Interrupt.RegisterPartial(tmp);
         try
         {
             SafetensorsFile.Write(tmp, tensors, new Dictionary<string, string> { ["prompt"] = prompt, ["processed_prompt"] = layers.Text, ["model"] = pipe.ModelDir });
@@ -47,6 +51,7 @@ public sealed class EncodeCommand : ICommand
         finally
         {
             if (File.Exists(tmp)) File.Delete(tmp);
+            Interrupt.Unregister(tmp);
         }
         Console.WriteLine($"wrote input_ids and {layers.Hidden.Count} layers (hidden.L, lens.L) to {outPath}");
         return 0;

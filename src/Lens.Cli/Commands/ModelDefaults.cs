@@ -26,14 +26,18 @@ public static class ModelDefaults
 
     /// <summary>
     /// --model (a folder or a Hub id, see <see cref="DiffusionLens.Loading.Hub.ModelResolver"/>), else the embedded
-    /// model. Download notes go to stderr (one updating line on a terminal, plain lines when redirected) unless quiet.
+    /// model with a note on stderr (its weights are random). Download notes go to stderr (one updating line on a
+    /// terminal, plain lines when redirected) unless quiet.
     /// </summary>
-    public static string Resolve(string? model, string? revision = null, bool quiet = false)
+    public static string Resolve(string? model, string? revision = null, bool quiet = false, TextWriter? note = null)
     {
         if (model is null)
         {
             if (revision is not null) throw new LensException("--revision applies to a Hub id given with --model");
-            return EmbeddedModel;
+            var embedded = EmbeddedModel;
+            if (!quiet)
+                (note ?? Console.Error).WriteLine($"note: no --model given: using the embedded tiny model {embedded}; its weights are random, so its images show no content (pass --model DIR for a real diffusers model)");
+            return embedded;
         }
         bool tty = !Console.IsErrorRedirected;
         long lastShown = 0;

@@ -20,7 +20,7 @@ public sealed class SweepCommand : ICommand
           --guidance X           classifier-free guidance scale (default 7.5 for SD, 7.0 for IF)
           --height N --width N   image size (default: the model's sample size)
           --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
-          --device cpu|cuda      (default cpu)
+          --device cpu|cuda|cuda:N (default cpu)
           --dtype float32|float16|bfloat16 (default float32)
           --clean-caption BOOL   IF only: diffusers' caption cleaning (default true)
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
@@ -58,7 +58,7 @@ public sealed class SweepCommand : ICommand
             Overwrite = a.Flag("overwrite"),
         };
         bool quiet = a.Flag("quiet");
-        var result = LensSweep.Run(options, quiet ? null : m => Console.Error.WriteLine(m));
+        var result = LensSweep.Run(options, quiet ? null : m => Console.Error.WriteLine(m), m => Console.Error.WriteLine(m));
         Console.WriteLine($"wrote {result.Layers.Length} layer image(s), grid.png and manifest.json to {result.OutDir}");
         return 0;
     }

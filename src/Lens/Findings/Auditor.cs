@@ -85,6 +85,10 @@ public sealed record AuditOptions
     /// <summary>sweep device; null uses the claims file's default</summary>
     public string? Device { get; init; }
     public string DType { get; init; } = "float32";
+    /// <summary>layers denoised together in one UNet batch (the sweep's --batch)</summary>
+    public int Batch { get; init; } = 1;
+    /// <summary>weights variant (e.g. "fp16"), or null for the plain files</summary>
+    public string? Variant { get; init; }
     public Func<string, string?> GetEnv { get; init; } = Environment.GetEnvironmentVariable;
     public Action<string>? Log { get; init; }
     /// <summary>judge description written into audit.json</summary>
@@ -241,6 +245,8 @@ public sealed class Auditor
                 Layers = claim.Layers.Layers,
                 Device = device,
                 DType = options.DType,
+                Batch = options.Batch,
+                Variant = options.Variant,
                 CleanCaption = claim.CleanCaption,
                 OutDir = runDir,
             });

@@ -17,6 +17,10 @@ public sealed record SweepRequest
     public IReadOnlyList<int>? Layers { get; init; }
     public string Device { get; init; } = "cpu";
     public string DType { get; init; } = "float32";
+    /// <summary>layers denoised together in one UNet batch</summary>
+    public int Batch { get; init; } = 1;
+    /// <summary>weights variant (e.g. "fp16"), or null for the plain files</summary>
+    public string? Variant { get; init; }
     public bool? CleanCaption { get; init; }
     /// <summary>the folder to write layer-XX.png (and grid/manifest) into</summary>
     public required string OutDir { get; init; }

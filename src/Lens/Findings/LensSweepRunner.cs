@@ -4,22 +4,37 @@ using DiffusionLens.Pipelines;
 namespace DiffusionLens.Findings;
 
 /// <summary>
-/// The audit's sweeps, run by <see cref="LensSweep"/>. A model is loaded once and reused for every prompt and seed of
-/// the audit (a real text encoder is large); the cache is released with the runner.
+/// The audit's sweeps, run by <see cref="LensSweep"/>. One model is loaded at a time: it is reused for every prompt and
+/// seed of a claim (a real text encoder is large) and released before another model loads, so an audit of SD and IF
+/// never holds both.
 /// </summary>
 public sealed class LensSweepRunner : ISweepRunner, IDisposable
 {
-    private readonly Dictionary<(string, string, string), LensPipeline> _pipelines = new();
+    private (string Dir, string Device, string DType, string? Variant)? _key;
+    private LensPipeline? _pipe;
     private readonly Action<string>? _log;
+
+    /// <summary>How many times a model was loaded (a new model replaces the loaded one).</summary>
+    public int Loads { get; private set; }
+    /// <summary>The folder of the model held now, or null.</summary>
+    public string? LoadedModel => _key?.Dir;
 
     public LensSweepRunner() : this(null) { }
     public LensSweepRunner(Action<string>? log) => _log = log;
 
     public SweepOutput Run(SweepRequest request)
     {
-        var key = (Path.GetFullPath(request.ModelDir), request.Device, request.DType);
-        if (!_pipelines.TryGetValue(key, out var pipe))
-            _pipelines[key] = pipe = LensPipeline.Load(request.ModelDir, request.Device, request.DType);
+        var key = (Path.GetFullPath(request.ModelDir), request.Device, request.DType, request.Variant);
+        if (_pipe is null || _key != key)
+        {
+            _pipe?.Dispose(); // one model at a time
+            _pipe = null;
+            _log?.Invoke($"loading {request.ModelDir} ({request.DType} on {request.Device})");
+            _pipe = LensPipeline.Load(request.ModelDir, request.Device, request.DType);
+            _key = key;
+            Loads++;
+        }
+        var pipe = _pipe;
         if (pipe.Kind != request.Model)
             throw new LensException($"the claim is for a '{request.Model}' model but {request.ModelDir} holds a {pipe.PipelineName}");
         var result = LensSweep.Run(pipe, new SweepOptions
@@ -35,6 +50,7 @@ public sealed class LensSweepRunner : ISweepRunner, IDisposable
             Layers = request.LayersText,
             Device = request.Device,
             DType = request.DType,
+            Batch = request.Batch,
             CleanCaption = request.Model == "if" ? request.CleanCaption : null,
             OutDir = request.OutDir,
         }, _log);
@@ -49,7 +65,8 @@ public sealed class LensSweepRunner : ISweepRunner, IDisposable
 
     public void Dispose()
     {
-        foreach (var p in _pipelines.Values) p.Dispose();
-        _pipelines.Clear();
+        _pipe?.Dispose();
+        _pipe = null;
+        _key = null;
     }
 }

@@ -48,6 +48,12 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
     public int[] CrossAttentionDims { get; }
     /// <summary>How many up blocks upsample; inputs whose size is not a multiple of 2^this get forwarded upsample sizes.</summary>
     public int NumUpsamplers { get; }
+    /// <summary>
+    /// What height and width must be multiples of: 2^NumUpsamplers when an up block upsamples with a resnet
+    /// (ResnetUpsampleBlock2D, SimpleCrossAttnUpBlock2D: DeepFloyd IF), which doubles the size and cannot take a
+    /// forwarded upsample size (diffusers then fails inside torch.cat); 1 otherwise.
+    /// </summary>
+    public int SizeMultiple { get; }
     public int? SampleSize { get; }
     /// <summary>encoder_hid_dim_type as diffusers resolves it ("text_proj" when only encoder_hid_dim is set), or null.</summary>
     public string? EncoderHidDimType { get; }
@@ -263,6 +269,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         var reversedTransformerLayers = reverseTransformerLayers ?? transformerLayers.Reverse().ToArray();
         var reversedOnlyCross = onlyCrossAttention.Reverse().ToArray();
         var ups = new UNetUpBlock[n];
+        bool resnetUpsampling = false;
         outputChannel = reversedBlockOut[0];
         for (int i = 0; i < n; i++)
         {
@@ -272,6 +279,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             int inputChannel = reversedBlockOut[Math.Min(i + 1, blockOutChannels.Length - 1)];
             bool addUpsample = !isFinal;
             if (addUpsample) NumUpsamplers++;
+            if (addUpsample && upBlockTypes[i] is "ResnetUpsampleBlock2D" or "SimpleCrossAttnUpBlock2D") resnetUpsampling = true;
             ups[i] = UNet2DBlocks.GetUpBlock(new UpBlockArgs
             {
                 BlockType = upBlockTypes[i],
@@ -303,6 +311,7 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
             });
         }
         up_blocks = new ModuleList<UNetUpBlock>(ups);
+        SizeMultiple = resnetUpsampling ? 1 << NumUpsamplers : 1;
 
         // out
         if (normNumGroups is int g)

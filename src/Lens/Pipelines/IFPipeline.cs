@@ -44,14 +44,27 @@ public sealed class IFPipeline : LensPipeline
         };
     }
 
-    protected override long[] NoiseShape(GenerationOptions o) => new long[] { 1, UNet.InChannels, o.Height, o.Width };
+    protected override long[] NoiseShape(GenerationOptions o)
+    {
+        CheckSize(o.Height, o.Width);
+        return new long[] { 1, UNet.InChannels, o.Height, o.Width };
+    }
+
+    /// <summary>IF's UNet upsamples with resnets: the size must be a multiple of its total downsampling.</summary>
+    public void CheckSize(int height, int width)
+    {
+        int m = UNet.SizeMultiple;
+        if (height % m != 0 || width % m != 0)
+            throw new LensException($"height and width must be multiples of {m} for this IF UNet ({UNet.NumUpsamplers} resnet upsamplers; got {height}x{width}); nearest: {height / m * m}x{width / m * m} or {(height + m - 1) / m * m}x{(width + m - 1) / m * m}");
+    }
 
     /// <summary>IF stage I denoises in pixel space: the sample is the image.</summary>
     protected override Tensor ToImage(Tensor images) => images.alias();
 
     /// <summary>
-    /// Guidance on the noise half only (uncond + g * (cond - uncond)), the predicted variance of the conditional half
-    /// appended; without a learned variance the prediction is cut to the noise half.
+    /// With <see cref="LensPipeline.UsesGuidance"/>: guidance on the noise half only (uncond + g * (cond - uncond)), the
+    /// predicted variance of the conditional half appended; otherwise the UNet's prediction for the conditional rows
+    /// alone. Without a learned variance the prediction is cut to the noise half.
     /// </summary>
     public override Tensor GuidedPrediction(Scheduler scheduler, Tensor images, long t, Tensor embeds, double guidance)
     {
@@ -59,12 +72,20 @@ public sealed class IFPipeline : LensPipeline
         using var noGrad = torch.no_grad();
         long channels = images.shape[1];
         var tT = TimestepTensor(t);
-        var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
-        var halves = UNet.Forward(input, tT, embeds).chunk(2, 0);
-        var uncondEps = halves[0].split(channels, 1)[0];
-        var textParts = halves[1].split(channels, 1);
-        var noisePred = uncondEps + guidance * (textParts[0] - uncondEps);
-        if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
+        Tensor noisePred;
+        if (UsesGuidance(guidance))
+        {
+            var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
+            var halves = UNet.Forward(input, tT, embeds).chunk(2, 0);
+            var uncondEps = halves[0].split(channels, 1)[0];
+            var textParts = halves[1].split(channels, 1);
+            noisePred = uncondEps + guidance * (textParts[0] - uncondEps);
+            if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
+        }
+        else
+        {
+            noisePred = UNet.Forward(scheduler.ScaleModelInput(images, t), tT, embeds);
+        }
         bool learnedVariance = SchedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range";
         if (!learnedVariance && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
         return noisePred.MoveToOuterDisposeScope();

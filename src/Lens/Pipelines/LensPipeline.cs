@@ -87,10 +87,18 @@ public abstract partial class LensPipeline : IDisposable
     protected abstract long[] NoiseShape(GenerationOptions o);
 
     /// <summary>
-    /// One denoising step's model call as the diffusers pipeline makes it: the sample doubled for [uncond, cond],
-    /// scaled by the scheduler, the UNet, and classifier-free guidance.
+    /// Whether a guidance scale runs classifier-free guidance: diffusers' <c>do_classifier_free_guidance =
+    /// guidance_scale > 1</c>. At 1 or below the pipeline runs the conditional prompt alone (one UNet row per image,
+    /// the negative prompt unused), so g = 1 is the plain conditional model and g = 0 is not the unconditional one.
     /// </summary>
-    /// <param name="embeds">[2k, T, D]: k unconditional rows, then k conditional rows</param>
+    public static bool UsesGuidance(double guidance) => guidance > 1;
+
+    /// <summary>
+    /// One denoising step's model call as the diffusers pipeline makes it: with guidance the sample doubled for
+    /// [uncond, cond], scaled by the scheduler, the UNet, and classifier-free guidance; without it (see
+    /// <see cref="UsesGuidance"/>) the sample once, the conditional rows alone.
+    /// </summary>
+    /// <param name="embeds">with guidance [2k, T, D]: k unconditional rows, then k conditional rows; without it [k, T, D]</param>
     public abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
 
     /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
@@ -106,7 +114,7 @@ public abstract partial class LensPipeline : IDisposable
         Action<int, int>? onStep = null, PhaseTimer? timer = null)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        var shape = NoiseShape(o);
+        NoiseShape(o); // validates the size before any work
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         int k = conditional.Count;
@@ -118,11 +126,13 @@ public abstract partial class LensPipeline : IDisposable
         // one CPU generator seeded with the seed: the initial noise (and DDPM's per-step variance noise) is drawn as
         // diffusers draws it for a single prompt, and shared by all k images of the batch
         var generator = new Generator((ulong)o.Seed);
-        var sample = (Noise(generator, shape) * scheduler.InitNoiseSigma).expand(k, -1, -1, -1).contiguous();
+        var sample = InitialSample(o, scheduler, generator).expand(k, -1, -1, -1).contiguous();
 
         var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
-        var uncond = unconditional.to(DType, Device).expand(k, -1, -1);
-        var embeds = torch.cat(new[] { uncond, cond }, 0);
+        // diffusers: the negative prompt is only used when guidance runs
+        var embeds = UsesGuidance(o.Guidance)
+            ? torch.cat(new[] { unconditional.to(DType, Device).expand(k, -1, -1), cond }, 0)
+            : cond;
         // every step's timestep as a device tensor, uploaded once (not one blocking host-to-device copy per step)
         var timestepsOnDevice = torch.tensor(timesteps, dtype: ScalarType.Int64).to(Device);
         _stepTimesteps = new Dictionary<long, Tensor>();
@@ -178,13 +188,20 @@ public abstract partial class LensPipeline : IDisposable
 
     public abstract void Dispose();
 
-    public static Device ParseDevice(string device) => device switch
+    /// <summary>cpu, cuda or cuda:N (N a visible CUDA device index).</summary>
+    public static Device ParseDevice(string device)
     {
-        "cpu" => torch.CPU,
-        "cuda" or "cuda:0" when torch.cuda.is_available() => torch.CUDA,
-        "cuda" or "cuda:0" => throw new LensException($"--device cuda: CUDA is not available to this TorchSharp build (libtorch: {TorchRuntime.Source}); build with -p:TorchBackend=managed on a host with PyTorch (or set LENS_TORCH_LIB to its torch/lib), see README 'On a CUDA GPU'"),
-        _ => throw new LensException($"unknown device '{device}'; use cpu or cuda"),
-    };
+        if (device == "cpu") return torch.CPU;
+        int index = 0;
+        bool isCuda = device == "cuda" || device.StartsWith("cuda:", StringComparison.Ordinal)
+            && int.TryParse(device.AsSpan(5), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out index);
+        if (!isCuda) throw new LensException($"unknown device '{device}'; use cpu, cuda or cuda:N");
+        if (!torch.cuda.is_available())
+            throw new LensException($"--device {device}: CUDA is not available to this TorchSharp build (libtorch: {TorchRuntime.Source}); build with -p:TorchBackend=managed on a host with PyTorch (or set LENS_TORCH_LIB to its torch/lib), see README 'On a CUDA GPU'");
+        int count = torch.cuda.device_count();
+        if (index >= count) throw new LensException($"--device {device}: there is no CUDA device {index} ({count} visible: cuda:0..cuda:{count - 1})");
+        return index == 0 ? torch.CUDA : torch.device(DeviceType.CUDA, index);
+    }
 
     public static ScalarType ParseDType(string dtype) => dtype switch
     {
@@ -193,6 +210,17 @@ public abstract partial class LensPipeline : IDisposable
         "bfloat16" or "bf16" => ScalarType.BFloat16,
         _ => throw new LensException($"unknown dtype '{dtype}'; use float32, float16 or bfloat16"),
     };
+
+    /// <summary>
+    /// One image's initial sample as the diffusers pipeline prepares it: noise of <see cref="NoiseShape"/> drawn from
+    /// <paramref name="generator"/> (diffusers' CPU generator seeded with the seed), times the scheduler's init sigma.
+    /// [1, C, h, w] on the pipeline's device and dtype.
+    /// </summary>
+    public Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
+    {
+        using var noise = Noise(generator, NoiseShape(o));
+        return noise * scheduler.InitNoiseSigma;
+    }
 
     /// <summary>
     /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then

@@ -16,6 +16,9 @@ public sealed class PromptTokenizer
     /// <summary>Whether the text encoder is given the attention mask (IF always; SD only with use_attention_mask).</summary>
     public bool UsesAttentionMask { get; }
 
+    /// <summary>Receives warnings (a prompt truncated at the tokenizer's max length, as diffusers warns); null: silent.</summary>
+    public Action<string>? Warn { get; set; }
+
     private PromptTokenizer(string kind, ClipTokenizer? clip, T5Tokenizer? t5, bool usesMask)
     {
         Kind = kind;
@@ -50,11 +53,20 @@ public sealed class PromptTokenizer
         {
             if (cleanCaption is not null) throw new LensException("--clean-caption applies to DeepFloyd IF models only");
             var (ids, mask) = _clip.Encode(prompt);
+            WarnIfTruncated(_clip.Tokenize(prompt).Count, _clip.ModelMaxLength - 2, "CLIP", _clip.ModelMaxLength, prompt);
             return (ids, mask, prompt);
         }
         // the IF pipeline's default is clean_caption=True
         var text = CaptionCleaner.Preprocess(prompt, cleanCaption ?? true);
         var (tids, tmask) = _t5!.Encode(text);
+        WarnIfTruncated(_t5.Tokenize(text).Count, tids.Length - 1, "T5", tids.Length, text);
         return (tids, tmask, text);
+    }
+
+    private void WarnIfTruncated(int tokens, int kept, string tokenizer, int maxLength, string text)
+    {
+        if (Warn is null || tokens <= kept) return;
+        var shown = text.Length > 60 ? text[..57] + "..." : text;
+        Warn($"warning: the prompt \"{shown}\" has {tokens} tokens; {tokenizer} keeps {kept} (max_length {maxLength} with the special tokens), so the last {tokens - kept} were truncated, as diffusers truncates them");
     }
 }

@@ -62,12 +62,17 @@ public sealed class StableDiffusionPipeline : LensPipeline
         return Vae.Decode(scaled);
     }
 
-    /// <summary>Classifier-free guidance on the whole prediction: uncond + g * (cond - uncond).</summary>
+    /// <summary>
+    /// Classifier-free guidance on the whole prediction, uncond + g * (cond - uncond), when
+    /// <see cref="LensPipeline.UsesGuidance"/>; otherwise the UNet's prediction for the conditional rows alone.
+    /// </summary>
     public override Tensor GuidedPrediction(Scheduler scheduler, Tensor latents, long t, Tensor embeds, double guidance)
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
         var tT = TimestepTensor(t);
+        if (!UsesGuidance(guidance))
+            return UNet.Forward(scheduler.ScaleModelInput(latents, t), tT, embeds).MoveToOuterDisposeScope();
         var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
         var parts = UNet.Forward(input, tT, embeds).chunk(2, 0);
         return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();

@@ -14,13 +14,18 @@ namespace DiffusionLens.Sweep;
 /// </summary>
 public static class LensSweep
 {
-    public static SweepResult Run(SweepOptions o, Action<string>? log = null)
+    /// <param name="log">progress lines (null: quiet)</param>
+    /// <param name="warn">warnings, e.g. a truncated prompt (null: none)</param>
+    public static SweepResult Run(SweepOptions o, Action<string>? log = null, Action<string>? warn = null)
     {
         var sw = Stopwatch.StartNew();
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
+        log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
         using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType);
         if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
+        pipe.Tokenizer.Warn = warn;
+        log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
         double loadS = sw.Elapsed.TotalSeconds;
         var result = Run(pipe, o, output, log, loadS);
         output.Commit();
@@ -86,11 +91,13 @@ public static class LensSweep
             var t0 = Stopwatch.StartNew();
             var conds = chunk.Select(l => pipe.Lens(prompt.Hidden[l])).ToList();
             int lastReported = -1;
+            Interrupt.ThrowIfRequested();
             Tensor unit;
             try
             {
                 unit = pipe.Generate(conds, uncond, gen, (step, of) =>
                 {
+                    Interrupt.ThrowIfRequested(); // Ctrl-C: stop here; the output folder is removed on the way out
                     unetCalls = of;
                     int pct = step * 100 / of;
                     if (pct / 10 != lastReported || step == of)

@@ -9,7 +9,8 @@ namespace DiffusionLens.Sweep;
 /// </summary>
 public sealed record SweepManifest
 {
-    public string Tool { get; init; } = "diffusion-lens-dotnet";
+    public const string ToolName = "diffusion-lens-dotnet";
+    public string Tool { get; init; } = ToolName;
     public string? Version { get; init; } = typeof(SweepManifest).Assembly.GetName().Version?.ToString();
     public required string CreatedUtc { get; init; }
     public required string Model { get; init; }
