@@ -37,7 +37,9 @@ for step in "$@"; do
     --add-truth)
       # (re)computes the float32 truth and diffusers' own error for every low-precision reference (e.g. recorded earlier
       # on another GPU); the same-noise truth lands in the CPU float32 references (truth_for_<dtype>.* keys)
-      python3 fixtures/make_reference.py truth fixtures/references/*-cuda-float16* 2>&1 | grep -v -i "warn\|deprecat\|it/s" | tail -20
+      refs=()
+      for d in fixtures/references/*-cuda-float16*; do [ -f "$d/reference.json" ] && refs+=("$d"); done
+      python3 fixtures/make_reference.py truth "${refs[@]}" 2>&1 | grep -v -i "warn\|deprecat\|it/s" | tail -20
       tar -cJf "$out/references.tar.xz" fixtures/references ;;
     --make-judge)
       python3 fixtures/export_clip_onnx.py --tiny fixtures/judge/tiny-clip --tokenizer-dir fixtures/models/sd-tiny-12/tokenizer --share-tokenizer 2>&1 | tail -12
@@ -45,7 +47,7 @@ for step in "$@"; do
     --tests)
       # the whole Parity suite; references recorded on CUDA run here (they are skipped where CUDA is absent)
       # shellcheck disable=SC2086
-      dotnet "$app/Parity.Tests.dll" --show-live-output off ${LENS_TEST_ARGS:-} 2>&1 | tee "$out/gpu-tests.log" | grep -E "^(failed|skipped) |total:|failed:|succeeded:|skipped:|worst" | head -60 ;;
+      dotnet "$app/Parity.Tests.dll" --show-live-output "${LENS_TEST_LIVE:-off}" ${LENS_TEST_ARGS:-} 2>&1 | tee "$out/gpu-tests.log" | grep -E "^(failed|skipped) |total:|failed:|succeeded:|skipped:|worst" | head -60 ;;
     --bench)
       # the issue #11 table (SD then IF, ~6-7 min on an H200); LENS_BENCH_ARGS adds flags: --only sd|if, --quick, --profile
       # shellcheck disable=SC2086
