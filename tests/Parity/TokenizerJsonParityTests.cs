@@ -7,12 +7,8 @@ namespace DiffusionLens.Tests.Parity;
 /// <summary>
 /// Tokenizer folders holding only tokenizer.json + tokenizer_config.json (what transformers 5 saves) give the ids
 /// transformers produced (fixtures/tokenizers/{clip,t5}.json, exact equality):
-/// <list type="bullet">
-/// <item><c>tokenizers-rs</c>: written by Hugging Face tokenizers 0.23 (fixtures/make_tokenizer_json.mjs, which
-/// also checks tokenizers gives transformers' ids on them);</item>
-/// <item><c>transformers5</c>: written by transformers 5's <c>save_pretrained</c> (fixtures/make_tokenizer_json.py,
-/// with its own ids in transformers5/{clip,t5}.json); skipped until that script has been run.</item>
-/// </list>
+/// the folders in fixtures/tokenizers/transformers5 were written by transformers 5.17's <c>save_pretrained</c>
+/// (fixtures/make_tokenizer_json.py, run on the GPU host), with transformers' own ids in transformers5/{clip,t5}.json.
 /// </summary>
 public class TokenizerJsonParityTests
 {
@@ -24,7 +20,7 @@ public class TokenizerJsonParityTests
     public static TheoryData<string, int> ClipCases()
     {
         var d = new TheoryData<string, int>();
-        foreach (var src in new[] { "tokenizers-rs", "transformers5" })
+        foreach (var src in new[] { "transformers5" })
             for (int i = 0; i < Load("clip.json")["cases"]!.AsArray().Count; i++) d.Add(src, i);
         return d;
     }
@@ -32,7 +28,7 @@ public class TokenizerJsonParityTests
     public static TheoryData<string, int> T5Cases()
     {
         var d = new TheoryData<string, int>();
-        foreach (var src in new[] { "tokenizers-rs", "transformers5" })
+        foreach (var src in new[] { "transformers5" })
             for (int i = 0; i < Load("t5.json")["cases"]!.AsArray().Count; i++) d.Add(src, i);
         return d;
     }
@@ -111,14 +107,14 @@ public class TokenizerJsonParityTests
         var dir = Directory.CreateTempSubdirectory("lens-tokjson-").FullName;
         try
         {
-            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("tokenizers-rs", "clip"), "tokenizer.json")))!.AsObject();
+            var json = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("transformers5", "clip"), "tokenizer.json")))!.AsObject();
             json["normalizer"] = JsonNode.Parse("""{"type":"BertNormalizer","lowercase":true}""");
             File.WriteAllText(Path.Combine(dir, "tokenizer.json"), json.ToJsonString());
             var e = Assert.Throws<LensException>(() => ClipTokenizer.FromFolder(dir));
             Assert.Contains("unsupported normalizer", e.Message);
             Assert.Contains("BertNormalizer", e.Message);
 
-            var t5 = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("tokenizers-rs", "t5"), "tokenizer.json")))!.AsObject();
+            var t5 = JsonNode.Parse(File.ReadAllText(Path.Combine(Folder("transformers5", "t5"), "tokenizer.json")))!.AsObject();
             t5["model"]!["type"] = "WordPiece";
             File.WriteAllText(Path.Combine(dir, "tokenizer.json"), t5.ToJsonString());
             e = Assert.Throws<LensException>(() => T5Tokenizer.FromFolder(dir));
