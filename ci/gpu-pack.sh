@@ -46,7 +46,7 @@ rm -rf "$build" "$out/app/models" "$out"/app/libonnxruntime*.so
 (cd "$out/app" && rm -rf cs de es fr it ja ko pl pt-BR ru tr zh-Hans zh-Hant ./*.pdb)
 if [ "${1:-}" = "--check" ]; then
   # the packed runtime runs the whole Parity suite here, on the CPU libtorch of the TorchSharp-cpu package
-  lib="$(ls -d "$HOME"/.nuget/packages/libtorch-cpu-linux-x64/*/runtimes/linux-x64/native | sort -V | tail -1)"
+  lib="$(find "$HOME"/.nuget/packages/libtorch-cpu-linux-x64 -mindepth 4 -maxdepth 4 -type d -path "*/runtimes/linux-x64/native" | sort -V | tail -1)"
   PATH="$out/dotnet:$PATH" DOTNET_ROOT="$out/dotnet" LENS_TORCH_LIB="$lib" LENS_REPO_ROOT="$root" \
     dotnet "$out/app/Parity.Tests.dll" --show-live-output off "${@:2}" > "$root/.carry/pack-check.log" 2>&1 \
     || { grep -E -A3 "^failed " "$root/.carry/pack-check.log" | head -40; echo "gpu-pack: the packed runtime failed the check (.carry/pack-check.log)" >&2; exit 1; }
