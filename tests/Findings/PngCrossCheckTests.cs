@@ -110,7 +110,8 @@ public class PngCrossCheckTests
         foreach (var level in new[] { 1, 6, 9 })
         {
             using var data = pixmap.Encode(new SKPngEncoderOptions(SKPngEncoderFilterFlags.AllFilters, level));
-            AssertSame(data.ToArray(), $"Skia {type} level {level}");
+            Assert.NotNull(data);
+            AssertSame(data!.ToArray(), $"Skia {type} level {level}");
         }
     }
 
