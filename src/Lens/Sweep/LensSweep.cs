@@ -22,7 +22,7 @@ public static class LensSweep
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
         log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
-        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType);
+        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType, o.Variant);
         if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
         pipe.Tokenizer.Warn = warn;
         log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
@@ -157,6 +157,8 @@ public static class LensSweep
             Width = gen.Width,
             Dtype = o.DType,
             Device = o.Device,
+            Variant = pipe.Variant,
+            WeightsSha256 = pipe.WeightHashes(),
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             NumLayers = pipe.NumLayers,
