@@ -52,7 +52,7 @@ public class PipelineParityTests
     public void EveryLayerHiddenStateAndLensEmbeddingMatch(string name)
     {
         using var r = OpenOrSkip(name);
-        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType, r.Variant);
         using var layers = pipe.EncodeLayers(r.Prompt, r.CleanCaption);
         Assert.Equal(r.NumLayers, layers.Hidden.Count);
         Assert.Equal(r.NumLayers, pipe.NumLayers);
@@ -85,7 +85,7 @@ public class PipelineParityTests
     public void EveryLayerImageAndTheStockImageMatch(string name)
     {
         using var r = OpenOrSkip(name);
-        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType, r.Variant);
         var gen = new GenerationOptions(r.Seed, r.Steps, r.Guidance, r.Height, r.Width);
         using var layers = pipe.EncodeLayers(r.Prompt, r.CleanCaption);
         using var neg = pipe.EncodeLayers(r.NegativePrompt, r.CleanCaption);
@@ -132,7 +132,7 @@ public class PipelineParityTests
     public void TimestepsAndInitialNoiseAreDiffusersExactly(string name)
     {
         using var r = OpenOrSkip(name);
-        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType, r.Variant);
         using var sched = DiffusionLens.Schedulers.Scheduler.FromConfig(pipe.SchedulerConfig);
         sched.SetTimesteps(r.Steps);
         Assert.Equal(r.ReadLongs("timesteps"), sched.Timesteps.Select(t => (long)t).ToArray());

@@ -19,6 +19,8 @@ public sealed class ReferenceData : IDisposable
     public string Kind { get; }
     /// <summary>The model folder named by reference.json model.path (relative to the repository root), or null when absent.</summary>
     public string? ModelPath { get; }
+    /// <summary>The weights variant the reference was made with (reference.json model.variant), or null.</summary>
+    public string? Variant => Json["model"]?["variant"]?.GetValue<string>();
     private SafetensorsFile? _tensors;
 
     /// <summary>Suffix of a run name that replays a CPU float32 reference on CUDA (float32, TF32 off).</summary>

@@ -28,7 +28,7 @@ public class StepParityTests
     {
         using var r = ReferenceData.Open(name);
         if (r.SkipReason is string why) Assert.Skip(why);
-        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType);
+        using var pipe = LensPipeline.Load(r.ModelPath!, r.Device, r.DType, r.Variant);
         var device = LensPipeline.ParseDevice(r.Device);
         var dtype = LensPipeline.ParseDType(r.DType);
         using var scheduler = Scheduler.FromConfig(DiffusersConfig.Load(Path.Combine(r.ModelPath!, "scheduler", "scheduler_config.json")));

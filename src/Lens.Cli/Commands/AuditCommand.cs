@@ -42,6 +42,7 @@ options:
   --clip DIR           CLIP judge folder (default: the claims file's judge_dir, else $LENS_CLIP_DIR)
   --device D           sweep device: cpu or cuda (default: the claims file's, cpu)
   --dtype T            sweep dtype (default float32)
+  --variant NAME       weights variant for every sweep (e.g. fp16); a claim's variant field overrides it
   --judge-device D     cpu (default) or cuda
   --batch-size N       judge images per encoder call (default 16)
   --batch N            layers denoised together in one UNet batch (default 1 = diffusers' exact batch)
@@ -58,7 +59,7 @@ loaded at a time.";
 
     public int Run(IReadOnlyList<string> args)
     {
-        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "judge-device", "batch-size", "batch", "fail-on" }, new[] { "overwrite" });
+        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "variant", "judge-device", "batch-size", "batch", "fail-on" }, new[] { "overwrite" });
         var failOn = ParseFailOn(a.Get("fail-on"));
         int batch = a.Int("batch", 1);
         if (batch < 1) throw new LensException($"--batch must be at least 1 (got {batch})");
@@ -91,6 +92,7 @@ loaded at a time.";
             Only = only,
             Device = a.Get("device"),
             DType = a.Get("dtype", "float32"),
+            Variant = a.Get("variant"),
             Batch = batch,
             Log = msg => Console.Error.WriteLine(msg),
             JudgeInfo = new JudgeInfo

@@ -10,7 +10,7 @@ public sealed class EncodeCommand : ICommand
     public string Name => "encode";
     public string Summary => "write the token ids and every layer's hidden state and lens embedding to safetensors";
     public string Usage => """
-        lens encode --prompt TEXT --out FILE.safetensors [--model DIR|ORG/NAME [--revision REV]] [--device cpu|cuda] [--dtype float32] [--clean-caption BOOL]
+        lens encode --prompt TEXT --out FILE.safetensors [--model DIR|ORG/NAME [--revision REV]] [--device cpu|cuda] [--dtype float32] [--variant NAME] [--clean-caption BOOL] [--overwrite]
 
         Writes input_ids [1,T] int64, attention_mask [1,T] int64 (IF), and for every layer L: hidden.L (output of
         encoder layer L, before the final norm) and lens.L (after it), float32.
@@ -18,14 +18,21 @@ public sealed class EncodeCommand : ICommand
 
     public int Run(IReadOnlyList<string> args)
     {
-        var a = CliArgs.Parse(Name, args, new[] { "model", "revision", "prompt", "out", "device", "dtype", "clean-caption" });
+        var a = CliArgs.Parse(Name, args, new[] { "model", "revision", "prompt", "out", "device", "dtype", "variant", "clean-caption" }, new[] { "overwrite" });
         var prompt = a.Require("prompt");
         var outPath = Path.GetFullPath(a.Require("out"));
         var dir = Path.GetDirectoryName(outPath)!;
         if (!Directory.Exists(dir)) throw new LensException($"output folder does not exist: {dir}");
-        var modelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"));
+        if (Directory.Exists(outPath)) throw new LensException($"--out {outPath} is a folder; give a file name ending in .safetensors");
+        if (File.Exists(outPath))
+        {
+            if (!a.Flag("overwrite")) throw new LensException($"--out {outPath} already exists; pass --overwrite to replace it");
+            if (!outPath.EndsWith(".safetensors", StringComparison.OrdinalIgnoreCase))
+                throw new LensException($"--overwrite replaces only a .safetensors file; {outPath} is not one");
+        }
+        var modelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), variant: a.Get("variant"));
         Console.Error.WriteLine($"loading {modelDir} ({a.Get("dtype", "float32")} on {a.Get("device", "cpu")}) ...");
-        using var pipe = LensPipeline.Load(modelDir, a.Get("device", "cpu"), a.Get("dtype", "float32"));
+        using var pipe = LensPipeline.Load(modelDir, a.Get("device", "cpu"), a.Get("dtype", "float32"), a.Get("variant"));
         pipe.Tokenizer.Warn = m => Console.Error.WriteLine(m);
         bool? clean = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null;
         using var scope = NewDisposeScope();

@@ -29,7 +29,7 @@ public static class ModelDefaults
     /// model with a note on stderr (its weights are random). Download notes go to stderr (one updating line on a
     /// terminal, plain lines when redirected) unless quiet.
     /// </summary>
-    public static string Resolve(string? model, string? revision = null, bool quiet = false, TextWriter? note = null)
+    public static string Resolve(string? model, string? revision = null, bool quiet = false, TextWriter? note = null, string? variant = null)
     {
         if (model is null)
         {
@@ -41,7 +41,7 @@ public static class ModelDefaults
         }
         bool tty = !Console.IsErrorRedirected;
         long lastShown = 0;
-        return DiffusionLens.Loading.Hub.ModelResolver.Resolve(model, revision, null,
+        return DiffusionLens.Loading.Hub.ModelResolver.Resolve(model, revision, variant,
             quiet ? null : m => Console.Error.WriteLine(m),
             quiet || !tty ? null : (file, done, total) =>
             {

@@ -22,6 +22,9 @@ public sealed class SweepCommand : ICommand
           --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
           --device cpu|cuda|cuda:N (default cpu)
           --dtype float32|float16|bfloat16 (default float32)
+          --variant NAME         weights variant, as diffusers' variant= (e.g. fp16: model.fp16.safetensors); each
+                                 component with that variant's files loads them, the others their plain files
+                                 (default: plain files only)
           --clean-caption BOOL   IF only: diffusers' caption cleaning (default true)
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
@@ -34,13 +37,13 @@ public sealed class SweepCommand : ICommand
     public int Run(IReadOnlyList<string> args)
     {
         var a = CliArgs.Parse(Name, args,
-            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "clean-caption", "batch", "out" },
+            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "clean-caption", "batch", "out" },
             new[] { "overwrite", "quiet" });
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
         var options = new SweepOptions
         {
-            ModelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), a.Flag("quiet")),
+            ModelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), a.Flag("quiet"), variant: a.Get("variant")),
             Prompt = a.Require("prompt"),
             NegativePrompt = a.Get("negative-prompt", ""),
             Seed = a.Long("seed", 17),
@@ -51,6 +54,7 @@ public sealed class SweepCommand : ICommand
             Layers = a.Get("layers", "all"),
             Device = device,
             DType = a.Get("dtype", "float32"),
+            Variant = a.Get("variant"),
             CleanCaption = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null,
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,

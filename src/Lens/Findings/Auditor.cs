@@ -246,7 +246,7 @@ public sealed class Auditor
                 Device = device,
                 DType = options.DType,
                 Batch = options.Batch,
-                Variant = options.Variant,
+                Variant = claim.Variant ?? options.Variant,
                 CleanCaption = claim.CleanCaption,
                 OutDir = runDir,
             });

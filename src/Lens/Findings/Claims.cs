@@ -143,6 +143,8 @@ public sealed record Claim
     public string? ModelEnv { get; init; }
     /// <summary>diffusers folder relative to the claims file (used when model_env is unset or not set)</summary>
     public string? ModelDir { get; init; }
+    /// <summary>weights variant of the model (e.g. "fp16", as diffusers' variant=); overrides lens audit --variant</summary>
+    public string? Variant { get; init; }
     public IReadOnlyList<string> Prompts { get; init; } = Array.Empty<string>();
     public string NegativePrompt { get; init; } = "";
     /// <summary>the concepts in prompt order; the first two define the order</summary>

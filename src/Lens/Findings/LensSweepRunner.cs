@@ -30,7 +30,7 @@ public sealed class LensSweepRunner : ISweepRunner, IDisposable
             _pipe?.Dispose(); // one model at a time
             _pipe = null;
             _log?.Invoke($"loading {request.ModelDir} ({request.DType} on {request.Device})");
-            _pipe = LensPipeline.Load(request.ModelDir, request.Device, request.DType);
+            _pipe = LensPipeline.Load(request.ModelDir, request.Device, request.DType, request.Variant);
             _key = key;
             Loads++;
         }
@@ -50,6 +50,7 @@ public sealed class LensSweepRunner : ISweepRunner, IDisposable
             Layers = request.LayersText,
             Device = request.Device,
             DType = request.DType,
+            Variant = request.Variant,
             Batch = request.Batch,
             CleanCaption = request.Model == "if" ? request.CleanCaption : null,
             OutDir = request.OutDir,

@@ -17,28 +17,85 @@ public sealed class WeightSet
 
     public static readonly string[] BaseNames = { "diffusion_pytorch_model", "model" };
 
-    /// <summary>Finds the weights of a component folder. <paramref name="variant"/> (e.g. "fp16") is preferred when given, with the plain files as fallback.</summary>
+    /// <summary>
+    /// Finds the weights of a component folder, as diffusers names them: with <paramref name="variant"/> (e.g. "fp16")
+    /// only that variant's files (<c>model.fp16.safetensors</c>, or <c>model.safetensors.index.fp16.json</c> and its
+    /// <c>model.fp16-0000N-of-0000M.safetensors</c> shards); without one only the plain files. Never falls back from one
+    /// to the other: a missing set fails naming the folder and the weights files it does hold. (Whether a pipeline
+    /// component without variant files loads its plain files instead is the pipeline's decision: <see cref="ComponentVariant"/>.)
+    /// </summary>
     public static WeightSet FromFolder(string folder, string? variant = null)
     {
         if (!Directory.Exists(folder)) throw new LensException($"model component folder not found: {folder}");
-        var candidates = new List<string>();
-        // diffusers/transformers name variants by inserting the variant before the last suffix:
-        // model.fp16.safetensors, model.safetensors.index.fp16.json, model.fp16-00001-of-00002.safetensors
-        foreach (var v in variant is null ? new string?[] { null, "fp16" } : new string?[] { variant, null })
+        if (variant is not null && (variant.Length == 0 || variant.Any(c => !(char.IsAsciiLetterOrDigit(c) || c is '_' or '-'))))
+            throw new LensException($"bad --variant '{variant}': expected a name such as fp16");
         foreach (var b in BaseNames)
         {
-            candidates.Add(System.IO.Path.Combine(folder, v is null ? $"{b}.safetensors.index.json" : $"{b}.safetensors.index.{v}.json"));
-            candidates.Add(System.IO.Path.Combine(folder, v is null ? $"{b}.safetensors" : $"{b}.{v}.safetensors"));
+            var idx = System.IO.Path.Combine(folder, variant is null ? $"{b}.safetensors.index.json" : $"{b}.safetensors.index.{variant}.json");
+            if (File.Exists(idx)) return FromIndex(idx);
+            var single = System.IO.Path.Combine(folder, variant is null ? $"{b}.safetensors" : $"{b}.{variant}.safetensors");
+            if (File.Exists(single)) return FromFiles(single, new[] { single });
         }
-        foreach (var c in candidates)
-        {
-            if (!File.Exists(c)) continue;
-            return System.IO.Path.GetFileName(c).Contains(".safetensors.index") ? FromIndex(c) : FromFiles(c, new[] { c });
-        }
+        var present = WeightFileNames(folder);
+        var listing = present.Count > 0 ? string.Join(", ", present) : "no weights files";
+        if (variant is not null)
+            throw new LensException($"no '{variant}' variant weights in {folder} (expected {BaseNames[1]}.{variant}.safetensors, {BaseNames[0]}.{variant}.safetensors or a *.safetensors.index.{variant}.json); it holds: {listing}");
+        var variants = VariantsIn(folder);
+        if (variants.Count > 0)
+            throw new LensException($"no plain safetensors weights in {folder}, only variant files ({listing}); pass --variant {variants[0]} to load them");
         var bins = Directory.GetFiles(folder, "*.bin");
         var hint = bins.Length > 0 ? $" (found {System.IO.Path.GetFileName(bins[0])}: only .safetensors weights are supported)" : "";
         throw new LensException($"no safetensors weights in {folder}{hint}; expected one of {string.Join(", ", BaseNames.Select(b => b + ".safetensors"))} or a sharded *.safetensors.index.json");
     }
+
+    private static readonly System.Text.RegularExpressions.Regex VariantFile = new(
+        @"^(?:diffusion_pytorch_model|model)(?:\.([A-Za-z0-9_-]+?)(?:-\d{5}-of-\d{5})?\.safetensors|\.safetensors\.index\.([A-Za-z0-9_-]+)\.json)$");
+
+    /// <summary>The weights files (safetensors, shard indexes, .bin) a folder holds, sorted.</summary>
+    public static List<string> WeightFileNames(string folder) =>
+        Directory.Exists(folder)
+            ? Directory.GetFiles(folder).Select(f => System.IO.Path.GetFileName(f)!)
+                .Where(n => n.EndsWith(".safetensors") || n.EndsWith(".bin") || n.Contains(".safetensors.index")).Order(StringComparer.Ordinal).ToList()
+            : new List<string>();
+
+    /// <summary>The variant names (e.g. "fp16") of the variant weights files in a folder.</summary>
+    public static List<string> VariantsIn(string folder)
+    {
+        var names = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var n in WeightFileNames(folder))
+        {
+            var m = VariantFile.Match(n);
+            if (!m.Success) continue;
+            var v = m.Groups[1].Success ? m.Groups[1].Value : m.Groups[2].Value;
+            if (v.Length > 0 && !System.Text.RegularExpressions.Regex.IsMatch(v, @"^\d{5}-of-\d{5}$")) names.Add(v);
+        }
+        return names.ToList();
+    }
+
+    /// <summary>
+    /// The variant a pipeline loads one component with, as diffusers does. diffusers' <c>DiffusionPipeline.from_pretrained</c>
+    /// (pipeline_utils.py / pipeline_loading_utils.py) decides per component: <c>_identify_model_variants</c> passes the
+    /// variant to a component only when its folder holds files named with it, and <c>variant_compatible_siblings</c>
+    /// takes, per component, the variant files if the component has any, else its plain files (warning about "a mixture
+    /// of fp16 and non-fp16 filenames"); it raises only when no component at all has the variant's files. So a pipeline
+    /// run with --variant fp16 loads the fp16 text encoder and a plain UNet; the no-component-has-it case is refused by
+    /// <see cref="CheckPipelineVariant"/>. Without a variant, every component uses its plain files.
+    /// </summary>
+    public static string? ComponentVariant(string folder, string? variant) =>
+        variant is not null && VariantsIn(folder).Contains(variant) ? variant : null;
+
+    /// <summary>diffusers' "no such modeling files are available" check: some component must have the variant's files.</summary>
+    public static void CheckPipelineVariant(string modelDir, IEnumerable<string> componentFolders, string? variant)
+    {
+        if (variant is null) return;
+        var folders = componentFolders.ToList();
+        if (folders.Any(f => ComponentVariant(f, variant) is not null)) return;
+        var held = string.Join("; ", folders.Select(f => $"{System.IO.Path.GetFileName(f)}: {(WeightFileNames(f) is { Count: > 0 } l ? string.Join(", ", l) : "none")}"));
+        throw new LensException($"--variant {variant}: no component of {modelDir} has '{variant}' weights files ({held})");
+    }
+
+    /// <summary>The files this set was read from (one file, or an index's shards).</summary>
+    public IReadOnlyList<string> FilePaths => _map.Values.Select(v => v.File.Path).Distinct().Order(StringComparer.Ordinal).ToList();
 
     public static WeightSet FromFiles(string description, IEnumerable<string> files)
     {

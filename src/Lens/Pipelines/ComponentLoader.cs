@@ -12,18 +12,18 @@ namespace DiffusionLens.Pipelines;
 /// </summary>
 public static class ComponentLoader
 {
-    public static UNet2DConditionModel LoadUNet(string dir, Device device, ScalarType dtype)
+    public static UNet2DConditionModel LoadUNet(string dir, Device device, ScalarType dtype, string? variant = null)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
         UNet2DConditionModel unet;
         using (Layers.ForLoading(device, dtype)) unet = UNet2DConditionModel.FromConfig(cfg);
         Layers.CheckMaterialised(unet, device, "unet");
-        StrictLoader.Load(unet, WeightSet.FromFolder(dir), "unet");
+        StrictLoader.Load(unet, WeightSet.FromFolder(dir, variant), "unet");
         unet.eval();
         return unet;
     }
 
-    public static AutoencoderKL LoadVae(string dir, Device device, ScalarType dtype)
+    public static AutoencoderKL LoadVae(string dir, Device device, ScalarType dtype, string? variant = null)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
         AutoencoderKL vae;
@@ -40,7 +40,7 @@ public static class ComponentLoader
                 if (rest.StartsWith(now + ".")) return path + old + rest[now.Length..];
             return null;
         }
-        StrictLoader.Load(vae, WeightSet.FromFolder(dir), "vae", legacyKeyFor: Legacy);
+        StrictLoader.Load(vae, WeightSet.FromFolder(dir, variant), "vae", legacyKeyFor: Legacy);
         vae.eval();
         return vae;
     }

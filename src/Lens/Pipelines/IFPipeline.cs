@@ -30,7 +30,7 @@ public sealed class IFPipeline : LensPipeline
         }
     }
 
-    public static IFPipeline Load(ModelIndex index, Device device, ScalarType dtype)
+    public static IFPipeline Load(ModelIndex index, Device device, ScalarType dtype, string? variant = null)
     {
         return new IFPipeline
         {
@@ -39,8 +39,8 @@ public sealed class IFPipeline : LensPipeline
             DType = dtype,
             SchedulerConfig = LoadSchedulerConfig(index), // first: an unknown scheduler fails before weights load
             Tokenizer = PromptTokenizer.Load(index),
-            T5 = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype),
-            UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
+            T5 = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype, WeightSet.ComponentVariant(index.Require("text_encoder"), variant)),
+            UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype, WeightSet.ComponentVariant(index.Require("unet"), variant)),
         };
     }
 

@@ -1,19 +1,50 @@
+using DiffusionLens.Loading;
 namespace DiffusionLens.Pipelines;
 
 public abstract partial class LensPipeline
 {
     /// <summary>Opens a diffusers folder, picking the pipeline from model_index.json.</summary>
-    public static LensPipeline Load(string modelDir, string device = "cpu", string dtype = "float32")
+    /// <param name="variant">weights variant (e.g. "fp16"): each component with that variant's files loads them, the
+    /// others their plain files, as diffusers does (<see cref="WeightSet.ComponentVariant"/>); null: plain files only</param>
+    public static LensPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
     {
         var index = ModelIndex.Load(modelDir);
         var dev = ParseDevice(device);
         var dt = ParseDType(dtype);
-        return index.ClassName switch
+        var components = index.ClassName switch
         {
-            "StableDiffusionPipeline" => StableDiffusionPipeline.Load(index, dev, dt),
-            "IFPipeline" => IFPipeline.Load(index, dev, dt),
+            "StableDiffusionPipeline" => new[] { "text_encoder", "unet", "vae" },
+            "IFPipeline" => new[] { "text_encoder", "unet" },
             _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(modelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"),
         };
+        WeightSet.CheckPipelineVariant(modelDir, components.Select(index.Require), variant);
+        LensPipeline pipe = index.ClassName == "IFPipeline" ? IFPipeline.Load(index, dev, dt, variant) : StableDiffusionPipeline.Load(index, dev, dt, variant);
+        pipe.Variant = variant;
+        pipe.WeightFiles = components.SelectMany(c =>
+        {
+            var dir = index.Require(c);
+            return WeightSet.FromFolder(dir, WeightSet.ComponentVariant(dir, variant)).FilePaths;
+        }).ToList();
+        return pipe;
+    }
+
+    /// <summary>The --variant the pipeline was loaded with (null: plain files).</summary>
+    public string? Variant { get; private set; }
+    /// <summary>Every weights file the pipeline read (full paths).</summary>
+    public IReadOnlyList<string> WeightFiles { get; private set; } = Array.Empty<string>();
+    private SortedDictionary<string, string>? _hashes;
+
+    /// <summary>sha256 (hex) of each weights file, keyed by its path relative to the model folder; hashed once per pipeline.</summary>
+    public SortedDictionary<string, string> WeightHashes()
+    {
+        if (_hashes is not null) return _hashes;
+        var h = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        foreach (var f in WeightFiles)
+        {
+            using var s = File.OpenRead(f);
+            h[Path.GetRelativePath(ModelDir, f).Replace('\\', '/')] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(s));
+        }
+        return _hashes = h;
     }
 
 }

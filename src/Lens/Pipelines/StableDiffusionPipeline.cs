@@ -33,7 +33,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
         }
     }
 
-    public static StableDiffusionPipeline Load(ModelIndex index, Device device, ScalarType dtype)
+    public static StableDiffusionPipeline Load(ModelIndex index, Device device, ScalarType dtype, string? variant = null)
     {
         return new StableDiffusionPipeline
         {
@@ -42,9 +42,9 @@ public sealed class StableDiffusionPipeline : LensPipeline
             DType = dtype,
             SchedulerConfig = LoadSchedulerConfig(index), // first: an unknown scheduler fails before weights load
             Tokenizer = PromptTokenizer.Load(index),
-            Clip = ClipTextModel.FromFolder(index.Require("text_encoder"), device, dtype),
-            UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype),
-            Vae = ComponentLoader.LoadVae(index.Require("vae"), device, dtype),
+            Clip = ClipTextModel.FromFolder(index.Require("text_encoder"), device, dtype, WeightSet.ComponentVariant(index.Require("text_encoder"), variant)),
+            UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype, WeightSet.ComponentVariant(index.Require("unet"), variant)),
+            Vae = ComponentLoader.LoadVae(index.Require("vae"), device, dtype, WeightSet.ComponentVariant(index.Require("vae"), variant)),
         };
     }
 

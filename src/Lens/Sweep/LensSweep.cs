@@ -1,3 +1,4 @@
+using DiffusionLens.Loading;
 using System.Diagnostics;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
@@ -20,9 +21,10 @@ public static class LensSweep
     {
         var sw = Stopwatch.StartNew();
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
+        Validate(o);
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
         log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
-        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType);
+        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType, o.Variant);
         if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
         pipe.Tokenizer.Warn = warn;
         log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
@@ -30,6 +32,43 @@ public static class LensSweep
         var result = Run(pipe, o, output, log, loadS);
         output.Commit();
         return result;
+    }
+
+    /// <summary>
+    /// Checks the options against the model's config files before any weights load (a --layers typo must not cost a
+    /// T5-XXL load): layers against the text encoder's num_hidden_layers (CLIP) / num_layers (T5), steps, guidance,
+    /// the scheduler class, and a given size (SD: divisible by 8, as diffusers' check_inputs; IF: a multiple of the UNet's
+    /// total resnet upsampling, as <see cref="IFPipeline.CheckSize"/>). The same checks run again once loaded.
+    /// </summary>
+    public static void Validate(SweepOptions o)
+    {
+        var index = ModelIndex.Load(o.ModelDir);
+        bool isIf = index.ClassName == "IFPipeline";
+        if (!isIf && index.ClassName != "StableDiffusionPipeline")
+            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline");
+        var te = DiffusersConfig.Load(Path.Combine(index.Require("text_encoder"), "config.json"));
+        int numLayers = isIf ? te.Int("num_layers", 6) : te.Int("num_hidden_layers", 12);
+        LayerSelection.Parse(o.Layers, numLayers);
+        if (o.Steps is { } steps && steps < 1) throw new LensException($"--steps must be at least 1 (got {steps})");
+        if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
+        using (Schedulers.Scheduler.FromConfig(DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json")))) { }
+        if (o.Height is null && o.Width is null) return;
+        var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
+        int size = unet.Int("sample_size", 64);
+        if (!isIf && DiffusersConfig.Load(Path.Combine(index.Require("vae"), "config.json")) is { } vae && vae.Has("block_out_channels")) size *= 1 << (vae.IntArray("block_out_channels").Length - 1);
+        int h = o.Height ?? size, w = o.Width ?? size;
+        if (h < 8 || w < 8) throw new LensException($"image size {h}x{w} is too small");
+        int m = 8;
+        if (isIf)
+        {
+            var up = unet.StrArray("up_block_types");
+            bool resnetUp = up.Take(up.Length - 1).Any(t => t is "ResnetUpsampleBlock2D" or "SimpleCrossAttnUpBlock2D");
+            m = resnetUp ? 1 << (up.Length - 1) : 1;
+        }
+        if (h % m != 0 || w % m != 0)
+            throw new LensException(isIf
+                ? $"height and width must be multiples of {m} for this IF UNet (got {h}x{w}); nearest: {h / m * m}x{w / m * m} or {(h + m - 1) / m * m}x{(w + m - 1) / m * m}"
+                : $"height and width must be divisible by 8 (got {h}x{w}), as diffusers requires");
     }
 
     /// <summary>Runs a sweep on an already loaded pipeline (used by audits that sweep one model many times).</summary>
@@ -157,6 +196,8 @@ public static class LensSweep
             Width = gen.Width,
             Dtype = o.DType,
             Device = o.Device,
+            Variant = pipe.Variant,
+            WeightsSha256 = pipe.WeightHashes(),
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             NumLayers = pipe.NumLayers,

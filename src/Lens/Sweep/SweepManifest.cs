@@ -32,6 +32,10 @@ public sealed record SweepManifest
     public required int Width { get; init; }
     public required string Dtype { get; init; }
     public required string Device { get; init; }
+    /// <summary>The weights variant loaded (e.g. "fp16"), null for the plain files.</summary>
+    public string? Variant { get; init; }
+    /// <summary>Each weights file read (path relative to the model folder) to its sha256, hex.</summary>
+    public SortedDictionary<string, string>? WeightsSha256 { get; init; }
     /// <summary>Layers per UNet batch (with <c>--batch auto</c>: the batch it chose).</summary>
     public required int Batch { get; init; }
     /// <summary>What was asked for: "auto" or the number.</summary>

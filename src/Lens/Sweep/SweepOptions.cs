@@ -15,6 +15,8 @@ public sealed record SweepOptions
     public string Layers { get; init; } = "all";
     public string Device { get; init; } = "cpu";
     public string DType { get; init; } = "float32";
+    /// <summary>Weights variant (e.g. "fp16"), as diffusers' <c>variant=</c>; null: the plain files.</summary>
+    public string? Variant { get; init; }
     /// <summary>IF only: diffusers' caption cleaning (default on for IF).</summary>
     public bool? CleanCaption { get; init; }
     public required string OutDir { get; init; }
