@@ -41,6 +41,8 @@ public static class NativeStderrFilter
             if (_forwarder is not null) return;
             try
             {
+                // Console caches whether stderr is a terminal on first use: read it while fd 2 is still the real one
+                _ = Console.IsErrorRedirected;
                 int saved = fcntl(2, F_DUPFD_CLOEXEC, 3);
                 if (saved < 0) return;
                 var fds = new int[2];
