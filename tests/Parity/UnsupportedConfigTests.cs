@@ -26,6 +26,7 @@ public class UnsupportedConfigTests
     [InlineData("unet", "attention_type", "\"gated\"", "'attention_type' = gated")]
     [InlineData("vae", "up_block_types", """["UpDecoderBlock2D", "AttnUpDecoderBlock2D"]""", "'up_block_types'[1] = AttnUpDecoderBlock2D")]
     [InlineData("vae", "act_fn", "\"tanh\"", "'act_fn' = tanh")]
+    [InlineData("text_encoder", "hidden_act", "\"swiglu\"", "'hidden_act' = swiglu")]
     [InlineData("scheduler", "timestep_spacing", "\"karras\"", "'timestep_spacing' = karras")]
     [InlineData("scheduler", "prediction_type", "\"sample\"", "'prediction_type' = sample")]
     public void UnsupportedValueIsAnErrorNamingFileFieldAndValue(string component, string field, string json, string expected)
@@ -58,6 +59,15 @@ public class UnsupportedConfigTests
         node["cross_attention_norm"] = null;
         using var unet = UNet2DConditionModel.FromConfig(DiffusersConfig.FromJson(node.ToJsonString(), path));
         Assert.NotNull(unet);
+    }
+
+    [Theory]
+    [InlineData("""{"feed_forward_proj": "gated-swiglu"}""", "'feed_forward_proj' = gated-swiglu")]
+    [InlineData("""{"feed_forward_proj": "gated-gelu", "dense_act_fn": "geglu"}""", "'dense_act_fn' = geglu")]
+    public void T5ActivationIsNamedWithItsField(string json, string expected)
+    {
+        var e = Assert.Throws<LensException>(() => DiffusionLens.TextEncoders.T5Config.FromConfig(DiffusersConfig.FromJson(json, "/x/text_encoder/config.json")));
+        Assert.StartsWith("/x/text_encoder/config.json: " + expected + " is not supported", e.Message);
     }
 
     [Fact]
