@@ -16,6 +16,21 @@ namespace DiffusionLens.Cli
 
         public static int Main(string[] args)
         {
+            // libtorch's native NNPACK warnings are dropped from stderr; every other line is forwarded, and the
+            // forwarder is drained before the process exits
+            NativeStderrFilter.Install();
+            try
+            {
+                return MainCore(args);
+            }
+            finally
+            {
+                NativeStderrFilter.Shutdown();
+            }
+        }
+
+        private static int MainCore(string[] args)
+        {
             if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
             {
                 Console.WriteLine("lens — Diffusion Lens for .NET\n\nusage: lens COMMAND [options]   (lens COMMAND --help for options)\n\ncommands:");

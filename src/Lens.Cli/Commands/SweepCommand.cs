@@ -30,7 +30,8 @@ public sealed class SweepCommand : ICommand
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
           --overwrite            replace a non-empty output folder
-          --quiet                no progress lines
+          --quiet                print nothing but warnings and errors (no progress, no summary line); progress is
+                                 one updating line on a terminal, plain lines when stderr is redirected
           --out DIR              output folder: layer-XX.png, grid.png, manifest.json
         """;
 
@@ -62,8 +63,15 @@ public sealed class SweepCommand : ICommand
             Overwrite = a.Flag("overwrite"),
         };
         bool quiet = a.Flag("quiet");
-        var result = LensSweep.Run(options, quiet ? null : m => Console.Error.WriteLine(m), m => Console.Error.WriteLine(m));
-        Console.WriteLine($"wrote {result.Layers.Length} layer image(s), grid.png and manifest.json to {result.OutDir}");
+        SweepResult result;
+        using (var progress = new ProgressLog(quiet))
+        {
+            // the per-step lines ("  layer L [i/n] step s/of") update one line on a terminal
+            result = LensSweep.Run(options,
+                quiet ? null : m => { if (m.StartsWith("  layer ", StringComparison.Ordinal)) progress.Step(m); else progress.Line(m); },
+                m => { progress.End(); Console.Error.WriteLine(m); });
+        }
+        if (!quiet) Console.WriteLine($"wrote {result.Layers.Length} layer image(s), grid.png and manifest.json to {result.OutDir}");
         return 0;
     }
 }

@@ -98,6 +98,24 @@ public sealed class DiffusersConfig
         return Enumerable.Repeat(Bool(key), count).ToArray();
     }
 
+    /// <summary>
+    /// Fails clearly when a string option (or, for a list, any of its entries) has a value this implementation does not
+    /// support: the message names the file, the field and the value. An absent key or explicit null is accepted.
+    /// </summary>
+    public void RequireSupported(string key, IEnumerable<string> supported, bool ignoreCase = false)
+    {
+        if (!Has(key)) return;
+        var allowed = supported.ToArray();
+        var cmp = ignoreCase ? StringComparer.OrdinalIgnoreCase : StringComparer.Ordinal;
+        string[] values = IsArray(key) ? StrArray(key) : [Str(key)];
+        for (int i = 0; i < values.Length; i++)
+        {
+            if (allowed.Contains(values[i], cmp)) continue;
+            var where = IsArray(key) ? $"'{key}'[{i}]" : $"'{key}'";
+            throw new LensException($"{Path}: {where} = {values[i]} is not supported (supported: {string.Join(", ", allowed)})");
+        }
+    }
+
     /// <summary>Fails clearly on a config option this implementation does not support.</summary>
     public void RequireValue<T>(string key, T expected, T dflt) where T : notnull
     {

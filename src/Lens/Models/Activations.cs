@@ -6,6 +6,9 @@ namespace DiffusionLens.Models;
 /// <summary>diffusers' <c>get_activation</c>: the activation named by a config string (case-insensitive, as diffusers lowercases it).</summary>
 public static class Activations
 {
+    /// <summary>The names <see cref="Get"/> accepts (case-insensitive).</summary>
+    public static readonly string[] Names = ["silu", "swish", "mish", "gelu", "relu"];
+
     public static Func<Tensor, Tensor> Get(string name) => name.ToLowerInvariant() switch
     {
         "swish" or "silu" => x => nn.functional.silu(x),

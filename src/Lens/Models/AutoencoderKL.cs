@@ -52,6 +52,9 @@ public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
     /// <summary>Builds the VAE from its config.json with diffusers' defaults for missing keys.</summary>
     public static AutoencoderKL FromConfig(DiffusersConfig cfg)
     {
+        cfg.RequireSupported("down_block_types", ["DownEncoderBlock2D"]);
+        cfg.RequireSupported("up_block_types", ["UpDecoderBlock2D"]);
+        cfg.RequireSupported("act_fn", Activations.Names, ignoreCase: true);
         if (cfg.Has("latents_mean") || cfg.Has("latents_std"))
             throw new LensException($"{cfg.Path}: latents_mean / latents_std are not supported");
         return new AutoencoderKL(

@@ -7,6 +7,13 @@ namespace DiffusionLens.Models;
 /// </summary>
 public static class UNet2DBlocks
 {
+    /// <summary>The block type names the builders below accept (also with diffusers' legacy "UNetRes" prefix).</summary>
+    public static readonly string[] DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"];
+    public static readonly string[] MidBlockTypes = ["UNetMidBlock2DCrossAttn", "UNetMidBlock2D", "UNetMidBlock2DSimpleCrossAttn"];
+    public static readonly string[] UpBlockTypes = ["UpBlock2D", "CrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D"];
+
+    internal static IEnumerable<string> WithLegacyPrefix(string[] types) => types.Concat(types.Where(t => !t.StartsWith("UNet")).Select(t => "UNetRes" + t));
+
     private static string StripPrefix(string t) => t.StartsWith("UNetRes") ? t[7..] : t;
 
     private static int Require(int? value, string what, string block) =>

@@ -73,6 +73,16 @@ public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Ten
         int[] blockOutChannels = cfg.Has("block_out_channels") ? cfg.IntArray("block_out_channels") : [320, 640, 1280, 1280];
         int n = downBlockTypes.Length;
 
+        // values this implementation does not support: an error naming the field, its value and the file
+        cfg.RequireSupported("down_block_types", UNet2DBlocks.WithLegacyPrefix(UNet2DBlocks.DownBlockTypes));
+        cfg.RequireSupported("mid_block_type", UNet2DBlocks.MidBlockTypes);
+        cfg.RequireSupported("up_block_types", UNet2DBlocks.WithLegacyPrefix(UNet2DBlocks.UpBlockTypes));
+        foreach (var key in new[] { "act_fn", "time_embedding_act_fn", "timestep_post_act" })
+            cfg.RequireSupported(key, Activations.Names, ignoreCase: true);
+        cfg.RequireSupported("resnet_time_scale_shift", ["default", "scale_shift"]);
+        cfg.RequireSupported("cross_attention_norm", ["layer_norm", "group_norm"]);
+        // (time_embedding_type, attention_type, encoder_hid_dim_type, class_embed_type, addition_embed_type: checked below)
+
         // _check_config
         if (upBlockTypes.Length != n)
             throw new LensException($"{cfg.Path}: {n} down_block_types but {upBlockTypes.Length} up_block_types");

@@ -31,7 +31,7 @@ public sealed record ClipTextConfig(
             LayerNormEps: c.Double("layer_norm_eps", 1e-5));
         if (cfg.HiddenSize % cfg.NumAttentionHeads != 0)
             throw new LensException($"{c.Path}: hidden_size {cfg.HiddenSize} is not divisible by num_attention_heads {cfg.NumAttentionHeads}");
-        TransformersActivations.Get(cfg.HiddenAct); // fails early on an unsupported activation
+        c.RequireSupported("hidden_act", TransformersActivations.Supported); // fails early, naming the file and field
         return cfg;
     }
 }

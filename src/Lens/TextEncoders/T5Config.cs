@@ -49,7 +49,12 @@ public sealed record T5Config(
             DenseActFn: act,
             IsGatedAct: gated);
         if (cfg.NumLayers < 1) throw new LensException($"{c.Path}: num_layers must be at least 1");
-        TransformersActivations.Get(cfg.DenseActFn); // fails early on an unsupported activation
+        // fails early on an unsupported activation, naming the file and the field it came from
+        if (!TransformersActivations.Supported.Contains(cfg.DenseActFn))
+        {
+            var (field, value) = c.Has("dense_act_fn") ? ("dense_act_fn", cfg.DenseActFn) : ("feed_forward_proj", ffProj);
+            throw new LensException($"{c.Path}: '{field}' = {value} is not supported (activation '{cfg.DenseActFn}'; supported: {string.Join(", ", TransformersActivations.Supported)})");
+        }
         return cfg;
     }
 }
