@@ -61,6 +61,38 @@ public class CliTests
     }
 
     [Fact]
+    public void EncodeReadsOnlyTheTokenizerAndTextEncoder()
+    {
+        // the UNet's and VAE's weights are garbage: a load of either would fail, so encode must never read them
+        var model = CliRunner.CopyModel("sd-tiny-b");
+        var file = CliRunner.TempPath("enc-te-only") + ".safetensors";
+        try
+        {
+            foreach (var c in new[] { "unet", "vae" })
+                File.WriteAllBytes(Path.Combine(model, c, "diffusion_pytorch_model.safetensors"), Enumerable.Range(0, 4096).Select(i => (byte)(i * 37 + 11)).ToArray());
+            var broken = CliRunner.Run("sweep", "--model", model, "--prompt", "a cat", "--steps", "1", "--layers", "0", "--out", CliRunner.TempPath("sweep-garbage"));
+            Assert.NotEqual(0, broken.ExitCode); // the garbage does break a full pipeline load
+            var r = CliRunner.Run("encode", "--model", model, "--prompt", "A few people are in the ocean splashing around", "--out", file);
+            Assert.True(r.ExitCode == 0, r.Stderr);
+            var sf = new SafetensorsFile(file);
+            using var reference = ReferenceData.Open("sd-tiny-b");
+            Assert.Equal(reference.ReadLongs("input_ids"), sf.Read("input_ids").data<long>().ToArray());
+            for (int l = 0; l < 5; l++)
+            foreach (var key in new[] { $"hidden.{l}", $"lens.{l}" })
+            {
+                var (_, _, rel) = ReferenceData.Compare(sf.Read(key), reference.Read(key));
+                Assert.True(rel <= 1e-5, $"{key}: rel L2 {rel:E2}");
+            }
+            Assert.False(sf.Entries.ContainsKey("attention_mask"));
+        }
+        finally
+        {
+            Directory.Delete(model, true);
+            if (File.Exists(file)) File.Delete(file);
+        }
+    }
+
+    [Fact]
     public void TokenizePrintsThePipelinesIds()
     {
         using var reference = ReferenceData.Open("if-tiny-a");

@@ -32,7 +32,8 @@ public sealed class EncodeCommand : ICommand
         }
         var modelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), variant: a.Get("variant"));
         Console.Error.WriteLine($"loading {modelDir} ({a.Get("dtype", "float32")} on {a.Get("device", "cpu")}) ...");
-        using var pipe = LensPipeline.Load(modelDir, a.Get("device", "cpu"), a.Get("dtype", "float32"), a.Get("variant"));
+        // the tokenizer and text encoder only: the UNet's and VAE's weights are never read
+        using var pipe = PromptEncoder.Load(modelDir, a.Get("device", "cpu"), a.Get("dtype", "float32"), a.Get("variant"));
         pipe.Tokenizer.Warn = m => Console.Error.WriteLine(m);
         bool? clean = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null;
         using var scope = NewDisposeScope();

@@ -11,12 +11,7 @@ public abstract partial class LensPipeline
         var index = ModelIndex.Load(modelDir);
         var dev = ParseDevice(device);
         var dt = ParseDType(dtype);
-        var components = index.ClassName switch
-        {
-            "StableDiffusionPipeline" => new[] { "text_encoder", "unet", "vae" },
-            "IFPipeline" => new[] { "text_encoder", "unet" },
-            _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(modelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"),
-        };
+        var components = PipelineComponents(index);
         WeightSet.CheckPipelineVariant(modelDir, components.Select(index.Require), variant);
         LensPipeline pipe = index.ClassName == "IFPipeline" ? IFPipeline.Load(index, dev, dt, variant) : StableDiffusionPipeline.Load(index, dev, dt, variant);
         pipe.Variant = variant;
@@ -27,6 +22,14 @@ public abstract partial class LensPipeline
         }).ToList();
         return pipe;
     }
+
+    /// <summary>The weighted components a pipeline class loads; throws for an unsupported class.</summary>
+    internal static string[] PipelineComponents(ModelIndex index) => index.ClassName switch
+    {
+        "StableDiffusionPipeline" => new[] { "text_encoder", "unet", "vae" },
+        "IFPipeline" => new[] { "text_encoder", "unet" },
+        _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"),
+    };
 
     /// <summary>The --variant the pipeline was loaded with (null: plain files).</summary>
     public string? Variant { get; private set; }

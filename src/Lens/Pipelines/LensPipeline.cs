@@ -45,24 +45,11 @@ public abstract partial class LensPipeline : IDisposable
     public int NumLayers => TextEncoder.NumLayers;
 
     /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
-    public PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null)
-    {
-        var (ids, mask, text) = Tokenizer.Tokenize(prompt, cleanCaption);
-        using var scope = NewDisposeScope();
-        using var noGrad = torch.no_grad();
-        var idsT = torch.tensor(ids, dtype: ScalarType.Int64).unsqueeze(0).to(Device);
-        var maskT = Tokenizer.UsesAttentionMask ? torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(Device) : null;
-        var output = TextEncoder.Encode(idsT, maskT); // its tensors live in this scope; the hidden states are moved out
-        var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
-        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
-    }
+    public PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null) =>
+        PromptEncoder.EncodeLayers(Tokenizer, TextEncoder, Device, prompt, cleanCaption);
 
     /// <summary>The lens: the encoder's final layer norm applied to one layer's output.</summary>
-    public Tensor Lens(Tensor hidden)
-    {
-        using var noGrad = torch.no_grad();
-        return TextEncoder.FinalLayerNorm(hidden);
-    }
+    public Tensor Lens(Tensor hidden) => PromptEncoder.Lens(TextEncoder, hidden);
 
     /// <summary>The full-depth prompt embedding the stock pipeline uses (= Lens of the last layer).</summary>
     public Tensor EncodeStock(string prompt, bool? cleanCaption = null)
