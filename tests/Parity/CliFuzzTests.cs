@@ -16,7 +16,7 @@ public class CliFuzzTests(ITestOutputHelper output)
     private const int Seed = 20240517;
     private const int MinMutants = 150;
     private const int MaxMutants = 2000;
-    private static readonly TimeSpan Budget = TimeSpan.FromSeconds(60);
+    private static readonly TimeSpan Budget = TimeSpan.FromSeconds(25);
 
     [Fact]
     public void EncodeOnMutatedTextEncoderWeightsFailsCleanlyOrLoads()
