@@ -103,14 +103,27 @@ public sealed class ModelResolverTests : IDisposable
     public void GatedRepositorySaysToAcceptTheLicenceAndSetHfToken()
     {
         _hub.Gated.Add("tiny/if-tiny-a");
-        var e = Assert.Throws<LensException>(() => Resolve("tiny/if-tiny-a"));
+        var e = Assert.Throws<LensException>(() => Resolve("tiny/if-tiny-a", variant: "fp16"));
         Assert.Contains("401", e.Message);
         Assert.Contains("accept its licence", e.Message);
         Assert.Contains("HF_TOKEN", e.Message);
         Assert.False(Directory.Exists(Path.Combine(_cacheDir, "models--tiny--if-tiny-a", "snapshots")));
         // with the token the same repository downloads
-        var dir = Resolve("tiny/if-tiny-a", token: _hub.GatedToken);
+        var dir = Resolve("tiny/if-tiny-a", variant: "fp16", token: _hub.GatedToken);
         Assert.True(File.Exists(Path.Combine(dir, "model_index.json")));
+    }
+
+    [Fact]
+    public void OnlyVariantWeightsWithoutVariantAreRefusedBeforeDownloading()
+    {
+        // diffusers loads plain files without variant=; if-tiny-a's text encoder has only fp16-variant shards
+        var e = Assert.Throws<LensException>(() => Resolve("tiny/if-tiny-a"));
+        Assert.Contains("text_encoder has only variant weights", e.Message);
+        Assert.Contains("model.fp16-00001-of-00002.safetensors", e.Message);
+        Assert.Contains("--variant fp16", e.Message);
+        var blobs = Path.Combine(_cacheDir, "models--tiny--if-tiny-a", "blobs");
+        Assert.False(Directory.Exists(blobs) && Directory.EnumerateFiles(blobs).Any(f => new FileInfo(f).Length > 100_000),
+            "no weights may be downloaded for a refused variant");
     }
 
     [Fact]

@@ -71,24 +71,36 @@ public static class ModelResolver
         Get("model_index.json");
         var snapshot = cache.SnapshotDir(model, commit);
         var index = ModelIndex.Load(snapshot);
+        // every component's configs and weight list first, so a refused variant downloads no weights at all
+        var weights = new List<string>();
         foreach (var comp in NeededComponents)
         {
             if (!index.Components.TryGetValue(comp, out var spec) || spec is null) continue;
             foreach (var f in SmallFiles)
                 if (have.Contains($"{comp}/{f}")) Get($"{comp}/{f}");
-            foreach (var w in WeightFiles(model, comp, files, variant, Get)) Get(w);
+            weights.AddRange(WeightFiles(model, comp, files, variant, Get));
         }
+        foreach (var w in weights) Get(w);
         return snapshot;
     }
 
     /// <summary>
-    /// The weights files of one component: the first of WeightSet.FromFolder's candidates the repository has (an index
-    /// and the shards it lists, or one file). Components without safetensors (a tokenizer, the scheduler) have none.
+    /// The weights files of one component: the variant's (an index and the shards it lists, or one file) if given and
+    /// present, else the plain ones. Components without safetensors (a tokenizer, the scheduler) have none.
     /// </summary>
     private static IEnumerable<string> WeightFiles(string model, string comp, List<string> files, string? variant, Func<string, string> get)
     {
         var have = new HashSet<string>(files, StringComparer.Ordinal);
-        foreach (var v in variant is null ? new string?[] { null, "fp16" } : new string?[] { variant, null })
+        // diffusers' rule, as WeightSet.FromFolder loads: with a variant, each component's variant files if it has
+        // them, else its plain files; without one, plain files only (a component holding only variant files is refused
+        // here, before anything is downloaded)
+        if (variant is null && !WeightSet.BaseNames.Any(b => have.Contains($"{comp}/{b}.safetensors") || have.Contains($"{comp}/{b}.safetensors.index.json")))
+        {
+            var variantFiles = files.Where(f => f.StartsWith(comp + "/", StringComparison.Ordinal) && f.EndsWith(".safetensors", StringComparison.Ordinal)).ToList();
+            if (variantFiles.Count > 0)
+                throw new LensException($"{model}: {comp} has only variant weights ({string.Join(", ", variantFiles.Take(4))}{(variantFiles.Count > 4 ? ", ..." : "")}) and no --variant was given; pass e.g. --variant fp16");
+        }
+        foreach (var v in variant is null ? new string?[] { null } : new string?[] { variant, null })
         foreach (var b in WeightSet.BaseNames)
         {
             var idx = $"{comp}/{(v is null ? $"{b}.safetensors.index.json" : $"{b}.safetensors.index.{v}.json")}";
