@@ -59,10 +59,13 @@ public sealed class WeightSet
             : new List<string>();
 
     /// <summary>The variant names (e.g. "fp16") of the variant weights files in a folder.</summary>
-    public static List<string> VariantsIn(string folder)
+    public static List<string> VariantsIn(string folder) => VariantsOf(WeightFileNames(folder));
+
+    /// <summary>The variant names (e.g. "fp16") among weights file names (a folder's, or a Hub repository's listing).</summary>
+    public static List<string> VariantsOf(IEnumerable<string> fileNames)
     {
         var names = new SortedSet<string>(StringComparer.Ordinal);
-        foreach (var n in WeightFileNames(folder))
+        foreach (var n in fileNames)
         {
             var m = VariantFile.Match(n);
             if (!m.Success) continue;

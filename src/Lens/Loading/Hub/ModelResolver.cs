@@ -96,9 +96,12 @@ public static class ModelResolver
         // here, before anything is downloaded)
         if (variant is null && !WeightSet.BaseNames.Any(b => have.Contains($"{comp}/{b}.safetensors") || have.Contains($"{comp}/{b}.safetensors.index.json")))
         {
-            var variantFiles = files.Where(f => f.StartsWith(comp + "/", StringComparison.Ordinal) && f.EndsWith(".safetensors", StringComparison.Ordinal)).ToList();
-            if (variantFiles.Count > 0)
-                throw new LensException($"{model}: {comp} has only variant weights ({string.Join(", ", variantFiles.Take(4))}{(variantFiles.Count > 4 ? ", ..." : "")}) and no --variant was given; pass e.g. --variant fp16");
+            var names = files.Where(f => f.StartsWith(comp + "/", StringComparison.Ordinal)).Select(f => f[(comp.Length + 1)..]).ToList();
+            if (WeightSet.VariantsOf(names) is { Count: > 0 } variants)
+            {
+                var variantFiles = names.Where(n => n.EndsWith(".safetensors", StringComparison.Ordinal)).Select(n => $"{comp}/{n}").ToList();
+                throw new LensException($"{model}: {comp} has only variant weights ({string.Join(", ", variantFiles.Take(4))}{(variantFiles.Count > 4 ? ", ..." : "")}) and no --variant was given; pass --variant {variants[0]}");
+            }
         }
         foreach (var v in variant is null ? new string?[] { null } : new string?[] { variant, null })
         foreach (var b in WeightSet.BaseNames)
