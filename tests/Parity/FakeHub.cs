@@ -151,7 +151,8 @@ public sealed class FakeHub : IDisposable
 
     public void Dispose()
     {
-        _listener.Stop();
+        // Close alone stops and releases the port; Stop() first made Close() look the endpoint up again, re-binding the
+        // port, which fails ("Address already in use") when another process has taken it meanwhile
         _listener.Close();
     }
 }
