@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs on a CUDA host that has PyTorch (no .NET SDK needed), from the repository root, with .carry/gpu.tar.xz made by
 # ci/gpu-pack.sh (and .carry/pylibs.tar.xz holding diffusers' sources for the fixture steps):
-#   ci/gpu-test.sh [--make-cuda-references] [--add-truth] [--make-judge] [--tests] [--bench] [--profile]
+#   ci/gpu-test.sh [--make-cuda-references] [--add-truth] [--make-judge] [--judge-cuda] [--tests] [--bench] [--profile]
 # TorchSharp (managed only) runs on PyTorch's own libtorch: the apps find torch/lib themselves (LENS_TORCH_LIB, set
 # here from python3's torch; see src/Lens/TorchRuntime.cs); LD_LIBRARY_PATH is set only if that fails.
 set -uo pipefail
@@ -29,6 +29,10 @@ fi
 
 for step in "$@"; do
   case "$step" in
+    --judge-cuda)
+      # the CLIP judge on ONNX Runtime's CUDA provider (.carry/judge.tar.xz and .carry/ort-cuda from ci/gpu-pack-judge.sh)
+      [ -d "$work/judge" ] || tar -C "$work" -xJf .carry/judge.tar.xz
+      bash "$work/judge/run.sh" .carry/ort-cuda/providers_cuda.so.xz 2>&1 | tee "$out/judge-cuda.log" | grep -E "^(failed|skipped) |CUDA vs CPU|total:|failed:|succeeded:|skipped:" ;;
     --make-cuda-references)
       # diffusers' own CUDA float16 outputs for the committed tiny models on this GPU (folders *-cuda-float16-<gpu>),
       # with the float32 truth and diffusers' own error against it (CUDA float32 is gated by the CPU references)

@@ -20,6 +20,9 @@ public static class TorchRuntime
     /// <summary>Where libtorch was loaded from ("bundled", a torch/lib folder), or why none was preloaded.</summary>
     public static string Source { get; private set; } = "not initialised";
 
+    /// <summary>PyTorch's torch/lib folder this process loaded libtorch from; null where libtorch is bundled or none was found.</summary>
+    public static string? TorchLibFolder { get; private set; }
+
 #pragma warning disable CA2255 // a library module initializer: libtorch must be in place before any TorchSharp call
     [ModuleInitializer]
 #pragma warning restore CA2255
@@ -48,8 +51,18 @@ public static class TorchRuntime
                 var path = Path.Combine(dir, lib);
                 if (File.Exists(path)) NativeLibrary.TryLoad(path, out _);
             }
+            TorchLibFolder = dir;
             Source = $"{dir} ({origin})";
         }
+    }
+
+    /// <summary>PyTorch's torch/lib folder (<c>LENS_TORCH_LIB</c>, else python3's torch), loaded or not; null when none.</summary>
+    public static string? LocateTorchLib()
+    {
+        if (TorchLibFolder is not null) return TorchLibFolder;
+        var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
+        if (string.IsNullOrEmpty(dir)) dir = FromPython();
+        return !string.IsNullOrEmpty(dir) && Directory.Exists(dir) ? dir : null;
     }
 
     private static string? BundledLibTorch()

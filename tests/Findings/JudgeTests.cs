@@ -9,7 +9,9 @@ namespace DiffusionLens.Tests.Findings;
 /// reference (fixtures/judge/tiny-clip/reference.json).</summary>
 public class JudgeFixtureTests
 {
-    private sealed record Ref(string[] Texts, long[][] Ids, float[][] TextEmb, string[] Files, float[][] ImageEmb, string PixelFile, float[] Pixels, double[][] Cosine, double[][] Probs);
+    internal sealed record Ref(string[] Texts, long[][] Ids, float[][] TextEmb, string[] Files, float[][] ImageEmb, string PixelFile, float[] Pixels, double[][] Cosine, double[][] Probs);
+
+    internal static Ref LoadReference() => LoadRef();
 
     private static Ref LoadRef()
     {

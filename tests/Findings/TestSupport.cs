@@ -14,6 +14,9 @@ internal static class Repo
 
     private static string Find()
     {
+        // LENS_REPO_ROOT: a published test app run away from the repository (ci/gpu-test.sh, ci/gpu-pack-judge.sh)
+        var env = Environment.GetEnvironmentVariable("LENS_REPO_ROOT");
+        if (!string.IsNullOrEmpty(env) && Directory.Exists(Path.Combine(env, "fixtures"))) return Path.GetFullPath(env);
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "DiffusionLens.sln"))) dir = dir.Parent;
         return dir?.FullName ?? throw new InvalidOperationException("repository root (DiffusionLens.sln) not found above " + AppContext.BaseDirectory);

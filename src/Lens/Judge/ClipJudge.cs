@@ -70,12 +70,20 @@ public sealed class ClipJudge : IConceptJudge, IDisposable
                     throw new LensException(
                         "--judge-device cuda: ONNX Runtime's CUDA execution provider is not available in this build " +
                         $"(available: {string.Join(", ", providers)}). This build uses the CPU package Microsoft.ML.OnnxRuntime; " +
-                        "build with `-p:OnnxBackend=cuda` (Microsoft.ML.OnnxRuntime.Gpu.Linux) on a host with CUDA 12 and cuDNN 9, " +
+                        "build with `-p:OnnxBackend=cuda` (Microsoft.ML.OnnxRuntime.Gpu.Linux 1.31: CUDA 13, cuDNN 9), " +
                         "or use --judge-device cpu.");
-                try { options.AppendExecutionProvider_CUDA(0); }
+                var libraries = OnnxCudaLibraries.Preload();
+                // TF32 off: the judge's float32 scores then agree with the CPU provider's to float32 rounding
+                using var cuda = new OrtCUDAProviderOptions();
+                try
+                {
+                    cuda.UpdateOptions(new Dictionary<string, string> { ["device_id"] = "0", ["use_tf32"] = "0" });
+                    options.AppendExecutionProvider_CUDA(cuda);
+                }
                 catch (OnnxRuntimeException e)
                 {
-                    throw new LensException($"--judge-device cuda: ONNX Runtime could not start its CUDA execution provider: {e.Message}");
+                    throw new LensException($"--judge-device cuda: ONNX Runtime could not start its CUDA execution provider " +
+                                            $"(CUDA libraries: {libraries}): {e.Message}");
                 }
             }
             return new InferenceSession(path, options);
