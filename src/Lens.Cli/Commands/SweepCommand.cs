@@ -29,6 +29,12 @@ public sealed class SweepCommand : ICommand
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
+          --seed-policy P        reseed: every layer's call starts from a CPU generator seeded with --seed (the
+                                 tutorial's loop); continue: one generator for the whole sweep, consumed call after
+                                 call in layer order (the original Diffusion Lens code); exact at any --batch
+                                 (default reseed)
+          --images-per-layer N   diffusers' num_images_per_prompt for each layer's call: layer-XX-0.png ...
+                                 layer-XX-(N-1).png, one grid row per layer (default 1)
           --overwrite            replace a non-empty output folder
           --quiet                print nothing but warnings and errors (no progress, no summary line); progress is
                                  one updating line on a terminal, plain lines when stderr is redirected
@@ -38,7 +44,7 @@ public sealed class SweepCommand : ICommand
     public int Run(IReadOnlyList<string> args)
     {
         var a = CliArgs.Parse(Name, args,
-            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "clean-caption", "batch", "out" },
+            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "clean-caption", "batch", "seed-policy", "images-per-layer", "out" },
             new[] { "overwrite", "quiet" });
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
@@ -59,6 +65,8 @@ public sealed class SweepCommand : ICommand
             CleanCaption = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null,
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,
+            SeedPolicy = a.Get("seed-policy", "reseed"),
+            ImagesPerLayer = a.Int("images-per-layer", 1),
             OutDir = a.Require("out"),
             Overwrite = a.Flag("overwrite"),
         };

@@ -91,6 +91,9 @@ public sealed class IFPipeline : LensPipeline
         return noisePred.MoveToOuterDisposeScope();
     }
 
+    protected override int PredictionChannels(int sampleChannels) =>
+        SchedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range" ? UNet.OutChannels : sampleChannels;
+
     public override void Dispose()
     {
         T5.Dispose();

@@ -20,7 +20,11 @@ public sealed class PromptLayers : IDisposable
 }
 
 /// <summary>Sampling settings of one generation.</summary>
-public sealed record GenerationOptions(long Seed, int Steps, double Guidance, int Height, int Width);
+public sealed record GenerationOptions(long Seed, int Steps, double Guidance, int Height, int Width)
+{
+    /// <summary>diffusers' <c>num_images_per_prompt</c>: images per conditional embedding, drawn together from its generator.</summary>
+    public int ImagesPerPrompt { get; init; } = 1;
+}
 
 /// <summary>The pipeline's defaults, as its diffusers counterpart has them for this model.</summary>
 public sealed record PipelineDefaults(int Steps, double Guidance, int Height, int Width);
@@ -92,33 +96,47 @@ public abstract partial class LensPipeline : IDisposable
     protected abstract Tensor ToImage(Tensor sample);
 
     /// <summary>
-    /// Generates one image per conditional embedding, all with classifier-free guidance against the same
-    /// unconditional embedding and the same seed (each image reproduces diffusers' single-prompt call).
-    /// Returns [k, H, W, 3] float32 images in [0, 1] on the CPU (diffusers' output_type="np").
+    /// Generates <see cref="GenerationOptions.ImagesPerPrompt"/> images per conditional embedding, all with
+    /// classifier-free guidance against the same unconditional embedding; each embedding's images reproduce diffusers'
+    /// single-prompt call with <c>num_images_per_prompt</c> and a CPU generator: by default every call's generator is
+    /// seeded with the seed (the same noise for all), or each embedding has its own generator (<paramref name="generators"/>,
+    /// e.g. one generator consumed call after call). Returns [k*N, H, W, 3] float32 images in [0, 1] on the CPU
+    /// (diffusers' output_type="np"), embedding-major.
     /// </summary>
     /// <param name="timer">records the denoise and decode phases (and, profiling, each step); null: not timed</param>
+    /// <param name="generators">one CPU generator per conditional embedding, in its state at the start of that
+    /// embedding's call (used, not copied); null: a generator seeded with <c>o.Seed</c> for every embedding</param>
     public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
-        Action<int, int>? onStep = null, PhaseTimer? timer = null)
+        Action<int, int>? onStep = null, PhaseTimer? timer = null, IReadOnlyList<Generator>? generators = null)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        NoiseShape(o); // validates the size before any work
+        if (generators is not null && generators.Count != conditional.Count)
+            throw new ArgumentException($"{generators.Count} generators for {conditional.Count} embeddings");
+        int n = o.ImagesPerPrompt;
+        if (n < 1) throw new LensException($"images per prompt must be at least 1 (got {n})");
+        var rowShape = NoiseShape(o)[1..]; // validates the size before any work
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         int k = conditional.Count;
         using var scheduler = Scheduler.FromConfig(SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
-        scheduler.ShareNoiseAcrossBatch = true;
         var timesteps = scheduler.Timesteps;
 
-        // one CPU generator seeded with the seed: the initial noise (and DDPM's per-step variance noise) is drawn as
-        // diffusers draws it for a single prompt, and shared by all k images of the batch
-        var generator = new Generator((ulong)o.Seed);
-        var sample = InitialSample(o, scheduler, generator).expand(k, -1, -1, -1).contiguous();
+        // diffusers draws the initial noise (and DDPM's per-step variance noise) of a call from its CPU generator as
+        // randn of the call's shape [N, ...]: one group per embedding, or one group shared by all with one seed
+        using var seeded = generators is null ? new Generator((ulong)o.Seed) : null;
+        var plan = generators is null
+            ? NoisePlan.Shared(seeded!, n, k)
+            : new NoisePlan(generators.Select(g => new NoisePlan.Group(g, n)).ToList());
+        scheduler.BatchNoise = plan;
+        var sample = InitialSample(plan, rowShape, scheduler);
 
+        // each embedding's N rows (diffusers: prompt_embeds.repeat(1, N, 1).view(N, T, D)), embedding-major
         var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
+        if (n > 1) cond = cond.repeat_interleave(n, 0);
         // diffusers: the negative prompt is only used when guidance runs
         var embeds = UsesGuidance(o.Guidance)
-            ? torch.cat(new[] { unconditional.to(DType, Device).expand(k, -1, -1), cond }, 0)
+            ? torch.cat(new[] { unconditional.to(DType, Device).expand(k * n, -1, -1), cond }, 0)
             : cond;
         // every step's timestep as a device tensor, uploaded once (not one blocking host-to-device copy per step)
         var timestepsOnDevice = torch.tensor(timesteps, dtype: ScalarType.Int64).to(Device);
@@ -133,7 +151,7 @@ public abstract partial class LensPipeline : IDisposable
                 using var step = NewDisposeScope();
                 long t = timesteps[i];
                 var prediction = GuidedPrediction(scheduler, sample, t, embeds, o.Guidance);
-                sample = scheduler.Step(prediction, t, sample, generator).MoveToOuterDisposeScope();
+                sample = scheduler.Step(prediction, t, sample, null).MoveToOuterDisposeScope();
                 if (stepClock is not null)
                 {
                     timer!.StepQueueSeconds.Add(stepClock.Elapsed.TotalSeconds);
@@ -208,6 +226,43 @@ public abstract partial class LensPipeline : IDisposable
         using var noise = Noise(generator, NoiseShape(o));
         return noise * scheduler.InitNoiseSigma;
     }
+
+    /// <summary>The batch's initial sample: the plan's noise (one draw per call, as diffusers' prepare_latents) times
+    /// the scheduler's init sigma, on the pipeline's device and dtype.</summary>
+    private Tensor InitialSample(NoisePlan plan, long[] rowShape, Scheduler scheduler)
+    {
+        using var noise = plan.Draw(rowShape, DType, Device);
+        return noise * scheduler.InitNoiseSigma;
+    }
+
+    /// <summary>
+    /// Advances <paramref name="generator"/> past everything one pipeline call with these options draws from it (the
+    /// initial noise, then each scheduler step's noise), by making the same draws: the same scheduler steps run on the
+    /// CPU on zero tensors of the call's shapes, so the count of draws is the scheduler's own. For a generator that is
+    /// consumed call after call (<c>--seed-policy continue</c>).
+    /// </summary>
+    public void ConsumeCallNoise(Generator generator, GenerationOptions o)
+    {
+        using var noGrad = torch.no_grad();
+        using var scope = NewDisposeScope();
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        var shape = NoiseShape(o);
+        shape[0] = o.ImagesPerPrompt;
+        torch.randn(shape, dtype: DType, device: torch.CPU, generator: generator);
+        var sample = torch.zeros(shape, dtype: DType, device: torch.CPU);
+        var predShape = (long[])shape.Clone();
+        predShape[1] = PredictionChannels((int)shape[1]);
+        var prediction = torch.zeros(predShape, dtype: DType, device: torch.CPU);
+        foreach (var t in scheduler.Timesteps)
+        {
+            using var step = NewDisposeScope();
+            scheduler.Step(prediction, t, sample, generator);
+        }
+    }
+
+    /// <summary>Channels of the prediction a denoising step hands the scheduler (IF with a learned variance: twice the image's).</summary>
+    protected virtual int PredictionChannels(int sampleChannels) => sampleChannels;
 
     /// <summary>
     /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then

@@ -159,7 +159,7 @@ public sealed class DDPMScheduler : Scheduler
         {
             var variance = VarianceType switch
             {
-                "fixed_small_log" => GetVariance(t, predictedVariance) * DrawNoise(modelOutput, generator),
+                "fixed_small_log" => GetVariance(t, predictedVariance) * DrawStepNoise(modelOutput, generator),
                 "learned_range" => NoiseScaledLearnedRange(t, predictedVariance, modelOutput, generator),
                 _ => NoiseScaledDefault(t, predictedVariance, modelOutput, generator),
             };
@@ -175,7 +175,7 @@ public sealed class DDPMScheduler : Scheduler
     // (the noise is drawn before _get_variance, as in diffusers; _get_variance draws nothing)
     private Tensor NoiseScaledLearnedRange(long t, Tensor? predictedVariance, Tensor modelOutput, Generator? generator)
     {
-        var noise = DrawNoise(modelOutput, generator);
+        var noise = DrawStepNoise(modelOutput, generator);
         var variance = GetVariance(t, predictedVariance);
         return torch.exp(0.5 * variance) * noise;
     }
@@ -183,29 +183,8 @@ public sealed class DDPMScheduler : Scheduler
     // variance = (_get_variance(t, predicted_variance) ** 0.5) * noise
     private Tensor NoiseScaledDefault(long t, Tensor? predictedVariance, Tensor modelOutput, Generator? generator)
     {
-        var noise = DrawNoise(modelOutput, generator);
+        var noise = DrawStepNoise(modelOutput, generator);
         return GetVariance(t, predictedVariance).pow(0.5) * noise;
-    }
-
-    /// <summary>randn_tensor(model_output.shape, generator=generator, device=model_output.device, dtype=model_output.dtype).</summary>
-    private Tensor DrawNoise(Tensor modelOutput, Generator? generator)
-    {
-        var device = modelOutput.device;
-        var randDevice = device;
-        if (generator is not null)
-        {
-            var genType = generator.device.type;
-            if (genType != device.type)
-            {
-                if (genType == DeviceType.CPU) randDevice = torch.CPU;
-                else throw new LensException($"cannot generate a {device.type} tensor from a generator on {genType}");
-            }
-        }
-        var shape = (long[])modelOutput.shape.Clone();
-        if (ShareNoiseAcrossBatch) shape[0] = 1;
-        var noise = torch.randn(shape, dtype: modelOutput.dtype, device: randDevice, generator: generator);
-        if (ShareNoiseAcrossBatch && modelOutput.shape[0] != 1) noise = noise.expand(modelOutput.shape);
-        return noise.device.type == device.type && noise.device.index == device.index ? noise : noise.to(device);
     }
 
     /// <summary><c>_get_variance(t, predicted_variance)</c> for the configured variance type.</summary>

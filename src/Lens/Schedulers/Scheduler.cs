@@ -36,6 +36,44 @@ public abstract class Scheduler : IDisposable
     /// </summary>
     public bool ShareNoiseAcrossBatch { get; set; }
 
+    /// <summary>
+    /// The batch holds several single-prompt calls (lens layers, images per prompt): each row's step noise is drawn as
+    /// its own call draws it (<see cref="NoisePlan"/>), and the generator passed to <see cref="Step"/> is not used.
+    /// Null: one draw of the whole batch's shape from that generator (or <see cref="ShareNoiseAcrossBatch"/>).
+    /// </summary>
+    public NoisePlan? BatchNoise { get; set; }
+
+    /// <summary>
+    /// diffusers' <c>randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)</c> for a step's
+    /// noise, under <see cref="BatchNoise"/> / <see cref="ShareNoiseAcrossBatch"/>. A CPU generator draws on the CPU and
+    /// the noise moves to the sample's device, as diffusers does.
+    /// </summary>
+    protected Tensor DrawStepNoise(Tensor like, Generator? generator)
+    {
+        var device = like.device;
+        if (BatchNoise is { } plan)
+        {
+            if (plan.BatchRows != like.shape[0])
+                throw new InvalidOperationException($"the noise plan has {plan.BatchRows} rows, the batch {like.shape[0]}");
+            return plan.Draw(like.shape[1..], like.dtype, device);
+        }
+        var randDevice = device;
+        if (generator is not null)
+        {
+            var genType = generator.device.type;
+            if (genType != device.type)
+            {
+                if (genType == DeviceType.CPU) randDevice = torch.CPU;
+                else throw new LensException($"cannot generate a {device.type} tensor from a generator on {genType}");
+            }
+        }
+        var shape = (long[])like.shape.Clone();
+        if (ShareNoiseAcrossBatch) shape[0] = 1;
+        var noise = torch.randn(shape, dtype: like.dtype, device: randDevice, generator: generator);
+        if (ShareNoiseAcrossBatch && like.shape[0] != 1) noise = noise.expand(like.shape);
+        return noise.device.type == device.type && noise.device.index == device.index ? noise : noise.to(device);
+    }
+
     protected Scheduler(DiffusersConfig config, string[] supportedBetaSchedules)
     {
         NumTrainTimesteps = config.Int("num_train_timesteps", 1000);

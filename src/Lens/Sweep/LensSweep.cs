@@ -51,6 +51,8 @@ public static class LensSweep
         LayerSelection.Parse(o.Layers, numLayers);
         if (o.Steps is { } steps && steps < 1) throw new LensException($"--steps must be at least 1 (got {steps})");
         if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
+        if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
+        if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
         using (Schedulers.Scheduler.FromConfig(DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json")))) { }
         if (o.Height is null && o.Width is null) return;
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
@@ -88,7 +90,11 @@ public static class LensSweep
         var total = Stopwatch.StartNew();
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
-        var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width);
+        if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
+        if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
+        var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width)
+            { ImagesPerPrompt = o.ImagesPerLayer };
+        int perLayerImages = o.ImagesPerLayer;
         if (gen.Steps < 1) throw new LensException($"--steps must be at least 1 (got {gen.Steps})");
         if (gen.Height < 8 || gen.Width < 8) throw new LensException($"image size {gen.Height}x{gen.Width} is too small");
         var layers = LayerSelection.Parse(o.Layers, pipe.NumLayers);
@@ -114,12 +120,28 @@ public static class LensSweep
             using (var first = pipe.Lens(prompt.Hidden[layers[0]])) probe = pipe.WarmUp(first, uncond, gen);
             warmupS = w.Elapsed.TotalSeconds;
             timer.SampleMemory();
-            if (o.AutoBatch) batch = LensPipeline.AutoBatch(probe, layers.Length);
+            // the probe measured one layer of one image: a layer of N images takes N times the rows
+            if (o.AutoBatch) batch = Math.Max(1, LensPipeline.AutoBatch(probe, layers.Length * perLayerImages) / perLayerImages);
         }
         else if (o.AutoBatch) batch = 1;
         if (o.AutoBatch) log?.Invoke($"--batch auto: {batch} layer(s) per UNet batch");
 
+        // --seed-policy continue: each layer's generator in the state the previous layers' calls leave it in (their draws
+        // replayed on the CPU), so batched layers draw exactly what the serial loop draws
+        var layerGenerators = new List<Generator>();
+        using var disposeGenerators = new DisposeAll(layerGenerators);
+        if (o.SeedPolicy == "continue")
+        {
+            using var running = new Generator((ulong)o.Seed);
+            foreach (var _ in layers)
+            {
+                layerGenerators.Add(Schedulers.NoisePlan.Fork(running));
+                pipe.ConsumeCallNoise(running, gen);
+            }
+        }
+
         var files = new SortedDictionary<int, string>();
+        var layerFiles = new SortedDictionary<int, string[]>();
         var images = new List<(string, RgbImage)>();
         var perLayer = new SortedDictionary<string, double>(SweepManifest.LayerOrder);
         var writes = new List<Task<double>>(); // PNG encoding runs on the thread pool while the next batch denoises
@@ -129,6 +151,9 @@ public static class LensSweep
             var chunk = layers.Skip(start).Take(batch).ToArray();
             var t0 = Stopwatch.StartNew();
             var conds = chunk.Select(l => pipe.Lens(prompt.Hidden[l])).ToList();
+            // forks: a retried batch (out of memory) starts again from the same states
+            var chunkGenerators = layerGenerators.Count == 0 ? null
+                : layerGenerators.Skip(start).Take(chunk.Length).Select(Schedulers.NoisePlan.Fork).ToList();
             int lastReported = -1;
             Interrupt.ThrowIfRequested();
             Tensor unit;
@@ -144,7 +169,7 @@ public static class LensSweep
                         lastReported = pct / 10;
                         log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] step {step}/{of}");
                     }
-                }, timer);
+                }, timer, chunkGenerators);
             }
             catch (Exception e) when (o.AutoBatch && batch > 1 && e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
             {
@@ -155,25 +180,32 @@ public static class LensSweep
             finally
             {
                 foreach (var c in conds) c.Dispose();
+                foreach (var g in chunkGenerators ?? []) g.Dispose();
             }
             using (unit)
             {
                 for (int j = 0; j < chunk.Length; j++)
                 {
-                    RgbImage img;
-                    using (var hwc = unit[j]) img = RgbImage.FromUnitHwc(hwc);
-                    var name = $"layer-{chunk[j]:D2}.png";
-                    var path = output.PathOf(name);
-                    writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
-                    files[chunk[j]] = name;
-                    images.Add(($"layer {chunk[j]}", img));
+                    var names = new string[perLayerImages];
+                    for (int i = 0; i < perLayerImages; i++)
+                    {
+                        RgbImage img;
+                        using (var hwc = unit[j * perLayerImages + i]) img = RgbImage.FromUnitHwc(hwc);
+                        var name = perLayerImages == 1 ? $"layer-{chunk[j]:D2}.png" : $"layer-{chunk[j]:D2}-{i}.png";
+                        var path = output.PathOf(name);
+                        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+                        names[i] = name;
+                        images.Add((perLayerImages == 1 ? $"layer {chunk[j]}" : $"layer {chunk[j]}-{i}", img));
+                    }
+                    files[chunk[j]] = names[0];
+                    layerFiles[chunk[j]] = names;
                     perLayer[chunk[j].ToString()] = Math.Round(t0.Elapsed.TotalSeconds / chunk.Length, 4);
                 }
             }
             start += chunk.Length;
         }
         var writeClock = Stopwatch.StartNew();
-        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); Grid.Compose(images).SavePng(output.PathOf("grid.png"), PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); Grid.Compose(images, perLayerImages > 1 ? perLayerImages : null).SavePng(output.PathOf("grid.png"), PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
         Task.WaitAll(writes);
         double imageEncodeS = writes.Sum(t => t.Result);
 
@@ -203,6 +235,10 @@ public static class LensSweep
             NumLayers = pipe.NumLayers,
             Layers = layers,
             Files = new SortedDictionary<string, string>(files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
+            SeedPolicy = o.SeedPolicy,
+            ImagesPerLayer = perLayerImages,
+            LayerFiles = perLayerImages == 1 ? null
+                : new SortedDictionary<string, string[]>(layerFiles.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
             TimingsS = new SweepTimings
             {
                 Load = Math.Round(loadS, 4),
@@ -232,5 +268,14 @@ public static class LensSweep
             GridPath = Path.Combine(output.FinalPath, "grid.png"),
             ManifestPath = Path.Combine(output.FinalPath, "manifest.json"),
         };
+    }
+}
+
+/// <summary>Disposes every item of a list on the way out of a using block.</summary>
+internal sealed class DisposeAll(IReadOnlyList<IDisposable> items) : IDisposable
+{
+    public void Dispose()
+    {
+        foreach (var item in items) item.Dispose();
     }
 }

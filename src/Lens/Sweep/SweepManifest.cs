@@ -45,6 +45,12 @@ public sealed record SweepManifest
     public string Lens { get; init; } = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt";
     /// <summary>Layer index (as a string) to its PNG file name.</summary>
     public required SortedDictionary<string, string> Files { get; init; }
+    /// <summary>reseed (every layer's call from a generator seeded with the seed) or continue (one generator, layer after layer).</summary>
+    public string SeedPolicy { get; init; } = "reseed";
+    /// <summary>Images per layer (diffusers' num_images_per_prompt); above 1, <see cref="Files"/> names each layer's first.</summary>
+    public int ImagesPerLayer { get; init; } = 1;
+    /// <summary>Every image of each layer, in draw order; null with one image per layer.</summary>
+    public SortedDictionary<string, string[]>? LayerFiles { get; init; }
     public string Grid { get; init; } = "grid.png";
     public required SweepTimings TimingsS { get; init; }
     /// <summary>CUDA: the most device memory in use at a phase end (driver view: total - free, so it includes the CUDA

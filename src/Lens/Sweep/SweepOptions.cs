@@ -27,6 +27,14 @@ public sealed record SweepOptions
     /// by a probe (<see cref="Pipelines.LensPipeline.AutoBatch"/>), halved on out-of-memory; 1 on the CPU. Overrides <see cref="Batch"/>.
     /// </summary>
     public bool AutoBatch { get; init; }
+    /// <summary>
+    /// <c>reseed</c> (default): every layer's call starts from a CPU generator seeded with <see cref="Seed"/> (the
+    /// tutorial's loop); <c>continue</c>: one generator for the whole sweep, consumed call after call in layer order
+    /// (the original Diffusion Lens code). Both are exact at any <see cref="Batch"/>.
+    /// </summary>
+    public string SeedPolicy { get; init; } = "reseed";
+    /// <summary>diffusers' <c>num_images_per_prompt</c> for every layer's call: files layer-XX-0.png ... when above 1.</summary>
+    public int ImagesPerLayer { get; init; } = 1;
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
 }
