@@ -129,13 +129,14 @@ public sealed class DPMSolverMultistepScheduler : Scheduler
                 break;
             }
         }
-        if (ts.Length == 0 || ts.Any(t => t < 0 || t >= n))
-            throw new LensException($"DPMSolverMultistepScheduler: {numInferenceSteps} inference steps give timesteps outside [0, {n}) with timestep_spacing {TimestepSpacing}");
+        if (ts.Length == 0)
+            throw new LensException($"DPMSolverMultistepScheduler: {numInferenceSteps} inference steps give no timesteps with timestep_spacing {TimestepSpacing}");
 
-        // sigmas = np.interp(timesteps, arange(N), sigmas) (exact at integer timesteps), then the final sigma; float32
+        // sigmas = np.interp(timesteps, arange(N), sigmas): exact at integer timesteps, clamped to the ends (leading
+        // spacing with steps_offset can reach N); then the final sigma; float32
         var all = _trainSigmas.data<float>().ToArray();
         float last = FinalSigmasType == "sigma_min" ? all[0] : 0f;
-        var sigmas = ts.Select(t => all[t]).Append(last).ToArray();
+        var sigmas = ts.Select(t => all[Math.Clamp(t, 0, n - 1)]).Append(last).ToArray();
         Sigmas?.Dispose();
         Sigmas = torch.tensor(sigmas, dtype: ScalarType.Float32).DetachFromDisposeScope();
         Timesteps = ts;
