@@ -22,6 +22,11 @@ public sealed class SweepCommand : ICommand
           --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
           --device cpu|cuda|cuda:N (default cpu)
           --dtype float32|float16|bfloat16 (default float32)
+          --scheduler NAME       run this scheduler instead of the model's own, built from the model's scheduler
+                                 config as diffusers' SchedulerClass.from_config(pipe.scheduler.config): a diffusers
+                                 class name (DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler,
+                                 PNDMScheduler, DDPMScheduler) or dpm++, ddim, euler, pndm, ddpm (default: the
+                                 model's own; recorded in manifest.json with its effective config)
           --variant NAME         weights variant, as diffusers' variant= (e.g. fp16: model.fp16.safetensors); each
                                  component with that variant's files loads them, the others their plain files
                                  (default: plain files only)
@@ -44,8 +49,10 @@ public sealed class SweepCommand : ICommand
     public int Run(IReadOnlyList<string> args)
     {
         var a = CliArgs.Parse(Name, args,
-            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "clean-caption", "batch", "seed-policy", "images-per-layer", "out" },
+            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out" },
             new[] { "overwrite", "quiet" });
+        // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
+        var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
         var options = new SweepOptions
@@ -62,6 +69,7 @@ public sealed class SweepCommand : ICommand
             Device = device,
             DType = a.Get("dtype", "float32"),
             Variant = a.Get("variant"),
+            Scheduler = scheduler,
             CleanCaption = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null,
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,

@@ -30,14 +30,15 @@ public sealed class IFPipeline : LensPipeline
         }
     }
 
-    public static IFPipeline Load(ModelIndex index, Device device, ScalarType dtype, string? variant = null)
+    public static IFPipeline Load(ModelIndex index, Device device, ScalarType dtype, string? variant = null, string? schedulerClass = null)
     {
         return new IFPipeline
         {
             ModelDir = index.Folder,
             Device = device,
             DType = dtype,
-            SchedulerConfig = LoadSchedulerConfig(index), // first: an unknown scheduler fails before weights load
+            SchedulerConfig = LoadSchedulerConfig(index, schedulerClass), // first: an unknown scheduler fails before weights load
+            SchedulerClass = schedulerClass,
             Tokenizer = PromptTokenizer.Load(index),
             T5 = T5EncoderModel.FromFolder(index.Require("text_encoder"), device, dtype, WeightSet.ComponentVariant(index.Require("text_encoder"), variant)),
             UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype, WeightSet.ComponentVariant(index.Require("unet"), variant)),

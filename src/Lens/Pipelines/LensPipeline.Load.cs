@@ -6,14 +6,17 @@ public abstract partial class LensPipeline
     /// <summary>Opens a diffusers folder, picking the pipeline from model_index.json.</summary>
     /// <param name="variant">weights variant (e.g. "fp16"): each component with that variant's files loads them, the
     /// others their plain files, as diffusers does (<see cref="WeightSet.ComponentVariant"/>); null: plain files only</param>
-    public static LensPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
+    /// <param name="scheduler">a scheduler class name or alias to run instead of the model's own (see
+    /// <see cref="Schedulers.Scheduler.ResolveClassName"/>); null: the model's own</param>
+    public static LensPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null, string? scheduler = null)
     {
+        var schedulerClass = scheduler is null ? null : Schedulers.Scheduler.ResolveClassName(scheduler);
         var index = ModelIndex.Load(modelDir);
         var dev = ParseDevice(device);
         var dt = ParseDType(dtype);
         var components = PipelineComponents(index);
         WeightSet.CheckPipelineVariant(modelDir, components.Select(index.Require), variant);
-        LensPipeline pipe = index.ClassName == "IFPipeline" ? IFPipeline.Load(index, dev, dt, variant) : StableDiffusionPipeline.Load(index, dev, dt, variant);
+        LensPipeline pipe = index.ClassName == "IFPipeline" ? IFPipeline.Load(index, dev, dt, variant, schedulerClass) : StableDiffusionPipeline.Load(index, dev, dt, variant, schedulerClass);
         pipe.Variant = variant;
         pipe.WeightFiles = components.SelectMany(c =>
         {

@@ -19,7 +19,7 @@ public abstract partial class LensPipeline
         var before = GpuMemory.Query();
         using (var scope = NewDisposeScope())
         using (torch.no_grad())
-        using (var scheduler = Scheduler.FromConfig(SchedulerConfig))
+        using (var scheduler = CreateScheduler())
         {
             scheduler.SetTimesteps(o.Steps);
             var sample = torch.zeros(shape, dtype: DType, device: Device);

@@ -64,14 +64,45 @@ public abstract partial class LensPipeline : IDisposable
 
     /// <summary>The pipeline's scheduler config (scheduler/scheduler_config.json).</summary>
     public required DiffusersConfig SchedulerConfig { get; init; }
-    public string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+    /// <summary>The scheduler class chosen instead of the model's own (<c>--scheduler</c>), built from the model's
+    /// scheduler config as diffusers' <c>SchedulerClass.from_config(pipe.scheduler.config)</c>; null: the model's own.</summary>
+    public string? SchedulerClass { get; init; }
+    /// <summary>The diffusers class name of the scheduler the pipeline runs.</summary>
+    public string SchedulerName => SchedulerClass ?? SchedulerConfig.Str("_class_name", "?");
 
-    /// <summary>scheduler/scheduler_config.json, checked up front so an unknown scheduler fails before weights load.</summary>
-    protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index)
+    /// <summary>A new scheduler of the pipeline's class and config (one per generation, as its state is per run).</summary>
+    public Scheduler CreateScheduler() => Scheduler.FromConfig(SchedulerConfig, SchedulerClass);
+
+    /// <summary>The configuration the pipeline's scheduler runs with (<see cref="Scheduler.EffectiveConfig"/>).</summary>
+    public SortedDictionary<string, System.Text.Json.Nodes.JsonNode?> SchedulerEffectiveConfig()
+    {
+        using var s = CreateScheduler();
+        return new SortedDictionary<string, System.Text.Json.Nodes.JsonNode?>(
+            s.EffectiveConfig.ToDictionary(kv => kv.Key, kv => kv.Value?.DeepClone()), StringComparer.Ordinal);
+    }
+
+    /// <summary>
+    /// scheduler/scheduler_config.json, checked up front (with the chosen class, if any) so an unknown scheduler or an
+    /// unsupported option fails before weights load.
+    /// </summary>
+    protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index, string? schedulerClass = null)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
-        using var check = Scheduler.FromConfig(cfg);
+        CheckScheduler(index.ClassName, cfg, schedulerClass);
         return cfg;
+    }
+
+    /// <summary>
+    /// Builds the scheduler once to validate its config, and refuses a scheduler the pipeline cannot drive: IF with a
+    /// learned variance (variance_type learned/learned_range) hands the step a model output with the predicted variance,
+    /// which only DDPMScheduler and DPMSolverMultistepScheduler take (diffusers' step fails on it with the others).
+    /// </summary>
+    public static void CheckScheduler(string pipelineClass, DiffusersConfig cfg, string? schedulerClass)
+    {
+        using var check = Scheduler.FromConfig(cfg, schedulerClass);
+        if (pipelineClass == "IFPipeline" && cfg.StrOrNull("variance_type") is "learned" or "learned_range"
+            && check.ClassName is not ("DDPMScheduler" or "DPMSolverMultistepScheduler"))
+            throw new LensException($"scheduler {check.ClassName} cannot run this IF model: its scheduler config has variance_type '{cfg.Str("variance_type")}', so the pipeline passes the predicted variance to the step, which only DDPMScheduler and DPMSolverMultistepScheduler take (diffusers fails the same way)");
     }
 
     /// <summary>The shape of one image's initial noise ([1, C, h, w]); validates the requested size.</summary>
@@ -118,7 +149,7 @@ public abstract partial class LensPipeline : IDisposable
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         int k = conditional.Count;
-        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        using var scheduler = CreateScheduler();
         scheduler.SetTimesteps(o.Steps);
         var timesteps = scheduler.Timesteps;
 
@@ -139,7 +170,10 @@ public abstract partial class LensPipeline : IDisposable
             ? torch.cat(new[] { unconditional.to(DType, Device).expand(k * n, -1, -1), cond }, 0)
             : cond;
         // every step's timestep as a device tensor, uploaded once (not one blocking host-to-device copy per step)
-        var timestepsOnDevice = torch.tensor(timesteps, dtype: ScalarType.Int64).to(Device);
+        // (diffusers' scheduler.timesteps: int64, or float32 for EulerDiscreteScheduler)
+        var timestepsOnDevice = (scheduler.TimestepDType == ScalarType.Int64
+            ? torch.tensor(timesteps, dtype: ScalarType.Int64)
+            : torch.tensor(scheduler.TimestepValues, dtype: ScalarType.Float64).to(scheduler.TimestepDType)).to(Device);
         _stepTimesteps = new Dictionary<long, Tensor>();
         for (int i = 0; i < timesteps.Length; i++) _stepTimesteps.TryAdd(timesteps[i], timestepsOnDevice[i]);
         try
@@ -224,6 +258,7 @@ public abstract partial class LensPipeline : IDisposable
     public Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
     {
         using var noise = Noise(generator, NoiseShape(o));
+        // latents * scheduler.init_noise_sigma (1.0, or a float32 sigma for Euler: exact as a double)
         return noise * scheduler.InitNoiseSigma;
     }
 

@@ -33,14 +33,15 @@ public sealed class StableDiffusionPipeline : LensPipeline
         }
     }
 
-    public static StableDiffusionPipeline Load(ModelIndex index, Device device, ScalarType dtype, string? variant = null)
+    public static StableDiffusionPipeline Load(ModelIndex index, Device device, ScalarType dtype, string? variant = null, string? schedulerClass = null)
     {
         return new StableDiffusionPipeline
         {
             ModelDir = index.Folder,
             Device = device,
             DType = dtype,
-            SchedulerConfig = LoadSchedulerConfig(index), // first: an unknown scheduler fails before weights load
+            SchedulerConfig = LoadSchedulerConfig(index, schedulerClass), // first: an unknown scheduler fails before weights load
+            SchedulerClass = schedulerClass,
             Tokenizer = PromptTokenizer.Load(index),
             Clip = ClipTextModel.FromFolder(index.Require("text_encoder"), device, dtype, WeightSet.ComponentVariant(index.Require("text_encoder"), variant)),
             UNet = ComponentLoader.LoadUNet(index.Require("unet"), device, dtype, WeightSet.ComponentVariant(index.Require("unet"), variant)),

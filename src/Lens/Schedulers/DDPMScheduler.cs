@@ -38,17 +38,16 @@ public sealed class DDPMScheduler : Scheduler
     public DDPMScheduler(DiffusersConfig config)
         : base(config, new[] { "linear", "scaled_linear", "squaredcos_cap_v2" })
     {
-        if (config.Bool("rescale_betas_zero_snr", false))
-            throw new LensException($"{config.Path}: 'rescale_betas_zero_snr' = true is not supported");
+        RejectTrue(config, "rescale_betas_zero_snr");
         VarianceType = ValidateChoice(config, "variance_type", "fixed_small", VarianceTypes);
-        ClipSample = config.Bool("clip_sample", true);
-        ClipSampleRange = config.Double("clip_sample_range", 1.0);
+        ClipSample = Opt(config, "clip_sample", true);
+        ClipSampleRange = Opt(config, "clip_sample_range", 1.0);
         PredictionType = ValidateChoice(config, "prediction_type", "epsilon", "epsilon", "sample", "v_prediction");
-        Thresholding = config.Bool("thresholding", false);
-        DynamicThresholdingRatio = config.Double("dynamic_thresholding_ratio", 0.995);
-        SampleMaxValue = config.Double("sample_max_value", 1.0);
+        Thresholding = Opt(config, "thresholding", false);
+        DynamicThresholdingRatio = Opt(config, "dynamic_thresholding_ratio", 0.995);
+        SampleMaxValue = Opt(config, "sample_max_value", 1.0);
         TimestepSpacing = ValidateChoice(config, "timestep_spacing", "leading", "linspace", "leading", "trailing");
-        StepsOffset = config.Int("steps_offset", 0);
+        StepsOffset = Opt(config, "steps_offset", 0);
         _one = torch.tensor(1.0f).DetachFromDisposeScope();
     }
 
@@ -144,7 +143,7 @@ public sealed class DDPMScheduler : Scheduler
         };
 
         // 3. clip or threshold
-        if (Thresholding) predOriginalSample = ThresholdSample(predOriginalSample);
+        if (Thresholding) predOriginalSample = ThresholdSample(predOriginalSample, DynamicThresholdingRatio, SampleMaxValue);
         else if (ClipSample) predOriginalSample = predOriginalSample.clamp(-ClipSampleRange, ClipSampleRange);
 
         // 4. coefficients (formula (7) of the DDPM paper)
@@ -159,7 +158,7 @@ public sealed class DDPMScheduler : Scheduler
         {
             var variance = VarianceType switch
             {
-                "fixed_small_log" => GetVariance(t, predictedVariance) * DrawStepNoise(modelOutput, generator),
+                "fixed_small_log" => GetVariance(t, predictedVariance) * DrawNoise(modelOutput, generator),
                 "learned_range" => NoiseScaledLearnedRange(t, predictedVariance, modelOutput, generator),
                 _ => NoiseScaledDefault(t, predictedVariance, modelOutput, generator),
             };
@@ -175,7 +174,7 @@ public sealed class DDPMScheduler : Scheduler
     // (the noise is drawn before _get_variance, as in diffusers; _get_variance draws nothing)
     private Tensor NoiseScaledLearnedRange(long t, Tensor? predictedVariance, Tensor modelOutput, Generator? generator)
     {
-        var noise = DrawStepNoise(modelOutput, generator);
+        var noise = DrawNoise(modelOutput, generator);
         var variance = GetVariance(t, predictedVariance);
         return torch.exp(0.5 * variance) * noise;
     }
@@ -183,7 +182,7 @@ public sealed class DDPMScheduler : Scheduler
     // variance = (_get_variance(t, predicted_variance) ** 0.5) * noise
     private Tensor NoiseScaledDefault(long t, Tensor? predictedVariance, Tensor modelOutput, Generator? generator)
     {
-        var noise = DrawStepNoise(modelOutput, generator);
+        var noise = DrawNoise(modelOutput, generator);
         return GetVariance(t, predictedVariance).pow(0.5) * noise;
     }
 
@@ -227,46 +226,8 @@ public sealed class DDPMScheduler : Scheduler
         }
     }
 
-    /// <summary>
-    /// <c>_threshold_sample</c> (dynamic thresholding, Imagen): per sample, s = quantile(|x|, dynamic_thresholding_ratio)
-    /// clamped to [1, sample_max_value]; x = clamp(x, -s, s) / s. Computed in float32 for half inputs.
-    /// </summary>
-    private Tensor ThresholdSample(Tensor sample)
-    {
-        var dtype = sample.dtype;
-        long batch = sample.shape[0], channels = sample.shape[1];
-        var remaining = sample.shape.Skip(2).ToArray();
-        if (dtype is not (ScalarType.Float32 or ScalarType.Float64)) sample = sample.to(ScalarType.Float32);
-
-        long rest = remaining.Aggregate(1L, (a, b) => a * b);
-        sample = sample.reshape(batch, channels * rest);
-        var absSample = sample.abs();
-        // torch.quantile(abs, float q, dim=1): q becomes a scalar tensor of the input's dtype
-        var s = torch.quantile(absSample, QuantileTensor(absSample), dim: 1);
-        s = torch.clamp(s, min: 1, max: SampleMaxValue);
-        s = s.unsqueeze(1);
-        sample = torch.clamp(sample, -s, s) / s;
-        sample = sample.reshape(new[] { batch, channels }.Concat(remaining).ToArray());
-        return sample.to(dtype);
-    }
-
-    private Tensor? _quantile;
-
-    /// <summary>dynamic_thresholding_ratio as a 0-dim tensor of the input's dtype on its device, made once (not uploaded every step).</summary>
-    private Tensor QuantileTensor(Tensor like)
-    {
-        if (_quantile is null || _quantile.dtype != like.dtype || _quantile.device_type != like.device_type || _quantile.device_index != like.device_index)
-        {
-            _quantile?.Dispose();
-            _quantile = torch.tensor(DynamicThresholdingRatio, dtype: like.dtype, device: like.device).DetachFromDisposeScope();
-        }
-        return _quantile;
-    }
-
     public override void Dispose()
     {
-        _quantile?.Dispose();
-        _quantile = null;
         LastPredOriginalSample?.Dispose();
         LastPredOriginalSample = null;
         _one.Dispose();

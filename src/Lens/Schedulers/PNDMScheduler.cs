@@ -40,11 +40,11 @@ public sealed class PNDMScheduler : Scheduler
     public PNDMScheduler(DiffusersConfig config)
         : base(config, new[] { "linear", "scaled_linear", "squaredcos_cap_v2" })
     {
-        SkipPrkSteps = config.Bool("skip_prk_steps", false);
-        SetAlphaToOne = config.Bool("set_alpha_to_one", false);
+        SkipPrkSteps = Opt(config, "skip_prk_steps", false);
+        SetAlphaToOne = Opt(config, "set_alpha_to_one", false);
         PredictionType = ValidateChoice(config, "prediction_type", "epsilon", "epsilon", "v_prediction");
         TimestepSpacing = ValidateChoice(config, "timestep_spacing", "leading", "linspace", "leading", "trailing");
-        StepsOffset = config.Int("steps_offset", 0);
+        StepsOffset = Opt(config, "steps_offset", 0);
         // final_alpha_cumprod = torch.tensor(1.0) if set_alpha_to_one else alphas_cumprod[0]
         _finalAlphaCumprod = (SetAlphaToOne ? torch.tensor(1.0f) : AlphasCumprod[0].clone()).DetachFromDisposeScope();
     }

@@ -1,3 +1,4 @@
+using System.Text.Json.Nodes;
 using DiffusionLens.Loading;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -12,11 +13,47 @@ namespace DiffusionLens.Schedulers;
 /// </summary>
 public abstract class Scheduler : IDisposable
 {
-    public static readonly string[] SupportedClassNames = { "PNDMScheduler", "DDPMScheduler" };
+    public static readonly string[] SupportedClassNames =
+        { "PNDMScheduler", "DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler" };
+
+    /// <summary>Short names accepted by <c>--scheduler</c>, each for a diffusers class name.</summary>
+    public static readonly IReadOnlyDictionary<string, string> Aliases = new Dictionary<string, string>(StringComparer.Ordinal)
+    {
+        ["dpm++"] = "DPMSolverMultistepScheduler",
+        ["ddim"] = "DDIMScheduler",
+        ["euler"] = "EulerDiscreteScheduler",
+        ["pndm"] = "PNDMScheduler",
+        ["ddpm"] = "DDPMScheduler",
+    };
+
+    /// <summary>Every name <see cref="ResolveClassName"/> accepts, for messages.</summary>
+    public static string AcceptedNames =>
+        string.Join(", ", SupportedClassNames) + " (or " + string.Join(", ", Aliases.Keys) + ")";
+
+    /// <summary>
+    /// A diffusers scheduler class name or a short alias (<see cref="Aliases"/>) to the class name; an unknown name is a
+    /// <see cref="LensException"/> listing the accepted names.
+    /// </summary>
+    public static string ResolveClassName(string name)
+    {
+        if (SupportedClassNames.Contains(name, StringComparer.Ordinal)) return name;
+        if (Aliases.TryGetValue(name, out var cls)) return cls;
+        throw new LensException($"unknown scheduler '{name}'; accepted: {AcceptedNames}");
+    }
+
+    /// <summary>The diffusers class this scheduler implements.</summary>
+    public string ClassName => GetType().Name;
+
+    private readonly SortedDictionary<string, JsonNode?> _effective = new(StringComparer.Ordinal);
+    /// <summary>
+    /// The configuration this scheduler runs with, as diffusers' <c>scheduler.config</c> holds its __init__ arguments: each
+    /// key from the config file where present, else the class's diffusers default.
+    /// </summary>
+    public IReadOnlyDictionary<string, JsonNode?> EffectiveConfig => _effective;
 
     public int NumTrainTimesteps { get; }
     /// <summary>The training betas (CPU float32).</summary>
-    public Tensor Betas { get; }
+    public Tensor Betas { get; private set; }
     /// <summary>cumprod(1 - betas) in float32, as diffusers' <c>alphas_cumprod</c> (CPU).</summary>
     public Tensor AlphasCumprod { get; }
 
@@ -24,10 +61,20 @@ public abstract class Scheduler : IDisposable
     public long[] Timesteps { get; protected set; }
     public int? NumInferenceSteps { get; protected set; }
 
-    /// <summary>Standard deviation of the initial noise (1.0 for PNDM and DDPM).</summary>
+    /// <summary>Standard deviation of the initial noise (1.0 except for EulerDiscreteScheduler, whose value depends on the
+    /// inference sigmas: read it after <see cref="SetTimesteps"/>, as the pipelines do).</summary>
     public virtual double InitNoiseSigma => 1.0;
-    /// <summary>diffusers' <c>order</c> (1 for both supported schedulers).</summary>
+    /// <summary>diffusers' <c>order</c> (1 for every supported scheduler).</summary>
     public virtual int Order => 1;
+
+    /// <summary>
+    /// The timesteps as diffusers' <c>scheduler.timesteps</c> holds them (what the UNet is given), in the order of
+    /// <see cref="Timesteps"/>. Integral for every scheduler except EulerDiscreteScheduler (float32 values, e.g. 957.375
+    /// with linspace spacing); <see cref="Timesteps"/> then holds their integer parts, distinct, as the loop's keys.
+    /// </summary>
+    public virtual double[] TimestepValues => Array.ConvertAll(Timesteps, t => (double)t);
+    /// <summary>The dtype of diffusers' <c>scheduler.timesteps</c>: int64, or float32 for EulerDiscreteScheduler.</summary>
+    public virtual ScalarType TimestepDType => ScalarType.Int64;
 
     /// <summary>
     /// The batch holds copies of one single-image run (e.g. the lens layers of one prompt and seed): every row gets the
@@ -43,49 +90,67 @@ public abstract class Scheduler : IDisposable
     /// </summary>
     public NoisePlan? BatchNoise { get; set; }
 
-    /// <summary>
-    /// diffusers' <c>randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)</c> for a step's
-    /// noise, under <see cref="BatchNoise"/> / <see cref="ShareNoiseAcrossBatch"/>. A CPU generator draws on the CPU and
-    /// the noise moves to the sample's device, as diffusers does.
-    /// </summary>
-    protected Tensor DrawStepNoise(Tensor like, Generator? generator)
+    /// <param name="rescaleZeroSnr">the class has <c>rescale_betas_zero_snr</c> (read and applied here); null: it has not</param>
+    /// <param name="clampLastAlphaCumprod">with rescale_betas_zero_snr: alphas_cumprod[-1] = 2**-24 (Euler, DPM-Solver)</param>
+    protected Scheduler(DiffusersConfig config, string[] supportedBetaSchedules, bool rescaleZeroSnr = false, bool clampLastAlphaCumprod = false)
     {
-        var device = like.device;
-        if (BatchNoise is { } plan)
-        {
-            if (plan.BatchRows != like.shape[0])
-                throw new InvalidOperationException($"the noise plan has {plan.BatchRows} rows, the batch {like.shape[0]}");
-            return plan.Draw(like.shape[1..], like.dtype, device);
-        }
-        var randDevice = device;
-        if (generator is not null)
-        {
-            var genType = generator.device.type;
-            if (genType != device.type)
-            {
-                if (genType == DeviceType.CPU) randDevice = torch.CPU;
-                else throw new LensException($"cannot generate a {device.type} tensor from a generator on {genType}");
-            }
-        }
-        var shape = (long[])like.shape.Clone();
-        if (ShareNoiseAcrossBatch) shape[0] = 1;
-        var noise = torch.randn(shape, dtype: like.dtype, device: randDevice, generator: generator);
-        if (ShareNoiseAcrossBatch && like.shape[0] != 1) noise = noise.expand(like.shape);
-        return noise.device.type == device.type && noise.device.index == device.index ? noise : noise.to(device);
-    }
-
-    protected Scheduler(DiffusersConfig config, string[] supportedBetaSchedules)
-    {
-        NumTrainTimesteps = config.Int("num_train_timesteps", 1000);
+        NumTrainTimesteps = Opt(config, "num_train_timesteps", 1000);
         if (NumTrainTimesteps < 1) throw new LensException($"{config.Path}: num_train_timesteps must be positive");
         Betas = MakeBetas(config, NumTrainTimesteps, supportedBetaSchedules).DetachFromDisposeScope();
+        bool rescale = rescaleZeroSnr && Opt(config, "rescale_betas_zero_snr", false);
         using (var scope = NewDisposeScope())
         {
+            if (rescale)
+            {
+                var rescaled = RescaleZeroTerminalSnr(Betas).MoveToOuterDisposeScope();
+                Betas.Dispose();
+                Betas = rescaled.DetachFromDisposeScope();
+            }
             var alphas = 1.0 - Betas;
-            AlphasCumprod = torch.cumprod(alphas, 0).MoveToOuterDisposeScope();
+            var cumprod = torch.cumprod(alphas, 0);
+            // Close to 0 without being 0 so the first sigma is not inf (FP16's smallest positive subnormal)
+            if (rescale && clampLastAlphaCumprod) cumprod[NumTrainTimesteps - 1] = torch.tensor(Math.Pow(2, -24), dtype: ScalarType.Float32);
+            AlphasCumprod = cumprod.MoveToOuterDisposeScope();
         }
         AlphasCumprod.DetachFromDisposeScope();
         Timesteps = Enumerable.Range(0, NumTrainTimesteps).Reverse().Select(i => (long)i).ToArray();
+    }
+
+    /// <summary>
+    /// diffusers' <c>rescale_zero_terminal_snr(betas)</c> (Algorithm 1 of arXiv 2305.08891), with the same float32 torch ops.
+    /// </summary>
+    public static Tensor RescaleZeroTerminalSnr(Tensor betas)
+    {
+        using var scope = NewDisposeScope();
+        var alphas = 1.0 - betas;
+        var alphasCumprod = torch.cumprod(alphas, 0);
+        var alphasBarSqrt = alphasCumprod.sqrt();
+        var sqrt0 = alphasBarSqrt[0].clone();
+        var sqrtT = alphasBarSqrt[-1].clone();
+        alphasBarSqrt.sub_(sqrtT);
+        alphasBarSqrt.mul_(sqrt0 / (sqrt0 - sqrtT));
+        var alphasBar = alphasBarSqrt.pow(2);
+        var ratios = alphasBar.slice(0, 1, alphasBar.shape[0], 1) / alphasBar.slice(0, 0, alphasBar.shape[0] - 1, 1);
+        alphas = torch.cat(new[] { alphasBar.slice(0, 0, 1, 1), ratios });
+        return (1 - alphas).MoveToOuterDisposeScope();
+    }
+
+    // ---- config options, recorded in EffectiveConfig ----
+
+    protected int Opt(DiffusersConfig c, string key, int dflt) { var v = c.Int(key, dflt); _effective[key] = JsonValue.Create(v); return v; }
+    protected bool Opt(DiffusersConfig c, string key, bool dflt) { var v = c.Bool(key, dflt); _effective[key] = JsonValue.Create(v); return v; }
+    protected double Opt(DiffusersConfig c, string key, double dflt) { var v = c.Double(key, dflt); _effective[key] = JsonValue.Create(v); return v; }
+    protected string Opt(DiffusersConfig c, string key, string dflt) { var v = c.Str(key, dflt); _effective[key] = JsonValue.Create(v); return v; }
+    protected string? OptOrNull(DiffusersConfig c, string key) { var v = c.StrOrNull(key); _effective[key] = v is null ? null : JsonValue.Create(v); return v; }
+    protected double? OptDoubleOrNull(DiffusersConfig c, string key) { var v = c.DoubleOrNull(key); _effective[key] = v is null ? null : JsonValue.Create(v.Value); return v; }
+    /// <summary>Records a value the class set itself (diffusers' <c>register_to_config</c>, e.g. algorithm_type deis -> dpmsolver++).</summary>
+    protected void Record(string key, string value) => _effective[key] = JsonValue.Create(value);
+
+    /// <summary>A boolean option whose true value this implementation does not support: true is an error naming it.</summary>
+    protected void RejectTrue(DiffusersConfig c, string key)
+    {
+        if (Opt(c, key, false))
+            throw new LensException($"{c.Path}: '{key}' = true is not supported by {GetType().Name} here (only false)");
     }
 
     /// <summary>Sets the discrete timesteps used for inference (diffusers' <c>set_timesteps(num_inference_steps)</c>).</summary>
@@ -98,15 +163,26 @@ public abstract class Scheduler : IDisposable
     /// <param name="generator">for schedulers that add noise (DDPM); a CPU generator reproduces PyTorch's CPU stream</param>
     public abstract Tensor Step(Tensor modelOutput, long timestep, Tensor sample, Generator? generator = null);
 
-    /// <summary>Picks the scheduler class named by the config's "_class_name".</summary>
-    public static Scheduler FromConfig(DiffusersConfig config)
+    /// <summary>
+    /// Picks the scheduler class named by the config's "_class_name", or <paramref name="className"/> when given — then
+    /// built as diffusers' <c>SchedulerClass.from_config(pipe.scheduler.config)</c> does: each __init__ argument of the
+    /// class from the config where the file has it, else the class's own default (the defaults the model's own class
+    /// filled in are not carried over: diffusers drops its <c>_use_default_values</c>); keys the class does not take are
+    /// ignored.
+    /// </summary>
+    /// <param name="className">a diffusers class name or an alias (<see cref="ResolveClassName"/>); null: the config's own</param>
+    public static Scheduler FromConfig(DiffusersConfig config, string? className = null)
     {
-        var name = config.StrOrNull("_class_name")
-                   ?? throw new LensException($"{config.Path}: no '_class_name' (supported schedulers: {string.Join(", ", SupportedClassNames)})");
+        var name = className is null
+            ? config.StrOrNull("_class_name") ?? throw new LensException($"{config.Path}: no '_class_name' (supported schedulers: {string.Join(", ", SupportedClassNames)})")
+            : ResolveClassName(className);
         return name switch
         {
             "PNDMScheduler" => new PNDMScheduler(config),
             "DDPMScheduler" => new DDPMScheduler(config),
+            "DDIMScheduler" => new DDIMScheduler(config),
+            "EulerDiscreteScheduler" => new EulerDiscreteScheduler(config),
+            "DPMSolverMultistepScheduler" => new DPMSolverMultistepScheduler(config),
             _ => throw new LensException($"{config.Path}: scheduler '{name}' is not supported (supported schedulers: {string.Join(", ", SupportedClassNames)})"),
         };
     }
@@ -117,8 +193,12 @@ public abstract class Scheduler : IDisposable
 
     // ---- beta schedules (scheduling_pndm.py / scheduling_ddpm.py __init__) ----
 
-    private static Tensor MakeBetas(DiffusersConfig config, int n, string[] supported)
+    private Tensor MakeBetas(DiffusersConfig config, int n, string[] supported)
     {
+        var schedule = Opt(config, "beta_schedule", "linear");
+        double betaStart = Opt(config, "beta_start", 0.0001);
+        double betaEnd = Opt(config, "beta_end", 0.02);
+        _effective["trained_betas"] = config.Has("trained_betas") ? config.Root["trained_betas"]!.DeepClone() : null;
         if (config.Has("trained_betas"))
         {
             double[] trained;
@@ -130,11 +210,8 @@ public abstract class Scheduler : IDisposable
                 throw new LensException($"{config.Path}: 'trained_betas' has {trained.Length} entries but num_train_timesteps is {n}");
             return torch.tensor(trained.Select(b => (float)b).ToArray(), dtype: ScalarType.Float32);
         }
-        var schedule = config.Str("beta_schedule", "linear");
         if (!supported.Contains(schedule))
             throw new LensException($"{config.Path}: beta_schedule '{schedule}' is not supported (supported: {string.Join(", ", supported)})");
-        double betaStart = config.Double("beta_start", 0.0001);
-        double betaEnd = config.Double("beta_end", 0.02);
         switch (schedule)
         {
             case "linear":
@@ -202,12 +279,92 @@ public abstract class Scheduler : IDisposable
         return y;
     }
 
-    protected static string ValidateChoice(DiffusersConfig config, string key, string dflt, params string[] allowed)
+    protected string ValidateChoice(DiffusersConfig config, string key, string dflt, params string[] allowed)
     {
-        var v = config.Str(key, dflt);
+        var v = Opt(config, key, dflt);
         if (!allowed.Contains(v))
             throw new LensException($"{config.Path}: '{key}' = {v} is not supported (supported: {string.Join(", ", allowed)})");
         return v;
+    }
+
+    // ---- shared step pieces ----
+
+    /// <summary>
+    /// randn_tensor(like.shape, generator=generator, device=like.device, dtype=dtype or like.dtype): a CPU generator draws
+    /// on the CPU and the noise is moved to the device. With <see cref="ShareNoiseAcrossBatch"/> one row is drawn and
+    /// broadcast to the batch.
+    /// </summary>
+    protected Tensor DrawNoise(Tensor like, Generator? generator, ScalarType? dtype = null)
+    {
+        var device = like.device;
+        if (BatchNoise is { } plan)
+        {
+            if (plan.BatchRows != like.shape[0])
+                throw new InvalidOperationException($"the noise plan has {plan.BatchRows} rows, the batch {like.shape[0]}");
+            return plan.Draw(like.shape[1..], dtype ?? like.dtype, device);
+        }
+        var randDevice = device;
+        if (generator is not null)
+        {
+            var genType = generator.device.type;
+            if (genType != device.type)
+            {
+                if (genType == DeviceType.CPU) randDevice = torch.CPU;
+                else throw new LensException($"cannot generate a {device.type} tensor from a generator on {genType}");
+            }
+        }
+        var shape = (long[])like.shape.Clone();
+        if (ShareNoiseAcrossBatch) shape[0] = 1;
+        var noise = torch.randn(shape, dtype: dtype ?? like.dtype, device: randDevice, generator: generator);
+        if (ShareNoiseAcrossBatch && like.shape[0] != 1) noise = noise.expand(like.shape);
+        return noise.device.type == device.type && noise.device.index == device.index ? noise : noise.to(device);
+    }
+
+    /// <summary>
+    /// <c>_threshold_sample</c> (dynamic thresholding, Imagen): per sample, s = quantile(|x|, dynamic_thresholding_ratio)
+    /// clamped to [1, sample_max_value]; x = clamp(x, -s, s) / s. Computed in float32 for half inputs.
+    /// </summary>
+    protected Tensor ThresholdSample(Tensor sample, double dynamicThresholdingRatio, double sampleMaxValue)
+    {
+        var dtype = sample.dtype;
+        long batch = sample.shape[0], channels = sample.shape[1];
+        var remaining = sample.shape.Skip(2).ToArray();
+        if (dtype is not (ScalarType.Float32 or ScalarType.Float64)) sample = sample.to(ScalarType.Float32);
+
+        long rest = remaining.Aggregate(1L, (a, b) => a * b);
+        sample = sample.reshape(batch, channels * rest);
+        var absSample = sample.abs();
+        // torch.quantile(abs, float q, dim=1): q becomes a scalar tensor of the input's dtype
+        var s = torch.quantile(absSample, QuantileTensor(absSample, dynamicThresholdingRatio), dim: 1);
+        s = torch.clamp(s, min: 1, max: sampleMaxValue);
+        s = s.unsqueeze(1);
+        sample = torch.clamp(sample, -s, s) / s;
+        sample = sample.reshape(new[] { batch, channels }.Concat(remaining).ToArray());
+        return sample.to(dtype);
+    }
+
+    private Tensor? _quantile;
+
+    /// <summary>The quantile as a 0-dim tensor of the input's dtype on its device, made once (not uploaded every step).</summary>
+    private Tensor QuantileTensor(Tensor like, double q)
+    {
+        if (_quantile is null || _quantile.dtype != like.dtype || _quantile.device_type != like.device_type || _quantile.device_index != like.device_index)
+        {
+            _quantile?.Dispose();
+            _quantile = torch.tensor(q, dtype: like.dtype, device: like.device).DetachFromDisposeScope();
+        }
+        return _quantile;
+    }
+
+    /// <summary>Fails clearly where a step gets a model output of another shape than the sample (e.g. IF's predicted
+    /// variance, which only DDPMScheduler and DPMSolverMultistepScheduler take; diffusers' step fails on it too).</summary>
+    protected void RequireSampleShape(Tensor modelOutput, Tensor sample)
+    {
+        if (!modelOutput.shape.SequenceEqual(sample.shape))
+            throw new LensException($"{ClassName}.step: the model output has shape [{string.Join(", ", modelOutput.shape)}] but the sample [{string.Join(", ", sample.shape)}]" +
+                                    (modelOutput.shape.Length > 1 && sample.shape.Length > 1 && modelOutput.shape[1] == 2 * sample.shape[1]
+                                        ? $" (the model predicts its variance, variance_type learned/learned_range, which {ClassName} cannot use; use DDPMScheduler or DPMSolverMultistepScheduler)"
+                                        : ""));
     }
 
     /// <summary>Keeps a reference to a tensor beyond the caller's dispose scope (shares storage).</summary>
@@ -215,6 +372,8 @@ public abstract class Scheduler : IDisposable
 
     public virtual void Dispose()
     {
+        _quantile?.Dispose();
+        _quantile = null;
         Betas.Dispose();
         AlphasCumprod.Dispose();
         GC.SuppressFinalize(this);

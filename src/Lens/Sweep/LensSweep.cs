@@ -24,7 +24,7 @@ public static class LensSweep
         Validate(o);
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
         log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
-        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType, o.Variant);
+        using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType, o.Variant, o.Scheduler);
         if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
         pipe.Tokenizer.Warn = warn;
         log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
@@ -42,6 +42,7 @@ public static class LensSweep
     /// </summary>
     public static void Validate(SweepOptions o)
     {
+        if (o.Scheduler is not null) Schedulers.Scheduler.ResolveClassName(o.Scheduler); // a typo fails before the model is read
         var index = ModelIndex.Load(o.ModelDir);
         bool isIf = index.ClassName == "IFPipeline";
         if (!isIf && index.ClassName != "StableDiffusionPipeline")
@@ -53,7 +54,8 @@ public static class LensSweep
         if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
         if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
         if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
-        using (Schedulers.Scheduler.FromConfig(DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json")))) { }
+        LensPipeline.CheckScheduler(index.ClassName, DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json")),
+            o.Scheduler is null ? null : Schedulers.Scheduler.ResolveClassName(o.Scheduler));
         if (o.Height is null && o.Width is null) return;
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         int size = unet.Int("sample_size", 64);
@@ -76,6 +78,8 @@ public static class LensSweep
     /// <summary>Runs a sweep on an already loaded pipeline (used by audits that sweep one model many times).</summary>
     public static SweepResult Run(LensPipeline pipe, SweepOptions o, Action<string>? log = null)
     {
+        if (o.Scheduler is not null && Schedulers.Scheduler.ResolveClassName(o.Scheduler) != pipe.SchedulerName)
+            throw new LensException($"the pipeline was loaded with {pipe.SchedulerName}, not the requested scheduler {o.Scheduler}");
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
         var result = Run(pipe, o, output, log, 0);
         output.Commit();
@@ -224,6 +228,7 @@ public static class LensSweep
             UnetCallsPerImage = unetCalls,
             Guidance = gen.Guidance,
             Scheduler = pipe.SchedulerName,
+            SchedulerConfig = pipe.SchedulerEffectiveConfig(),
             Height = gen.Height,
             Width = gen.Width,
             Dtype = o.DType,

@@ -27,7 +27,11 @@ public sealed record SweepManifest
     public required int Steps { get; init; }
     public required int UnetCallsPerImage { get; init; }
     public required double Guidance { get; init; }
+    /// <summary>The diffusers class name of the scheduler that ran (the model's own, or <c>--scheduler</c>'s).</summary>
     public required string Scheduler { get; init; }
+    /// <summary>The scheduler's effective configuration: each __init__ argument of its class, from the model's scheduler
+    /// config where present, else the class's diffusers default (as diffusers' <c>from_config</c>).</summary>
+    public SortedDictionary<string, System.Text.Json.Nodes.JsonNode?>? SchedulerConfig { get; init; }
     public required int Height { get; init; }
     public required int Width { get; init; }
     public required string Dtype { get; init; }

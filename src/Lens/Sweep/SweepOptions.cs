@@ -17,6 +17,12 @@ public sealed record SweepOptions
     public string DType { get; init; } = "float32";
     /// <summary>Weights variant (e.g. "fp16"), as diffusers' <c>variant=</c>; null: the plain files.</summary>
     public string? Variant { get; init; }
+    /// <summary>
+    /// The scheduler to run instead of the model's own: a diffusers class name (DPMSolverMultistepScheduler,
+    /// DDIMScheduler, EulerDiscreteScheduler, PNDMScheduler, DDPMScheduler) or an alias (dpm++, ddim, euler, pndm, ddpm),
+    /// built from the model's scheduler config as diffusers' <c>from_config</c>; null: the model's own.
+    /// </summary>
+    public string? Scheduler { get; init; }
     /// <summary>IF only: diffusers' caption cleaning (default on for IF).</summary>
     public bool? CleanCaption { get; init; }
     public required string OutDir { get; init; }
