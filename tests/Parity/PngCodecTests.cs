@@ -2,6 +2,7 @@ using System.IO.Compression;
 using DiffusionLens.Reports;
 using Xunit;
 using static TorchSharp.torch;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 
