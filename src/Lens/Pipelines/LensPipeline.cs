@@ -11,18 +11,31 @@ namespace DiffusionLens.Pipelines;
 /// <summary>The prompt's tokens and the output of every text-encoder layer (before the final layer norm).</summary>
 public sealed class PromptLayers : IDisposable
 {
+    /// <summary>The prompt as the tokenizer saw it (IF: after caption cleaning).</summary>
     public required string Text { get; init; }
+    /// <summary>The token ids, padded to the encoder's length.</summary>
     public required long[] InputIds { get; init; }
+    /// <summary>The attention mask (IF / T5); null for CLIP.</summary>
     public long[]? AttentionMask { get; init; }
     /// <summary>Hidden[L] = output of encoder layer/block L, [1, T, D].</summary>
     public required IReadOnlyList<Tensor> Hidden { get; init; }
+    /// <summary>Disposes the hidden-state tensors.</summary>
     public void Dispose() { foreach (var h in Hidden) h.Dispose(); }
 }
 
 /// <summary>Sampling settings of one generation.</summary>
+/// <param name="Seed">seed of diffusers' CPU generator</param>
+/// <param name="Steps">denoising steps</param>
+/// <param name="Guidance">classifier-free guidance scale (guidance runs only above 1, as in diffusers)</param>
+/// <param name="Height">image height in pixels</param>
+/// <param name="Width">image width in pixels</param>
 public sealed record GenerationOptions(long Seed, int Steps, double Guidance, int Height, int Width);
 
 /// <summary>The pipeline's defaults, as its diffusers counterpart has them for this model.</summary>
+/// <param name="Steps">denoising steps</param>
+/// <param name="Guidance">guidance scale</param>
+/// <param name="Height">image height in pixels</param>
+/// <param name="Width">image width in pixels</param>
 public sealed record PipelineDefaults(int Steps, double Guidance, int Height, int Width);
 
 /// <summary>
@@ -32,16 +45,22 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 /// </summary>
 public abstract partial class LensPipeline : IDisposable
 {
+    /// <summary>The diffusers model folder.</summary>
     public required string ModelDir { get; init; }
+    /// <summary>The device the pipeline runs on.</summary>
     public required Device Device { get; init; }
+    /// <summary>The dtype the pipeline computes in.</summary>
     public required ScalarType DType { get; init; }
 
     /// <summary>"sd" or "if".</summary>
     public abstract string Kind { get; }
+    /// <summary>The diffusers pipeline class: "StableDiffusionPipeline" or "IFPipeline".</summary>
     public abstract string PipelineName { get; }
+    /// <summary>Steps, guidance and size diffusers would use for this model.</summary>
     public abstract PipelineDefaults Defaults { get; }
-    public required PromptTokenizer Tokenizer { get; init; }
-    public abstract ITextEncoder TextEncoder { get; }
+    internal PromptTokenizer Tokenizer { get; init; } = null!;
+    internal abstract ITextEncoder TextEncoder { get; }
+    /// <summary>Number of text-encoder layers (CLIP layers / T5 blocks): lens layers are 0 .. NumLayers - 1.</summary>
     public int NumLayers => TextEncoder.NumLayers;
 
     /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
@@ -59,11 +78,11 @@ public abstract partial class LensPipeline : IDisposable
     }
 
     /// <summary>The pipeline's scheduler config (scheduler/scheduler_config.json).</summary>
-    public required DiffusersConfig SchedulerConfig { get; init; }
-    public string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+    internal DiffusersConfig SchedulerConfig { get; init; } = null!;
+    internal string SchedulerName => SchedulerConfig.Str("_class_name", "?");
 
     /// <summary>scheduler/scheduler_config.json, checked up front so an unknown scheduler fails before weights load.</summary>
-    protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index)
+    private protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
         using var check = Scheduler.FromConfig(cfg);
@@ -71,7 +90,7 @@ public abstract partial class LensPipeline : IDisposable
     }
 
     /// <summary>The shape of one image's initial noise ([1, C, h, w]); validates the requested size.</summary>
-    protected abstract long[] NoiseShape(GenerationOptions o);
+    private protected abstract long[] NoiseShape(GenerationOptions o);
 
     /// <summary>
     /// Whether a guidance scale runs classifier-free guidance: diffusers' <c>do_classifier_free_guidance =
@@ -86,19 +105,26 @@ public abstract partial class LensPipeline : IDisposable
     /// <see cref="UsesGuidance"/>) the sample once, the conditional rows alone.
     /// </summary>
     /// <param name="embeds">with guidance [2k, T, D]: k unconditional rows, then k conditional rows; without it [k, T, D]</param>
-    public abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
+    internal abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
 
     /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
-    protected abstract Tensor ToImage(Tensor sample);
+    private protected abstract Tensor ToImage(Tensor sample);
 
     /// <summary>
     /// Generates one image per conditional embedding, all with classifier-free guidance against the same
     /// unconditional embedding and the same seed (each image reproduces diffusers' single-prompt call).
     /// Returns [k, H, W, 3] float32 images in [0, 1] on the CPU (diffusers' output_type="np").
     /// </summary>
-    /// <param name="timer">records the denoise and decode phases (and, profiling, each step); null: not timed</param>
+    /// <param name="conditional">one [1, T, D] prompt embedding per image (e.g. <see cref="Lens"/> of a layer)</param>
+    /// <param name="unconditional">the [1, T, D] negative-prompt embedding (<see cref="EncodeStock"/> of the negative prompt)</param>
+    /// <param name="o">seed, steps, guidance and size</param>
+    /// <param name="onStep">called after each denoising step with (step, of)</param>
     public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
-        Action<int, int>? onStep = null, PhaseTimer? timer = null)
+        Action<int, int>? onStep = null) => Generate(conditional, unconditional, o, onStep, timer: null);
+
+    /// <param name="timer">records the denoise and decode phases (and, profiling, each step); null: not timed</param>
+    internal Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        Action<int, int>? onStep, PhaseTimer? timer)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
         NoiseShape(o); // validates the size before any work
@@ -168,15 +194,16 @@ public abstract partial class LensPipeline : IDisposable
     /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside <see cref="Generate"/> a view of the
     /// timesteps uploaded once; otherwise a new tensor.
     /// </summary>
-    protected Tensor TimestepTensor(long t) =>
+    private protected Tensor TimestepTensor(long t) =>
         _stepTimesteps is not null && _stepTimesteps.TryGetValue(t, out var onDevice)
             ? onDevice.alias()
             : torch.tensor(t, dtype: ScalarType.Int64, device: Device);
 
+    /// <summary>Releases the pipeline's modules and weights.</summary>
     public abstract void Dispose();
 
     /// <summary>cpu, cuda or cuda:N (N a visible CUDA device index).</summary>
-    public static Device ParseDevice(string device)
+    internal static Device ParseDevice(string device)
     {
         if (device == "cpu") return torch.CPU;
         int index = 0;
@@ -190,7 +217,7 @@ public abstract partial class LensPipeline : IDisposable
         return index == 0 ? torch.CUDA : torch.device(DeviceType.CUDA, index);
     }
 
-    public static ScalarType ParseDType(string dtype) => dtype switch
+    internal static ScalarType ParseDType(string dtype) => dtype switch
     {
         "float32" or "fp32" => ScalarType.Float32,
         "float16" or "fp16" => ScalarType.Float16,
@@ -203,7 +230,7 @@ public abstract partial class LensPipeline : IDisposable
     /// <paramref name="generator"/> (diffusers' CPU generator seeded with the seed), times the scheduler's init sigma.
     /// [1, C, h, w] on the pipeline's device and dtype.
     /// </summary>
-    public Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
+    internal Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
     {
         using var noise = Noise(generator, NoiseShape(o));
         return noise * scheduler.InitNoiseSigma;
@@ -213,6 +240,6 @@ public abstract partial class LensPipeline : IDisposable
     /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then
     /// moved to the device.
     /// </summary>
-    protected Tensor Noise(Generator generator, long[] shape) =>
+    private protected Tensor Noise(Generator generator, long[] shape) =>
         torch.randn(shape, dtype: DType, generator: generator).to(Device);
 }
