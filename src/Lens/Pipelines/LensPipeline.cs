@@ -191,7 +191,7 @@ public abstract partial class LensPipeline : IDisposable
     private Dictionary<long, Tensor>? _stepTimesteps;
 
     /// <summary>
-    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside <see cref="Generate"/> a view of the
+    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside Generate a view of the
     /// timesteps uploaded once; otherwise a new tensor.
     /// </summary>
     private protected Tensor TimestepTensor(long t) =>
