@@ -41,7 +41,7 @@ for project in src/Lens/Lens.csproj src/Lens.Testing/Lens.Testing.csproj src/Len
   fi
 done
 if [ "$packed" = "1" ]; then
-  ok "dotnet pack: $(cd "$feed" && ls -1 ./*.nupkg | sed 's#^\./##' | tr '\n' ' ')in $((SECONDS - t0)) s"
+  ok "dotnet pack: $(find "$feed" -name '*.nupkg' -printf '%f (%s bytes) ')in $((SECONDS - t0)) s"
 fi
 
 # --- 2. package metadata and files ---
