@@ -6,7 +6,7 @@ One line per package, "check-packages: ok|FAIL ...": the nuspec's id, version, l
 on: XML docs beside every library, a PDB carrying source link, the library depending on the managed TorchSharp only
 (the backend is the user's choice), DiffusionLens.Testing on DiffusionLens and xunit.v3's assert/extensibility only
 (no test runner, no test-only junk), the reference maker under tools/, the tool's DotnetToolSettings.xml, its embedded
-tiny model and libtorch, and every package under nuget.org's 250 MB limit. Exit status 1 when any check failed.
+tiny model and libtorch, and every package under nuget.org's 250 MB limit. Exit status: the number of failed packages.
 """
 import sys
 import zipfile
@@ -116,7 +116,8 @@ for path, package_id in ((pointer, "DiffusionLens.Cli"), (rid, "DiffusionLens.Cl
     z, root, problems = common(path, package_id)
     names = set(z.namelist())
     types = [t.get("name") for t in root.iter() if t.tag.endswith("packageType")]
-    if "DotnetTool" not in types: problems.append(f"package type {types} is not DotnetTool")
+    want = "DotnetTool" if path is pointer else "DotnetToolRidPackage"
+    if want not in types: problems.append(f"package type {types} is not {want}")
     settings = [n for n in names if n.endswith("DotnetToolSettings.xml")]
     if not settings: problems.append("no DotnetToolSettings.xml")
     else:
@@ -129,6 +130,6 @@ for path, package_id in ((pointer, "DiffusionLens.Cli"), (rid, "DiffusionLens.Cl
         prefix = "tools/net10.0/linux-x64/"
         for f in ("lens.dll", "lens.xml", "DiffusionLens.dll", "models/sd-tiny-12/model_index.json", "libtorch.so"):
             if prefix + f not in names: problems.append(f"no {prefix}{f}")
-    report(f"nupkg {path.name}", problems, f"DotnetTool, DotnetToolSettings.xml, {path.stat().st_size / 2**20:.1f} MB")
+    report(f"nupkg {path.name}", problems, f"{want}, DotnetToolSettings.xml, {path.stat().st_size / 2**20:.1f} MB")
 
-sys.exit(1 if failed else 0)
+sys.exit(failed)  # the number of packages that failed

@@ -46,7 +46,8 @@ fi
 
 # --- 2. package metadata and files ---
 if [ "$packed" = "1" ]; then
-  python3 ci/check-nupkgs.py "$feed" "$version" || fails=$((fails + 1))
+  python3 ci/check-nupkgs.py "$feed" "$version"
+  fails=$((fails + $?))
 fi
 
 # --- 3. the Python reference maker ---
