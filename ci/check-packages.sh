@@ -25,7 +25,10 @@ cache="$(dotnet nuget locals global-packages --list | sed -n 's/^global-packages
 cleanup() {
   rm -rf "$work"
   if [ -n "$cache" ]; then
-    for id in diffusionlens diffusionlens.testing diffusionlens.cli diffusionlens.cli.linux-x64; do rm -rf "${cache:?}/$id/$version"; done
+    for id in diffusionlens diffusionlens.testing diffusionlens.cli diffusionlens.cli.linux-x64; do
+      rm -rf "${cache:?}/$id/$version"
+      rmdir "$cache/$id" 2>/dev/null || true  # only when no other version is cached
+    done
   fi
 }
 trap cleanup EXIT
