@@ -6,7 +6,7 @@ namespace DiffusionLens.Cli;
 /// Parsed <c>--name value</c> options of one command. Each command declares the options it takes; anything else,
 /// a missing value or a malformed number is a <see cref="LensException"/> naming the option.
 /// </summary>
-public sealed class CliArgs
+internal sealed class CliArgs
 {
     private readonly Dictionary<string, string> _values = new(StringComparer.Ordinal);
     private readonly string _command;

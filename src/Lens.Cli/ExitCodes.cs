@@ -1,7 +1,7 @@
 namespace DiffusionLens.Cli;
 
 /// <summary>The process exit codes of every <c>lens</c> command (the audit adds its verdict codes 1 and 3).</summary>
-public static class ExitCodes
+internal static class ExitCodes
 {
     public const int Ok = 0;
     /// <summary>lens audit: a claim was contradicted or inconclusive (see --fail-on), or its runs failed.</summary>

@@ -4,7 +4,7 @@ using DiffusionLens;
 namespace DiffusionLens.Cli;
 
 /// <summary>Maps any exception to one message line naming the problem and an exit code (no stack traces).</summary>
-public static class Failure
+internal static class Failure
 {
     public static (int Code, string Message) Describe(Exception e, IReadOnlyList<string> args)
     {

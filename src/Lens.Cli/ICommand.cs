@@ -1,7 +1,7 @@
 namespace DiffusionLens.Cli;
 
 /// <summary>One CLI verb (<c>lens NAME ...</c>). Each lives in its own file under Commands/ and is listed in <see cref="Program.Commands"/>.</summary>
-public interface ICommand
+internal interface ICommand
 {
     string Name { get; }
     string Summary { get; }

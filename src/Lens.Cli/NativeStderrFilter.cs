@@ -13,7 +13,7 @@ namespace DiffusionLens.Cli;
 /// pipe's only write end, and waits for the forwarder to drain what native code wrote.
 /// Set LENS_NATIVE_STDERR=raw to leave stderr untouched.
 /// </summary>
-public static class NativeStderrFilter
+internal static class NativeStderrFilter
 {
     private const int F_DUPFD_CLOEXEC = 1030;
     private const int O_CLOEXEC = 0x80000;

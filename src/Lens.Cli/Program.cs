@@ -2,7 +2,7 @@ using DiffusionLens;
 using DiffusionLens.Cli;
 namespace DiffusionLens.Cli
 {
-    public static partial class Program
+    internal static partial class Program
     {
         public static readonly ICommand[] Commands =
         {

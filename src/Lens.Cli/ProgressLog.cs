@@ -5,7 +5,7 @@ namespace DiffusionLens.Cli;
 /// line (carriage return + erase to end of line) and other lines (<see cref="Line"/>) are printed above it; when stderr
 /// is redirected every line is printed as a plain line. <see cref="Quiet"/> prints nothing.
 /// </summary>
-public sealed class ProgressLog : IDisposable
+internal sealed class ProgressLog : IDisposable
 {
     private readonly TextWriter _err;
     private readonly bool _terminal, _quiet;

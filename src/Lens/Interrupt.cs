@@ -7,7 +7,7 @@ namespace DiffusionLens;
 /// <see cref="OperationCanceledException"/>, and the output folder being written is removed as on any failure); a
 /// second one removes every partial output still registered and ends the process at once.
 /// </summary>
-public static class Interrupt
+internal static class Interrupt
 {
     private static volatile bool _requested;
     private static readonly ConcurrentDictionary<string, byte> _partial = new();

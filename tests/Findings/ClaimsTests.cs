@@ -155,5 +155,5 @@ public class ClaimsTests
         Assert.Throws<System.Text.Json.JsonException>(() => System.Text.Json.JsonSerializer.Deserialize<Holder>("{\"layers\": [3, 1]}", DiffusionLens.Judge.FindingsJson.Options));
     }
 
-    public sealed record Holder { public LayerSelection Layers { get; init; } = LayerSelection.All; }
+    internal sealed record Holder { public LayerSelection Layers { get; init; } = LayerSelection.All; }
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using DiffusionLens.Loading;
 using DiffusionLens.Reports;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

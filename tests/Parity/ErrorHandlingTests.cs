@@ -1,6 +1,7 @@
 using DiffusionLens.Loading;
 using TorchSharp;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

@@ -2,6 +2,7 @@ using DiffusionLens.Loading;
 using DiffusionLens.Loading.Hub;
 using DiffusionLens.Pipelines;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

@@ -1,5 +1,6 @@
 using DiffusionLens.Sweep;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

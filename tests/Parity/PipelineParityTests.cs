@@ -3,6 +3,7 @@ using DiffusionLens.Reports;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

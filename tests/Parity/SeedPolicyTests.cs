@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
 using DiffusionLens.Sweep;
+using DiffusionLens.Testing;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
@@ -141,7 +142,7 @@ public class SeedPolicyTests
             foreach (var l in layers)
             {
                 using var cond = pipe.Lens(hidden.Hidden[l]);
-                using var images = pipe.Generate([cond], uncond, gen, generators: [one]);
+                using var images = pipe.Generate([cond], uncond, gen, null, null, [one]);
                 for (int i = 0; i < imagesPerLayer; i++)
                 {
                     var name = manifest["layer_files"]![l.ToString()]![i]!.GetValue<string>();

@@ -1,6 +1,7 @@
 using DiffusionLens.Sweep;
 using DiffusionLens.Reports;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

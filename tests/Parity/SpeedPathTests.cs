@@ -6,6 +6,7 @@ using DiffusionLens.Sweep;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

@@ -3,6 +3,7 @@ using DiffusionLens.Sweep;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

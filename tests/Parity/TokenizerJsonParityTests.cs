@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using DiffusionLens.Tokenizers;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

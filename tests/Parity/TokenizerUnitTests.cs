@@ -1,6 +1,7 @@
 using DiffusionLens;
 using DiffusionLens.Tokenizers;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

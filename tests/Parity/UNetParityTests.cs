@@ -4,6 +4,7 @@ using DiffusionLens.Models;
 using TorchSharp;
 using Xunit;
 using static TorchSharp.torch;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

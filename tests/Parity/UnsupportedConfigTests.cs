@@ -3,6 +3,7 @@ using DiffusionLens.Cli;
 using DiffusionLens.Loading;
 using DiffusionLens.Models;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

@@ -3,6 +3,7 @@ using DiffusionLens.Loading;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Sweep;
 using Xunit;
+using DiffusionLens.Testing;
 
 namespace DiffusionLens.Tests.Parity;
 

@@ -7,7 +7,7 @@ using DiffusionLens.Tokenizers;
 namespace DiffusionLens.Cli.Commands;
 
 /// <summary><c>lens audit</c>: runs sweep + judge + emergence analysis for each claim of a claims file.</summary>
-public sealed class AuditCommand : ICommand
+internal sealed class AuditCommand : ICommand
 {
     private readonly Func<Action<string>, ISweepRunner> _runnerFactory;
     private readonly Func<string, ITextTokenizer> _tokenizerForFolder;

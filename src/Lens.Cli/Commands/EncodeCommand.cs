@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace DiffusionLens.Cli.Commands;
 
-public sealed class EncodeCommand : ICommand
+internal sealed class EncodeCommand : ICommand
 {
     public string Name => "encode";
     public string Summary => "write the token ids and every layer's hidden state and lens embedding to safetensors";

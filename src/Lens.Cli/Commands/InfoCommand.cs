@@ -4,7 +4,7 @@ using TorchSharp;
 namespace DiffusionLens.Cli.Commands;
 
 /// <summary>What this build runs on: the libtorch it loaded, CUDA and cuDNN, the GPU count.</summary>
-public sealed class InfoCommand : ICommand
+internal sealed class InfoCommand : ICommand
 {
     public string Name => "info";
     public string Summary => "print the runtime this build uses: libtorch source, CUDA, cuDNN, GPUs (JSON)";

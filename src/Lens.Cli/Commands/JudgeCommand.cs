@@ -7,7 +7,7 @@ using DiffusionLens.Tokenizers;
 namespace DiffusionLens.Cli.Commands;
 
 /// <summary><c>lens judge</c>: scores every layer-XX.png of a sweep folder for concepts with the CLIP judge.</summary>
-public sealed class JudgeCommand : ICommand
+internal sealed class JudgeCommand : ICommand
 {
     public const string ClipEnv = "LENS_CLIP_DIR";
 

@@ -1,7 +1,7 @@
 namespace DiffusionLens.Cli.Commands;
 
 /// <summary>The embedded tiny model: the CLI's default --model.</summary>
-public static class ModelDefaults
+internal static class ModelDefaults
 {
     /// <summary>
     /// Shipped next to the CLI binary (copied from fixtures/models/sd-tiny-12 at build time); a build without that

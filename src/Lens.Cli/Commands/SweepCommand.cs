@@ -2,7 +2,7 @@ using DiffusionLens.Sweep;
 
 namespace DiffusionLens.Cli.Commands;
 
-public sealed class SweepCommand : ICommand
+internal sealed class SweepCommand : ICommand
 {
     public string Name => "sweep";
     public string Summary => "render one image per text-encoder layer (the Diffusion Lens)";

@@ -3,7 +3,7 @@ using DiffusionLens.Pipelines;
 
 namespace DiffusionLens.Cli.Commands;
 
-public sealed class TokenizeCommand : ICommand
+internal sealed class TokenizeCommand : ICommand
 {
     public string Name => "tokenize";
     public string Summary => "print the prompt's token ids as the pipeline tokenizes it (JSON)";

@@ -4,7 +4,7 @@ using DiffusionLens.Reports;
 namespace DiffusionLens.Findings;
 
 /// <summary>One sweep of a claim (one prompt, one seed) with its scores and analysis.</summary>
-public sealed record RunResult
+internal sealed record RunResult
 {
     public string Prompt { get; init; } = "";
     public int PromptIndex { get; init; }
@@ -22,7 +22,7 @@ public sealed record RunResult
 }
 
 /// <summary>Emergence of one concept over the runs of a claim.</summary>
-public sealed record EmergenceSummary
+internal sealed record EmergenceSummary
 {
     public string Concept { get; init; } = "";
     public int Runs { get; init; }
@@ -32,7 +32,7 @@ public sealed record EmergenceSummary
     public int? MaxLayer { get; init; }
 }
 
-public sealed record ClaimResult
+internal sealed record ClaimResult
 {
     public string Id { get; init; } = "";
     public string Title { get; init; } = "";
@@ -60,7 +60,7 @@ public sealed record ClaimResult
 }
 
 /// <summary><c>audit.json</c>: the verdict table with everything the report shows.</summary>
-public sealed record AuditReport
+internal sealed record AuditReport
 {
     public string Format { get; init; } = "lens-audit/1";
     public string ClaimsFile { get; init; } = "";
@@ -75,7 +75,7 @@ public sealed record AuditReport
     public static AuditReport Load(string path) => FindingsJson.Read<AuditReport>(path, "audit file");
 }
 
-public sealed record AuditOptions
+internal sealed record AuditOptions
 {
     public required string OutDir { get; init; }
     /// <summary>replaces every claim's seeds when given</summary>
@@ -96,7 +96,7 @@ public sealed record AuditOptions
 }
 
 /// <summary>Runs sweep + judge + analysis for each claim and writes audit.json and report.html.</summary>
-public sealed class Auditor
+internal sealed class Auditor
 {
     private readonly ISweepRunner _runner;
     private readonly IConceptJudge _judge;

@@ -9,7 +9,7 @@ namespace DiffusionLens.Findings;
 /// (inclusive). <see cref="Layers"/> is null for all layers.
 /// </summary>
 [JsonConverter(typeof(LayerSelectionConverter))]
-public sealed record LayerSelection(IReadOnlyList<int>? Layers)
+internal sealed record LayerSelection(IReadOnlyList<int>? Layers)
 {
     public static readonly LayerSelection All = new((IReadOnlyList<int>?)null);
     public bool IsAll => Layers is null;
@@ -67,7 +67,7 @@ internal sealed class LayerSelectionConverter : JsonConverter<LayerSelection>
 }
 
 /// <summary>A figure the claim comes from, as published (not computed here).</summary>
-public sealed record PublishedFigure
+internal sealed record PublishedFigure
 {
     /// <summary>"order_counts" (first-before-second vs second-before-first over prompt-seed cases) or
     /// "prompt_seeds" (how many seeds of one prompt showed <see cref="Concept"/> first, from which hidden-state index)</summary>
@@ -94,7 +94,7 @@ public sealed record PublishedFigure
     };
 }
 
-public sealed record SourceRef
+internal sealed record SourceRef
 {
     public string Title { get; init; } = "";
     public string? Url { get; init; }
@@ -102,7 +102,7 @@ public sealed record SourceRef
 }
 
 /// <summary>Analysis parameters as written in the claims file (all optional; missing ones come from the defaults).</summary>
-public sealed record AnalysisSpec
+internal sealed record AnalysisSpec
 {
     public PresenceMetric? Metric { get; init; }
     public double? Threshold { get; init; }
@@ -118,7 +118,7 @@ public sealed record AnalysisSpec
     };
 }
 
-public sealed record ClaimDefaults
+internal sealed record ClaimDefaults
 {
     public string Template { get; init; } = ClipJudge.DefaultTemplate;
     public AnalysisSpec Analysis { get; init; } = new();
@@ -130,7 +130,7 @@ public sealed record ClaimDefaults
 }
 
 /// <summary>One claim: what to run (model, prompts, seeds, layers, sampler settings) and what is expected.</summary>
-public sealed record Claim
+internal sealed record Claim
 {
     public string Id { get; init; } = "";
     public string Title { get; init; } = "";
@@ -165,7 +165,7 @@ public sealed record Claim
 }
 
 /// <summary><c>fixtures/claims/*.json</c>: the paper's claims as data.</summary>
-public sealed record ClaimsFile
+internal sealed record ClaimsFile
 {
     public string Format { get; init; } = "";
     public string Description { get; init; } = "";

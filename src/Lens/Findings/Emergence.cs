@@ -1,7 +1,7 @@
 namespace DiffusionLens.Findings;
 
 /// <summary>What a concept's presence is read from.</summary>
-public enum PresenceMetric
+internal enum PresenceMetric
 {
     /// <summary>the softmax probability over the scored labels (logit_scale * cosine)</summary>
     Prob,
@@ -10,7 +10,7 @@ public enum PresenceMetric
 }
 
 /// <summary>How the emergence layer is picked from a presence curve.</summary>
-public enum EmergenceRule
+internal enum EmergenceRule
 {
     /// <summary>the first layer from which the concept stays present through the last layer</summary>
     Stay,
@@ -19,7 +19,7 @@ public enum EmergenceRule
 }
 
 /// <summary>Which concept of a pair emerged first in one sweep.</summary>
-public enum ConceptOrder
+internal enum ConceptOrder
 {
     /// <summary>the first concept emerged at an earlier layer than the second, or only the first emerged</summary>
     First,
@@ -31,7 +31,7 @@ public enum ConceptOrder
     Neither,
 }
 
-public enum Verdict
+internal enum Verdict
 {
     Supported,
     Contradicted,
@@ -41,7 +41,7 @@ public enum Verdict
 }
 
 /// <summary>Parameters of the analysis; the claims file states them (its defaults and per-claim overrides).</summary>
-public sealed record AnalysisOptions
+internal sealed record AnalysisOptions
 {
     public PresenceMetric Metric { get; init; } = PresenceMetric.Prob;
     /// <summary>present means value &gt;= threshold</summary>
@@ -65,7 +65,7 @@ public sealed record AnalysisOptions
 }
 
 /// <summary>Order counts over the runs of a claim.</summary>
-public sealed record OrderCounts
+internal sealed record OrderCounts
 {
     public int First { get; init; }
     public int Second { get; init; }
@@ -97,7 +97,7 @@ public sealed record OrderCounts
 }
 
 /// <summary>Concept emergence on score curves, and the ordering and verdict rules.</summary>
-public static class Emergence
+internal static class Emergence
 {
     /// <summary>
     /// The emergence layer of one concept: with <see cref="EmergenceRule.Stay"/>, the first layer from which the value

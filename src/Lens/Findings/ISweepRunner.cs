@@ -1,7 +1,7 @@
 namespace DiffusionLens.Findings;
 
 /// <summary>What the audit asks of one lens sweep (mirrors the sweep library's options).</summary>
-public sealed record SweepRequest
+internal sealed record SweepRequest
 {
     /// <summary>"sd" or "if"</summary>
     public required string Model { get; init; }
@@ -30,7 +30,7 @@ public sealed record SweepRequest
 }
 
 /// <summary>What a sweep wrote.</summary>
-public sealed record SweepOutput
+internal sealed record SweepOutput
 {
     public required string OutDir { get; init; }
     /// <summary>layer number to its image file</summary>
@@ -40,7 +40,7 @@ public sealed record SweepOutput
 }
 
 /// <summary>Runs one Diffusion Lens sweep (one image per encoder layer). The CLI adapts the sweep library to this.</summary>
-public interface ISweepRunner
+internal interface ISweepRunner
 {
     SweepOutput Run(SweepRequest request);
 }

@@ -8,7 +8,7 @@ namespace DiffusionLens.Findings;
 /// seed of a claim (a real text encoder is large) and released before another model loads, so an audit of SD and IF
 /// never holds both.
 /// </summary>
-public sealed class LensSweepRunner : ISweepRunner, IDisposable
+internal sealed class LensSweepRunner : ISweepRunner, IDisposable
 {
     private (string Dir, string Device, string DType, string? Variant)? _key;
     private LensPipeline? _pipe;

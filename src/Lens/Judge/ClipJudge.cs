@@ -8,7 +8,7 @@ namespace DiffusionLens.Judge;
 /// images for concepts: cosine similarity of the L2-normalised embeddings, and the softmax over the concepts of
 /// <c>logit_scale * cosine</c>. Runs on ONNX Runtime's CPU execution provider, or CUDA when asked and available.
 /// </summary>
-public sealed class ClipJudge : IConceptJudge, IDisposable
+internal sealed class ClipJudge : IConceptJudge, IDisposable
 {
     public const string DefaultTemplate = "a photo of {}";
 

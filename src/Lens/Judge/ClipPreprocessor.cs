@@ -14,7 +14,7 @@ namespace DiffusionLens.Judge;
 /// PIL-made fixtures).
 /// </para>
 /// </summary>
-public sealed class ClipPreprocessor
+internal sealed class ClipPreprocessor
 {
     private const int PrecisionBits = 32 - 8 - 2;
 

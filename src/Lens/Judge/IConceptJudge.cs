@@ -3,10 +3,10 @@ using System.Text.RegularExpressions;
 namespace DiffusionLens.Judge;
 
 /// <summary>One image of a lens sweep: the encoder layer it was generated from and its file.</summary>
-public sealed record LayerImage(int Layer, string Path);
+internal sealed record LayerImage(int Layer, string Path);
 
 /// <summary>Scores lens images for concepts (the CLIP judge, or a fake in tests).</summary>
-public interface IConceptJudge
+internal interface IConceptJudge
 {
     /// <param name="images">the sweep's images, in layer order</param>
     /// <param name="concepts">the concepts whose emergence is analysed (e.g. "people", "ocean")</param>
@@ -16,7 +16,7 @@ public interface IConceptJudge
         IReadOnlyList<string>? distractors = null);
 }
 
-public static class ConceptSet
+internal static class ConceptSet
 {
     /// <summary>Concepts followed by distractors; at least one concept, none empty, no duplicates.</summary>
     public static string[] Validate(IReadOnlyList<string> concepts, IReadOnlyList<string>? distractors)
@@ -37,7 +37,7 @@ public static class ConceptSet
 }
 
 /// <summary>Finds the <c>layer-XX.png</c> images of a sweep folder.</summary>
-public static class SweepImages
+internal static class SweepImages
 {
     private static readonly Regex LayerFile = new(@"^layer-(\d+)\.png$", RegexOptions.CultureInvariant);
 

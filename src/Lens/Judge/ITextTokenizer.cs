@@ -5,13 +5,13 @@ namespace DiffusionLens.Judge;
 /// &lt;|endoftext|&gt; (as CLIP's tokenizer produces them); the judge pads or truncates them to the context length.
 /// The CLIP BPE tokenizer is wired in by the caller (e.g. <c>new DelegateTokenizer(ClipTokenizer.FromFolder(dir).Encode)</c>).
 /// </summary>
-public interface ITextTokenizer
+internal interface ITextTokenizer
 {
     (long[] ids, long[] mask) Encode(string text);
 }
 
 /// <summary>An <see cref="ITextTokenizer"/> over any encode function.</summary>
-public sealed class DelegateTokenizer : ITextTokenizer
+internal sealed class DelegateTokenizer : ITextTokenizer
 {
     private readonly Func<string, (long[], long[])> _encode;
     public DelegateTokenizer(Func<string, (long[], long[])> encode) => _encode = encode ?? throw new ArgumentNullException(nameof(encode));

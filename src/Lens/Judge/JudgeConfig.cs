@@ -9,7 +9,7 @@ namespace DiffusionLens.Judge;
 /// Only the rule the judge implements is accepted (shortest-side resize, PIL bicubic, center crop); anything else
 /// is a <see cref="LensException"/> naming the key.
 /// </summary>
-public sealed record JudgeConfig
+internal sealed record JudgeConfig
 {
     public required string Folder { get; init; }
     public string Source { get; init; } = "";

@@ -4,7 +4,7 @@ using System.Text.Json.Serialization;
 namespace DiffusionLens.Judge;
 
 /// <summary>JSON settings of the findings files (snake_case keys, strict on unknown keys when reading).</summary>
-public static class FindingsJson
+internal static class FindingsJson
 {
     public static readonly JsonSerializerOptions Options = Create();
 
@@ -45,7 +45,7 @@ public static class FindingsJson
     }
 }
 
-public sealed record JudgeInfo
+internal sealed record JudgeInfo
 {
     public string Folder { get; init; } = "";
     public string Source { get; init; } = "";
@@ -55,7 +55,7 @@ public sealed record JudgeInfo
 }
 
 /// <summary>Scores of one sweep image: per label (concepts, then distractors) the cosine and the softmax probability.</summary>
-public sealed record LayerScore
+internal sealed record LayerScore
 {
     public int Layer { get; init; }
     public string Image { get; init; } = "";
@@ -64,7 +64,7 @@ public sealed record LayerScore
 }
 
 /// <summary><c>scores.json</c>: the judge's scores of a sweep, layer by layer.</summary>
-public sealed record JudgeScores
+internal sealed record JudgeScores
 {
     public string Format { get; init; } = "lens-judge-scores/1";
     public JudgeInfo Judge { get; init; } = new();

@@ -10,7 +10,7 @@ namespace DiffusionLens.Judge;
 /// <c>LENS_CUDA_LIBS</c> (colon-separated), then the <c>nvidia/*/lib</c> folders beside PyTorch's <c>torch/lib</c>
 /// (<c>LENS_TORCH_LIB</c>, else python3's torch). Nothing is done where the libraries load by name already.
 /// </summary>
-public static class OnnxCudaLibraries
+internal static class OnnxCudaLibraries
 {
     // the order of their mutual needs: the runtime first, cuBLASLt before cuBLAS, cuDNN's sub-libraries load themselves
     private static readonly string[] Stems = ["libcudart.so", "libcublasLt.so", "libcublas.so", "libcurand.so", "libcufft.so", "libcudnn.so"];

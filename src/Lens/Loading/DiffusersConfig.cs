@@ -7,7 +7,7 @@ namespace DiffusionLens.Loading;
 /// A component's <c>config.json</c> (diffusers or transformers). Every size and option of a model is read from here;
 /// a default is only used where diffusers/transformers use the same default for a missing key.
 /// </summary>
-public sealed class DiffusersConfig
+internal sealed class DiffusersConfig
 {
     private readonly JsonObject _root;
     public string Path { get; }

@@ -6,6 +6,8 @@ namespace DiffusionLens;
 /// </summary>
 public class LensException : Exception
 {
+    /// <summary>An error with its one-line message.</summary>
     public LensException(string message) : base(message) { }
+    /// <summary>An error with its one-line message and the exception that caused it.</summary>
     public LensException(string message, Exception inner) : base(message, inner) { }
 }

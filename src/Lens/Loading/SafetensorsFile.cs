@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Loading;
 
 /// <summary>One tensor's entry in a safetensors header.</summary>
-public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End, string File)
+internal sealed record SafetensorsEntry(string Name, string DType, long[] Shape, long Begin, long End, string File)
 {
     public long NumElements => Shape.Aggregate(1L, (a, b) => a * b);
 }
@@ -15,7 +15,7 @@ public sealed record SafetensorsEntry(string Name, string DType, long[] Shape, l
 /// Reads a <c>.safetensors</c> file lazily: the header is parsed and validated up front, each tensor is read from disk
 /// only when asked for, so a model larger than memory is never held twice.
 /// </summary>
-public sealed class SafetensorsFile
+internal sealed class SafetensorsFile
 {
     public string Path { get; }
     public IReadOnlyDictionary<string, SafetensorsEntry> Entries => _entries;

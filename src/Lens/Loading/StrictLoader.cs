@@ -10,7 +10,7 @@ namespace DiffusionLens.Loading;
 /// per-thread staging buffer with the dtype conversion on the parameter's device; <see cref="WeightCopier"/>), so peak
 /// memory is the model plus one tensor per loading thread.
 /// </summary>
-public static class StrictLoader
+internal static class StrictLoader
 {
     /// <param name="prefix">a prefix the file's keys carry before the module's keys (e.g. "text_model.")</param>
     /// <param name="ignoreUnexpected">predicate for file keys that may be left unused</param>

@@ -15,7 +15,7 @@ namespace DiffusionLens.Loading;
 /// </list>
 /// Host memory stays flat: a worker holds at most one tensor's bytes.
 /// </summary>
-public static class WeightCopier
+internal static class WeightCopier
 {
     public sealed record Job(Tensor Target, SafetensorsFile File, SafetensorsEntry Entry)
     {

@@ -7,7 +7,7 @@ namespace DiffusionLens.Loading;
 /// The weights of one component folder: a single <c>.safetensors</c> file, its <c>fp16</c> variant, or a sharded set
 /// named by <c>*.safetensors.index.json</c>. Tensors are read lazily, key by key.
 /// </summary>
-public sealed class WeightSet
+internal sealed class WeightSet
 {
     private readonly Dictionary<string, (SafetensorsFile File, SafetensorsEntry Entry)> _map = new();
     public IReadOnlyCollection<string> Keys => _map.Keys;

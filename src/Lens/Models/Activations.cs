@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers' <c>get_activation</c>: the activation named by a config string (case-insensitive, as diffusers lowercases it).</summary>
-public static class Activations
+internal static class Activations
 {
     /// <summary>The names <see cref="Get"/> accepts (case-insensitive).</summary>
     public static readonly string[] Names = ["silu", "swish", "mish", "gelu", "relu"];

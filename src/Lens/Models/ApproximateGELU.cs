@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>ApproximateGELU</c> (activation "geglu-approximate"): Linear (key <c>proj</c>) then x * sigmoid(1.702 x).</summary>
-public sealed class ApproximateGELU : nn.Module<Tensor, Tensor>
+internal sealed class ApproximateGELU : nn.Module<Tensor, Tensor>
 {
     private readonly Linear proj;
 

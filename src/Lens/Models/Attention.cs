@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>Which diffusers attention processor an <see cref="Attention"/> runs.</summary>
-public enum AttentionProcessorKind
+internal enum AttentionProcessorKind
 {
     /// <summary><c>AttnProcessor2_0</c>: optional group norm, q from hidden, k/v from the encoder states (or hidden), SDPA.</summary>
     AttnProcessor2_0,
@@ -20,7 +20,7 @@ public enum AttentionProcessorKind
 /// SDPA is called without an explicit scale, as diffusers does (default 1/sqrt(head_dim)); upcast_attention and
 /// upcast_softmax do not change these processors (they only matter to the legacy AttnProcessor).
 /// </summary>
-public sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
+internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
 {
     private readonly GroupNorm? group_norm;
     private readonly nn.Module<Tensor, Tensor>? norm_cross;

@@ -10,7 +10,7 @@ namespace DiffusionLens.Models;
 /// [B, embed_dim]. Keys positional_embedding [1, embed_dim], k_proj, q_proj, v_proj. q and k are each scaled by
 /// dim_per_head^-1/4 before the product and the softmax runs in float32, as diffusers does.
 /// </summary>
-public sealed class AttentionPooling : nn.Module<Tensor, Tensor>
+internal sealed class AttentionPooling : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter positional_embedding;
     private readonly Linear k_proj;

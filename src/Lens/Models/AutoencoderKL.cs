@@ -10,7 +10,7 @@ namespace DiffusionLens.Models;
 /// encoder.*, decoder.*, quant_conv, post_quant_conv (each only when use_quant_conv / use_post_quant_conv, default true).
 /// No tiling or slicing. forward(sample) = decode(encode(sample).mode()), as diffusers with sample_posterior=False.
 /// </summary>
-public sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
+internal sealed class AutoencoderKL : nn.Module<Tensor, Tensor>
 {
     private readonly Encoder encoder;
     private readonly Decoder decoder;

@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// cross when only_cross_attention) + residual; norm2 -> attn2 (cross, or self when double_self_attention) + residual;
 /// norm3 -> ff + residual.
 /// </summary>
-public sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor?, Tensor?, Tensor>
+internal sealed class BasicTransformerBlock : nn.Module<Tensor, Tensor?, Tensor?, Tensor?, Tensor>
 {
     private readonly LayerNorm norm1;
     private readonly Attention attn1;

@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>CrossAttnDownBlock2D</c>: num_layers x (ResnetBlock2D -> Transformer2DModel), each output kept as a
 /// residual, then an optional stride-2 conv Downsample2D (key downsamplers.0.conv) whose output is a residual too.
 /// </summary>
-public sealed class CrossAttnDownBlock2D : UNetDownBlock
+internal sealed class CrossAttnDownBlock2D : UNetDownBlock
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<Transformer2DModel> attentions;

@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>CrossAttnUpBlock2D</c>: for each layer, pop the last skip connection, concatenate on channels,
 /// ResnetBlock2D -> Transformer2DModel; then an optional Upsample2D with conv, to <c>upsample_size</c> when given.
 /// </summary>
-public sealed class CrossAttnUpBlock2D : UNetUpBlock
+internal sealed class CrossAttnUpBlock2D : UNetUpBlock
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<Transformer2DModel> attentions;

@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// up_blocks (UpDecoderBlock2D with layers_per_block + 1 resnets, eps 1e-6, no time embedding) -> conv_norm_out
 /// (GroupNorm eps 1e-6) -> SiLU -> conv_out.
 /// </summary>
-public sealed class Decoder : nn.Module<Tensor, Tensor>
+internal sealed class Decoder : nn.Module<Tensor, Tensor>
 {
     private readonly Conv2d conv_in;
     private readonly UNetMidBlock2D mid_block;

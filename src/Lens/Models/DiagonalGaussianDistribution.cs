@@ -7,7 +7,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>DiagonalGaussianDistribution</c> (models/autoencoders/vae.py): the VAE encoder moments split into
 /// mean and logvar along channels, logvar clamped to [-30, 20]. Owns its tensors; dispose it when done.
 /// </summary>
-public sealed class DiagonalGaussianDistribution : IDisposable
+internal sealed class DiagonalGaussianDistribution : IDisposable
 {
     /// <summary>The raw moments [B, 2*latent_channels, h, w] (quant_conv output).</summary>
     public Tensor Parameters { get; }

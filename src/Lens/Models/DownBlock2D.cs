@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>DownBlock2D</c>: num_layers ResnetBlock2D (each output a residual), then an optional conv Downsample2D.</summary>
-public sealed class DownBlock2D : UNetDownBlock
+internal sealed class DownBlock2D : UNetDownBlock
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<Downsample2D>? downsamplers;

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>DownEncoderBlock2D</c> (VAE encoder): num_layers ResnetBlock2D without time embedding, then an optional conv Downsample2D.</summary>
-public sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
+internal sealed class DownEncoderBlock2D : nn.Module<Tensor, Tensor>
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<Downsample2D>? downsamplers;

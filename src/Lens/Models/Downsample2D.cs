@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>Downsample2D</c> (name "op"): a stride-2 3x3 conv (key <c>conv</c>; padding 0 pads right/bottom by one
 /// first, as the VAE encoder does) or, without conv, 2x2 average pooling.
 /// </summary>
-public sealed class Downsample2D : nn.Module<Tensor, Tensor>
+internal sealed class Downsample2D : nn.Module<Tensor, Tensor>
 {
     private readonly Conv2d? conv;
     private readonly int _padding;

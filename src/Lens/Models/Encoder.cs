@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// downsample padding 0) -> UNetMidBlock2D (one attention head of block_out_channels[-1] channels) -> conv_norm_out
 /// (GroupNorm eps 1e-6) -> SiLU -> conv_out (2*out_channels when double_z).
 /// </summary>
-public sealed class Encoder : nn.Module<Tensor, Tensor>
+internal sealed class Encoder : nn.Module<Tensor, Tensor>
 {
     private readonly Conv2d conv_in;
     private readonly ModuleList<DownEncoderBlock2D> down_blocks;

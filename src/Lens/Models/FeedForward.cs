@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>FeedForward</c> (models/attention.py): keys net.0 (the activation module with its <c>proj</c>),
 /// net.1 (Dropout), net.2 (Linear), and net.3 (Dropout) when final_dropout.
 /// </summary>
-public sealed class FeedForward : nn.Module<Tensor, Tensor>
+internal sealed class FeedForward : nn.Module<Tensor, Tensor>
 {
     private readonly ModuleList<nn.Module<Tensor, Tensor>> net;
 

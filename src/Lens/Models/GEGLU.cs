@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>GEGLU</c>: Linear (key <c>proj</c>, output 2*dim_out), split into (hidden, gate) along the last dim,
 /// result <c>hidden * gelu(gate)</c> (exact GELU).
 /// </summary>
-public sealed class GEGLU : nn.Module<Tensor, Tensor>
+internal sealed class GEGLU : nn.Module<Tensor, Tensor>
 {
     private readonly Linear proj;
 

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>GELU</c> (models/activations.py): Linear (key <c>proj</c>) then GELU, exact or tanh-approximate.</summary>
-public sealed class GELU : nn.Module<Tensor, Tensor>
+internal sealed class GELU : nn.Module<Tensor, Tensor>
 {
     private readonly Linear proj;
     private readonly bool _tanh;

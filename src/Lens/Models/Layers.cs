@@ -12,7 +12,7 @@ namespace DiffusionLens.Models;
 /// device, with no initialisation pass and no float32/CPU staging copy (Conv2d's own initialiser runs on the meta
 /// device, where it costs nothing).
 /// </summary>
-public static class Layers
+internal static class Layers
 {
     [ThreadStatic] private static Target? _target;
 

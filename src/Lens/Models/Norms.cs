@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// weight and bias uninitialised (arbitrary memory), which only matters before weights are loaded (random-init tests),
 /// but then it produces NaNs; this sets weight = 1, bias = 0 (not when building for loading: see <see cref="Layers"/>).
 /// </summary>
-public static class Norms
+internal static class Norms
 {
     public static GroupNorm GroupNorm(long numGroups, long numChannels, double eps = 1e-5, bool affine = true)
     {

@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// ("default": add; "scale_shift": norm2 then x*(1+scale)+shift) -> norm2 -> act -> conv2, plus the (1x1) shortcut,
 /// divided by output_scale_factor. Field names are the checkpoint's keys.
 /// </summary>
-public sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly GroupNorm norm1;
     private readonly Conv2d conv1;

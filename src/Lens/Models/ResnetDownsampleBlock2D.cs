@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// optional downsampler that is itself a ResnetBlock2D with <c>down=True</c> (2x2 average pooling of both paths, key
 /// downsamplers.0.*), taking the time embedding; its output is a residual too.
 /// </summary>
-public sealed class ResnetDownsampleBlock2D : UNetDownBlock
+internal sealed class ResnetDownsampleBlock2D : UNetDownBlock
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<ResnetBlock2D>? downsamplers;

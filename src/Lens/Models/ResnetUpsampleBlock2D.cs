@@ -10,7 +10,7 @@ namespace DiffusionLens.Models;
 /// (nearest x2 of both paths, key upsamplers.0.*), taking the time embedding. As in diffusers, the upsampler always
 /// doubles the size: <c>upsample_size</c> is not used.
 /// </summary>
-public sealed class ResnetUpsampleBlock2D : UNetUpBlock
+internal sealed class ResnetUpsampleBlock2D : UNetUpBlock
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<ResnetBlock2D>? upsamplers;

@@ -10,7 +10,7 @@ namespace DiffusionLens.Models;
 /// heads = out_channels / attention_head_dim), each output a residual, then an optional ResnetBlock2D downsampler
 /// (<c>down=True</c>) whose output is a residual too.
 /// </summary>
-public sealed class SimpleCrossAttnDownBlock2D : UNetDownBlock
+internal sealed class SimpleCrossAttnDownBlock2D : UNetDownBlock
 {
     private readonly ModuleList<Attention> attentions;
     private readonly ModuleList<ResnetBlock2D> resnets;

@@ -10,7 +10,7 @@ namespace DiffusionLens.Models;
 /// attention_head_dim); then an optional ResnetBlock2D upsampler (<c>up=True</c>, always x2: <c>upsample_size</c> is
 /// not used, as in diffusers).
 /// </summary>
-public sealed class SimpleCrossAttnUpBlock2D : UNetUpBlock
+internal sealed class SimpleCrossAttnUpBlock2D : UNetUpBlock
 {
     private readonly ModuleList<Attention> attentions;
     private readonly ModuleList<ResnetBlock2D> resnets;

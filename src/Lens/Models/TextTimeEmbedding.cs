@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// addition_embed_type "text", DeepFloyd IF): norm1 (LayerNorm) -> pool (<see cref="AttentionPooling"/>) -> proj
 /// (Linear to the time embedding width) -> norm2 (LayerNorm). Input [B, T, encoder_dim], output [B, time_embed_dim].
 /// </summary>
-public sealed class TextTimeEmbedding : nn.Module<Tensor, Tensor>
+internal sealed class TextTimeEmbedding : nn.Module<Tensor, Tensor>
 {
     private readonly LayerNorm norm1;
     private readonly AttentionPooling pool;

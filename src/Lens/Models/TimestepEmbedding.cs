@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>TimestepEmbedding</c> (models/embeddings.py): [sample + cond_proj(condition)] -> linear_1 -> act ->
 /// linear_2 -> [post_act]. Keys linear_1, linear_2, optional cond_proj.
 /// </summary>
-public sealed class TimestepEmbedding : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class TimestepEmbedding : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly Linear linear_1;
     private readonly Linear? cond_proj;

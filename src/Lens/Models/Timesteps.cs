@@ -7,7 +7,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>Timesteps</c> (models/embeddings.py; key <c>time_proj</c>, no parameters): the sinusoidal
 /// <see cref="GetTimestepEmbedding"/> of a 1-D timestep tensor, computed in float32.
 /// </summary>
-public sealed class Timesteps : nn.Module<Tensor, Tensor>
+internal sealed class Timesteps : nn.Module<Tensor, Tensor>
 {
     public int NumChannels { get; }
     public bool FlipSinToCos { get; }

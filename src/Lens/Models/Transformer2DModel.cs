@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// <c>norm</c>, eps 1e-6) -> proj_in (1x1 conv, or Linear after flattening when use_linear_projection) ->
 /// transformer_blocks -> proj_out -> + residual.
 /// </summary>
-public sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Tensor?, Tensor>
+internal sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, Tensor?, Tensor>
 {
     private readonly GroupNorm norm;
     private readonly nn.Module<Tensor, Tensor> proj_in;

@@ -5,7 +5,7 @@ namespace DiffusionLens.Models;
 /// their defaults. <see cref="UNet2DConditionModel"/> fills them from config.json; <see cref="UNet2DBlocks"/> turns
 /// them into blocks.
 /// </summary>
-public abstract record UNet2DBlockArgs
+internal abstract record UNet2DBlockArgs
 {
     /// <summary>Block type name as in config.json (a "UNetRes" prefix is stripped, as diffusers does).</summary>
     public required string? BlockType { get; init; }
@@ -44,7 +44,7 @@ public abstract record UNet2DBlockArgs
 }
 
 /// <summary>Arguments of diffusers' <c>get_down_block</c>.</summary>
-public sealed record DownBlockArgs : UNet2DBlockArgs
+internal sealed record DownBlockArgs : UNet2DBlockArgs
 {
     public required int NumLayers { get; init; }
     public required int InChannels { get; init; }
@@ -57,7 +57,7 @@ public sealed record DownBlockArgs : UNet2DBlockArgs
 }
 
 /// <summary>Arguments of diffusers' <c>get_up_block</c>.</summary>
-public sealed record UpBlockArgs : UNet2DBlockArgs
+internal sealed record UpBlockArgs : UNet2DBlockArgs
 {
     public required int NumLayers { get; init; }
     public required int InChannels { get; init; }
@@ -71,7 +71,7 @@ public sealed record UpBlockArgs : UNet2DBlockArgs
 }
 
 /// <summary>Arguments of diffusers' <c>get_mid_block</c>.</summary>
-public sealed record MidBlockArgs : UNet2DBlockArgs
+internal sealed record MidBlockArgs : UNet2DBlockArgs
 {
     public required int InChannels { get; init; }
     public double OutputScaleFactor { get; init; } = 1.0;

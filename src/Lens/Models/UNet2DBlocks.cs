@@ -5,7 +5,7 @@ namespace DiffusionLens.Models;
 /// builds a block from its type name and arguments. Add a case here for a new block type; an unknown type throws a
 /// <see cref="LensException"/> naming it.
 /// </summary>
-public static class UNet2DBlocks
+internal static class UNet2DBlocks
 {
     /// <summary>The block type names the builders below accept (also with diffusers' legacy "UNetRes" prefix).</summary>
     public static readonly string[] DownBlockTypes = ["DownBlock2D", "CrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"];

@@ -20,7 +20,7 @@ namespace DiffusionLens.Models;
 /// Not supported (a <see cref="LensException"/> names them): class embeddings, other addition / encoder projection
 /// types, time_cond_proj, non-positional time embeddings.
 /// </summary>
-public sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
+internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
     private readonly Conv2d conv_in;
     private readonly Timesteps time_proj;

@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// <see cref="UNet2DConditionModel"/> can call them uniformly. Subclasses hold their submodules as fields named like
 /// the checkpoint keys (resnets, attentions, downsamplers) and call RegisterComponents().
 /// </summary>
-public abstract class UNetDownBlock : nn.Module
+internal abstract class UNetDownBlock : nn.Module
 {
     protected UNetDownBlock(string name) : base(name) { }
 

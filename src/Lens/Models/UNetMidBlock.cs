@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>Common shape of a diffusers UNet mid block (UNetMidBlock2DCrossAttn, UNetMidBlock2D, ...).</summary>
-public abstract class UNetMidBlock : nn.Module
+internal abstract class UNetMidBlock : nn.Module
 {
     protected UNetMidBlock(string name) : base(name) { }
 

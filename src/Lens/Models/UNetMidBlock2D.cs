@@ -10,7 +10,7 @@ namespace DiffusionLens.Models;
 /// rescale_output_factor = output_scale_factor, eps = resnet_eps. Used by the VAE encoder/decoder (attention_head_dim =
 /// block_out_channels[-1], so one head) and by UNets with mid_block_type "UNetMidBlock2D" (no layers, no attention).
 /// </summary>
-public sealed class UNetMidBlock2D : UNetMidBlock
+internal sealed class UNetMidBlock2D : UNetMidBlock
 {
     private readonly ModuleList<Attention> attentions;
     private readonly ModuleList<ResnetBlock2D> resnets;

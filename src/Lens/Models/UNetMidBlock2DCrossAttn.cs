@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>UNetMidBlock2DCrossAttn</c>: resnets[0], then num_layers x (Transformer2DModel -> ResnetBlock2D).</summary>
-public sealed class UNetMidBlock2DCrossAttn : UNetMidBlock
+internal sealed class UNetMidBlock2DCrossAttn : UNetMidBlock
 {
     private readonly ModuleList<Transformer2DModel> attentions;
     private readonly ModuleList<ResnetBlock2D> resnets;

@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>UNetMidBlock2DSimpleCrossAttn</c> (DeepFloyd IF): resnets[0], then num_layers x (<see cref="Attention"/>
 /// with added k/v projections -> ResnetBlock2D); heads = in_channels / attention_head_dim.
 /// </summary>
-public sealed class UNetMidBlock2DSimpleCrossAttn : UNetMidBlock
+internal sealed class UNetMidBlock2DSimpleCrossAttn : UNetMidBlock
 {
     private readonly ModuleList<Attention> attentions;
     private readonly ModuleList<ResnetBlock2D> resnets;

@@ -7,7 +7,7 @@ namespace DiffusionLens.Models;
 /// Common shape of a diffusers UNet up block (CrossAttnUpBlock2D, UpBlock2D, ...). The block consumes
 /// <see cref="NumResnets"/> skip connections, popping them from the end of the tuple it is given.
 /// </summary>
-public abstract class UNetUpBlock : nn.Module
+internal abstract class UNetUpBlock : nn.Module
 {
     protected UNetUpBlock(string name) : base(name) { }
 

@@ -8,7 +8,7 @@ namespace DiffusionLens.Models;
 /// diffusers <c>UpBlock2D</c>: for each resnet, pop the last skip connection, concatenate it on channels and run the
 /// ResnetBlock2D; then an optional Upsample2D with conv (key upsamplers.0.conv), to <c>upsample_size</c> when given.
 /// </summary>
-public sealed class UpBlock2D : UNetUpBlock
+internal sealed class UpBlock2D : UNetUpBlock
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<Upsample2D>? upsamplers;

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>UpDecoderBlock2D</c> (VAE decoder): num_layers ResnetBlock2D (temb None for norm_type "group"), then an optional Upsample2D with conv.</summary>
-public sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class UpDecoderBlock2D : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly ModuleList<ResnetBlock2D> resnets;
     private readonly ModuleList<Upsample2D>? upsamplers;

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>diffusers <c>Upsample2D</c>: nearest-neighbour x2 (or to <c>outputSize</c>), then an optional 3x3 conv (key <c>conv</c>).</summary>
-public sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
+internal sealed class Upsample2D : nn.Module<Tensor, long[]?, Tensor>
 {
     private readonly Conv2d? conv;
 

@@ -10,7 +10,7 @@ namespace DiffusionLens.Pipelines;
 /// directly on the target device in the target dtype with uninitialised parameters (<see cref="Layers.ForLoading"/>),
 /// then every parameter is filled from the checkpoint (<see cref="StrictLoader"/>, which rejects any missing key).
 /// </summary>
-public static class ComponentLoader
+internal static class ComponentLoader
 {
     public static UNet2DConditionModel LoadUNet(string dir, Device device, ScalarType dtype, string? variant = null)
     {

@@ -7,7 +7,7 @@ namespace DiffusionLens.Pipelines;
 /// libcuda.so.1, the driver PyTorch's libtorch already runs on): memory PyTorch's caching allocator holds counts as
 /// used, as do the CUDA context and other processes. Null where there is no driver or no current context.
 /// </summary>
-public static class GpuMemory
+internal static class GpuMemory
 {
     [DllImport("libcuda.so.1", EntryPoint = "cuMemGetInfo_v2")]
     private static extern int CuMemGetInfo(out nuint free, out nuint total);

@@ -12,10 +12,10 @@ namespace DiffusionLens.Pipelines;
 /// pixel-space UNet denoising with DDPM; guidance on the noise half of the prediction only, the predicted variance
 /// taken from the conditional half; output (x/2+0.5).clamp(0,1). No watermark, no safety checker.
 /// </summary>
-public sealed class IFPipeline : LensPipeline
+internal sealed class IFPipeline : LensPipeline
 {
     public required T5EncoderModel T5 { get; init; }
-    public override ITextEncoder TextEncoder => T5;
+    internal override ITextEncoder TextEncoder => T5;
     public required UNet2DConditionModel UNet { get; init; }
 
     public override string Kind => "if";
@@ -45,7 +45,7 @@ public sealed class IFPipeline : LensPipeline
         };
     }
 
-    protected override long[] NoiseShape(GenerationOptions o)
+    private protected override long[] NoiseShape(GenerationOptions o)
     {
         CheckSize(o.Height, o.Width);
         return new long[] { 1, UNet.InChannels, o.Height, o.Width };
@@ -60,14 +60,14 @@ public sealed class IFPipeline : LensPipeline
     }
 
     /// <summary>IF stage I denoises in pixel space: the sample is the image.</summary>
-    protected override Tensor ToImage(Tensor images) => images.alias();
+    private protected override Tensor ToImage(Tensor images) => images.alias();
 
     /// <summary>
     /// With <see cref="LensPipeline.UsesGuidance"/>: guidance on the noise half only (uncond + g * (cond - uncond)), the
     /// predicted variance of the conditional half appended; otherwise the UNet's prediction for the conditional rows
     /// alone. Without a learned variance the prediction is cut to the noise half.
     /// </summary>
-    public override Tensor GuidedPrediction(Scheduler scheduler, Tensor images, long t, Tensor embeds, double guidance)
+    internal override Tensor GuidedPrediction(Scheduler scheduler, Tensor images, long t, Tensor embeds, double guidance)
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
@@ -92,7 +92,7 @@ public sealed class IFPipeline : LensPipeline
         return noisePred.MoveToOuterDisposeScope();
     }
 
-    protected override int PredictionChannels(int sampleChannels) =>
+    private protected override int PredictionChannels(int sampleChannels) =>
         SchedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range" ? UNet.OutChannels : sampleChannels;
 
     public override void Dispose()

@@ -41,7 +41,7 @@ public abstract partial class LensPipeline
     private SortedDictionary<string, string>? _hashes;
 
     /// <summary>sha256 (hex) of each weights file, keyed by its path relative to the model folder; hashed once per pipeline.</summary>
-    public SortedDictionary<string, string> WeightHashes()
+    internal SortedDictionary<string, string> WeightHashes()
     {
         if (_hashes is not null) return _hashes;
         var h = new SortedDictionary<string, string>(StringComparer.Ordinal);

@@ -13,7 +13,7 @@ public abstract partial class LensPipeline
     /// image. Nothing it computes is kept, and it draws from no generator, so it cannot change any image.
     /// </summary>
     /// <returns>the device memory the probe made the process reserve (driver view), or null where it cannot be measured</returns>
-    public long? WarmUp(Tensor conditional, Tensor unconditional, GenerationOptions o)
+    internal long? WarmUp(Tensor conditional, Tensor unconditional, GenerationOptions o)
     {
         var shape = NoiseShape(o);
         var before = GpuMemory.Query();
@@ -37,7 +37,7 @@ public abstract partial class LensPipeline
     /// reuses) over the probe's reservation for one layer, with a 10% margin; at least 1, at most
     /// <paramref name="layers"/>. Without a measurement, all layers (the sweep halves the batch on out-of-memory).
     /// </summary>
-    public static int AutoBatch(long? probeBytes, int layers)
+    internal static int AutoBatch(long? probeBytes, int layers)
     {
         if (probeBytes is not long probe || probe <= 0 || GpuMemory.Query() is not { } m) return layers;
         double fit = 0.9 * (m.Free + probe) / probe;

@@ -11,15 +11,24 @@ namespace DiffusionLens.Pipelines;
 /// <summary>The prompt's tokens and the output of every text-encoder layer (before the final layer norm).</summary>
 public sealed class PromptLayers : IDisposable
 {
+    /// <summary>The prompt as the tokenizer saw it (IF: after caption cleaning).</summary>
     public required string Text { get; init; }
+    /// <summary>The token ids, padded to the encoder's length.</summary>
     public required long[] InputIds { get; init; }
+    /// <summary>The attention mask (IF / T5); null for CLIP.</summary>
     public long[]? AttentionMask { get; init; }
     /// <summary>Hidden[L] = output of encoder layer/block L, [1, T, D].</summary>
     public required IReadOnlyList<Tensor> Hidden { get; init; }
+    /// <summary>Disposes the hidden-state tensors.</summary>
     public void Dispose() { foreach (var h in Hidden) h.Dispose(); }
 }
 
 /// <summary>Sampling settings of one generation.</summary>
+/// <param name="Seed">seed of diffusers' CPU generator</param>
+/// <param name="Steps">denoising steps</param>
+/// <param name="Guidance">classifier-free guidance scale (guidance runs only above 1, as in diffusers)</param>
+/// <param name="Height">image height in pixels</param>
+/// <param name="Width">image width in pixels</param>
 public sealed record GenerationOptions(long Seed, int Steps, double Guidance, int Height, int Width)
 {
     /// <summary>diffusers' <c>num_images_per_prompt</c>: images per conditional embedding, drawn together from its generator.</summary>
@@ -27,6 +36,10 @@ public sealed record GenerationOptions(long Seed, int Steps, double Guidance, in
 }
 
 /// <summary>The pipeline's defaults, as its diffusers counterpart has them for this model.</summary>
+/// <param name="Steps">denoising steps</param>
+/// <param name="Guidance">guidance scale</param>
+/// <param name="Height">image height in pixels</param>
+/// <param name="Width">image width in pixels</param>
 public sealed record PipelineDefaults(int Steps, double Guidance, int Height, int Width);
 
 /// <summary>
@@ -36,16 +49,22 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 /// </summary>
 public abstract partial class LensPipeline : IDisposable
 {
+    /// <summary>The diffusers model folder.</summary>
     public required string ModelDir { get; init; }
+    /// <summary>The device the pipeline runs on.</summary>
     public required Device Device { get; init; }
+    /// <summary>The dtype the pipeline computes in.</summary>
     public required ScalarType DType { get; init; }
 
     /// <summary>"sd" or "if".</summary>
     public abstract string Kind { get; }
+    /// <summary>The diffusers pipeline class: "StableDiffusionPipeline" or "IFPipeline".</summary>
     public abstract string PipelineName { get; }
+    /// <summary>Steps, guidance and size diffusers would use for this model.</summary>
     public abstract PipelineDefaults Defaults { get; }
-    public required PromptTokenizer Tokenizer { get; init; }
-    public abstract ITextEncoder TextEncoder { get; }
+    internal PromptTokenizer Tokenizer { get; init; } = null!;
+    internal abstract ITextEncoder TextEncoder { get; }
+    /// <summary>Number of text-encoder layers (CLIP layers / T5 blocks): lens layers are 0 .. NumLayers - 1.</summary>
     public int NumLayers => TextEncoder.NumLayers;
 
     /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
@@ -63,18 +82,18 @@ public abstract partial class LensPipeline : IDisposable
     }
 
     /// <summary>The pipeline's scheduler config (scheduler/scheduler_config.json).</summary>
-    public required DiffusersConfig SchedulerConfig { get; init; }
+    internal DiffusersConfig SchedulerConfig { get; init; } = null!;
     /// <summary>The scheduler class chosen instead of the model's own (<c>--scheduler</c>), built from the model's
     /// scheduler config as diffusers' <c>SchedulerClass.from_config(pipe.scheduler.config)</c>; null: the model's own.</summary>
-    public string? SchedulerClass { get; init; }
+    internal string? SchedulerClass { get; init; }
     /// <summary>The diffusers class name of the scheduler the pipeline runs.</summary>
-    public string SchedulerName => SchedulerClass ?? SchedulerConfig.Str("_class_name", "?");
+    internal string SchedulerName => SchedulerClass ?? SchedulerConfig.Str("_class_name", "?");
 
     /// <summary>A new scheduler of the pipeline's class and config (one per generation, as its state is per run).</summary>
-    public Scheduler CreateScheduler() => Scheduler.FromConfig(SchedulerConfig, SchedulerClass);
+    internal Scheduler CreateScheduler() => Scheduler.FromConfig(SchedulerConfig, SchedulerClass);
 
     /// <summary>The configuration the pipeline's scheduler runs with (<see cref="Scheduler.EffectiveConfig"/>).</summary>
-    public SortedDictionary<string, System.Text.Json.Nodes.JsonNode?> SchedulerEffectiveConfig()
+    internal SortedDictionary<string, System.Text.Json.Nodes.JsonNode?> SchedulerEffectiveConfig()
     {
         using var s = CreateScheduler();
         return new SortedDictionary<string, System.Text.Json.Nodes.JsonNode?>(
@@ -85,7 +104,7 @@ public abstract partial class LensPipeline : IDisposable
     /// scheduler/scheduler_config.json, checked up front (with the chosen class, if any) so an unknown scheduler or an
     /// unsupported option fails before weights load.
     /// </summary>
-    protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index, string? schedulerClass = null)
+    private protected static DiffusersConfig LoadSchedulerConfig(ModelIndex index, string? schedulerClass = null)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
         CheckScheduler(index.ClassName, cfg, schedulerClass);
@@ -97,7 +116,7 @@ public abstract partial class LensPipeline : IDisposable
     /// learned variance (variance_type learned/learned_range) hands the step a model output with the predicted variance,
     /// which only DDPMScheduler and DPMSolverMultistepScheduler take (diffusers' step fails on it with the others).
     /// </summary>
-    public static void CheckScheduler(string pipelineClass, DiffusersConfig cfg, string? schedulerClass)
+    internal static void CheckScheduler(string pipelineClass, DiffusersConfig cfg, string? schedulerClass)
     {
         using var check = Scheduler.FromConfig(cfg, schedulerClass);
         if (pipelineClass == "IFPipeline" && cfg.StrOrNull("variance_type") is "learned" or "learned_range"
@@ -106,7 +125,7 @@ public abstract partial class LensPipeline : IDisposable
     }
 
     /// <summary>The shape of one image's initial noise ([1, C, h, w]); validates the requested size.</summary>
-    protected abstract long[] NoiseShape(GenerationOptions o);
+    private protected abstract long[] NoiseShape(GenerationOptions o);
 
     /// <summary>
     /// Whether a guidance scale runs classifier-free guidance: diffusers' <c>do_classifier_free_guidance =
@@ -121,10 +140,10 @@ public abstract partial class LensPipeline : IDisposable
     /// <see cref="UsesGuidance"/>) the sample once, the conditional rows alone.
     /// </summary>
     /// <param name="embeds">with guidance [2k, T, D]: k unconditional rows, then k conditional rows; without it [k, T, D]</param>
-    public abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
+    internal abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
 
     /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
-    protected abstract Tensor ToImage(Tensor sample);
+    private protected abstract Tensor ToImage(Tensor sample);
 
     /// <summary>
     /// Generates <see cref="GenerationOptions.ImagesPerPrompt"/> images per conditional embedding, all with
@@ -134,11 +153,18 @@ public abstract partial class LensPipeline : IDisposable
     /// e.g. one generator consumed call after call). Returns [k*N, H, W, 3] float32 images in [0, 1] on the CPU
     /// (diffusers' output_type="np"), embedding-major.
     /// </summary>
+    /// <param name="conditional">one [1, T, D] prompt embedding per layer (e.g. <see cref="Lens"/> of a layer)</param>
+    /// <param name="unconditional">the [1, T, D] negative-prompt embedding (<see cref="EncodeStock"/> of the negative prompt)</param>
+    /// <param name="o">seed, steps, guidance, size and images per prompt</param>
+    /// <param name="onStep">called after each denoising step with (step, of)</param>
+    public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        Action<int, int>? onStep = null) => Generate(conditional, unconditional, o, onStep, timer: null);
+
     /// <param name="timer">records the denoise and decode phases (and, profiling, each step); null: not timed</param>
     /// <param name="generators">one CPU generator per conditional embedding, in its state at the start of that
     /// embedding's call (used, not copied); null: a generator seeded with <c>o.Seed</c> for every embedding</param>
-    public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
-        Action<int, int>? onStep = null, PhaseTimer? timer = null, IReadOnlyList<Generator>? generators = null)
+    internal Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        Action<int, int>? onStep, PhaseTimer? timer, IReadOnlyList<Generator>? generators = null)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
         if (generators is not null && generators.Count != conditional.Count)
@@ -217,18 +243,19 @@ public abstract partial class LensPipeline : IDisposable
     private Dictionary<long, Tensor>? _stepTimesteps;
 
     /// <summary>
-    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside <see cref="Generate"/> a view of the
+    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside Generate a view of the
     /// timesteps uploaded once; otherwise a new tensor.
     /// </summary>
-    protected Tensor TimestepTensor(long t) =>
+    private protected Tensor TimestepTensor(long t) =>
         _stepTimesteps is not null && _stepTimesteps.TryGetValue(t, out var onDevice)
             ? onDevice.alias()
             : torch.tensor(t, dtype: ScalarType.Int64, device: Device);
 
+    /// <summary>Releases the pipeline's modules and weights.</summary>
     public abstract void Dispose();
 
     /// <summary>cpu, cuda or cuda:N (N a visible CUDA device index).</summary>
-    public static Device ParseDevice(string device)
+    internal static Device ParseDevice(string device)
     {
         if (device == "cpu") return torch.CPU;
         int index = 0;
@@ -242,7 +269,7 @@ public abstract partial class LensPipeline : IDisposable
         return index == 0 ? torch.CUDA : torch.device(DeviceType.CUDA, index);
     }
 
-    public static ScalarType ParseDType(string dtype) => dtype switch
+    internal static ScalarType ParseDType(string dtype) => dtype switch
     {
         "float32" or "fp32" => ScalarType.Float32,
         "float16" or "fp16" => ScalarType.Float16,
@@ -255,7 +282,7 @@ public abstract partial class LensPipeline : IDisposable
     /// <paramref name="generator"/> (diffusers' CPU generator seeded with the seed), times the scheduler's init sigma.
     /// [1, C, h, w] on the pipeline's device and dtype.
     /// </summary>
-    public Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
+    internal Tensor InitialSample(GenerationOptions o, Scheduler scheduler, Generator generator)
     {
         using var noise = Noise(generator, NoiseShape(o));
         // latents * scheduler.init_noise_sigma (1.0, or a float32 sigma for Euler: exact as a double)
@@ -276,7 +303,7 @@ public abstract partial class LensPipeline : IDisposable
     /// CPU on zero tensors of the call's shapes, so the count of draws is the scheduler's own. For a generator that is
     /// consumed call after call (<c>--seed-policy continue</c>).
     /// </summary>
-    public void ConsumeCallNoise(Generator generator, GenerationOptions o)
+    internal void ConsumeCallNoise(Generator generator, GenerationOptions o)
     {
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
@@ -297,12 +324,12 @@ public abstract partial class LensPipeline : IDisposable
     }
 
     /// <summary>Channels of the prediction a denoising step hands the scheduler (IF with a learned variance: twice the image's).</summary>
-    protected virtual int PredictionChannels(int sampleChannels) => sampleChannels;
+    private protected virtual int PredictionChannels(int sampleChannels) => sampleChannels;
 
     /// <summary>
     /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then
     /// moved to the device.
     /// </summary>
-    protected Tensor Noise(Generator generator, long[] shape) =>
+    private protected Tensor Noise(Generator generator, long[] shape) =>
         torch.randn(shape, dtype: DType, generator: generator).to(Device);
 }

@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 namespace DiffusionLens.Pipelines;
 
 /// <summary>A diffusers model folder's <c>model_index.json</c>: the pipeline class and its components.</summary>
-public sealed class ModelIndex
+internal sealed class ModelIndex
 {
     public string Folder { get; }
     public string ClassName { get; }

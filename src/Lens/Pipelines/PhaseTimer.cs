@@ -11,7 +11,7 @@ namespace DiffusionLens.Pipelines;
 /// queue it (host side only) is recorded: a step whose queue time is close to its total is host-bound.
 /// Also samples the device memory in use at phase ends (<see cref="GpuMemory"/>).
 /// </summary>
-public sealed class PhaseTimer
+internal sealed class PhaseTimer
 {
     public Device Device { get; }
     public bool Profile { get; init; } = Environment.GetEnvironmentVariable("LENS_PROFILE") == "1";

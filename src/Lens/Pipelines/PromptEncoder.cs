@@ -10,7 +10,7 @@ namespace DiffusionLens.Pipelines;
 /// Loaded with the rules of <see cref="LensPipeline.Load"/> (pipeline class, variant, dtype, device), and encodes
 /// exactly as <see cref="LensPipeline.EncodeLayers"/> and <see cref="LensPipeline.Lens"/> do.
 /// </summary>
-public sealed class PromptEncoder : IDisposable
+internal sealed class PromptEncoder : IDisposable
 {
     public required string ModelDir { get; init; }
     public required Device Device { get; init; }

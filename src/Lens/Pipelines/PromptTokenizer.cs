@@ -8,7 +8,7 @@ namespace DiffusionLens.Pipelines;
 /// (max_length padding/truncation), T5 for DeepFloyd IF (caption preprocessing, max_length 77, attention mask).
 /// Loads only the tokenizer, no weights.
 /// </summary>
-public sealed class PromptTokenizer
+internal sealed class PromptTokenizer
 {
     private readonly ClipTokenizer? _clip;
     private readonly T5Tokenizer? _t5;

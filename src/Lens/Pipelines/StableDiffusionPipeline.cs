@@ -13,10 +13,10 @@ namespace DiffusionLens.Pipelines;
 /// CLIP tokenizer + CLIPTextModel -> UNet2DConditionModel denoising loop with the configured scheduler ->
 /// AutoencoderKL decode of latents / scaling_factor -> (x/2+0.5).clamp(0,1).
 /// </summary>
-public sealed class StableDiffusionPipeline : LensPipeline
+internal sealed class StableDiffusionPipeline : LensPipeline
 {
     public required ClipTextModel Clip { get; init; }
-    public override ITextEncoder TextEncoder => Clip;
+    internal override ITextEncoder TextEncoder => Clip;
     public required UNet2DConditionModel UNet { get; init; }
     public required AutoencoderKL Vae { get; init; }
 
@@ -49,7 +49,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
         };
     }
 
-    protected override long[] NoiseShape(GenerationOptions o)
+    private protected override long[] NoiseShape(GenerationOptions o)
     {
         if (o.Height % 8 != 0 || o.Width % 8 != 0)
             throw new LensException($"height and width must be divisible by 8 (got {o.Height}x{o.Width}), as diffusers requires");
@@ -57,7 +57,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
     }
 
     /// <summary>The SD pipeline decodes latents / scaling_factor (it does not apply a shift_factor).</summary>
-    protected override Tensor ToImage(Tensor latents)
+    private protected override Tensor ToImage(Tensor latents)
     {
         using var scaled = latents / Vae.ScalingFactor;
         return Vae.Decode(scaled);
@@ -67,7 +67,7 @@ public sealed class StableDiffusionPipeline : LensPipeline
     /// Classifier-free guidance on the whole prediction, uncond + g * (cond - uncond), when
     /// <see cref="LensPipeline.UsesGuidance"/>; otherwise the UNet's prediction for the conditional rows alone.
     /// </summary>
-    public override Tensor GuidedPrediction(Scheduler scheduler, Tensor latents, long t, Tensor embeds, double guidance)
+    internal override Tensor GuidedPrediction(Scheduler scheduler, Tensor latents, long t, Tensor embeds, double guidance)
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();

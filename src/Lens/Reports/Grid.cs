@@ -4,7 +4,7 @@ namespace DiffusionLens.Reports;
 /// The sweep's contact sheet: every layer image in order, each under its label ("layer 3"), on a white sheet.
 /// Small images are enlarged by an integer factor so that tiles are at least <see cref="MinTile"/> pixels wide.
 /// </summary>
-public static class Grid
+internal static class Grid
 {
     public const int MinTile = 128;
     private const int Pad = 8;

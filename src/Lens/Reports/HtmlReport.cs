@@ -10,7 +10,7 @@ namespace DiffusionLens.Reports;
 /// external reference) with a Content-Security-Policy that forbids scripts and any load other than data: images.
 /// Every text that comes from the claims file, prompts or paths is HTML-escaped.
 /// </summary>
-public static class HtmlReport
+internal static class HtmlReport
 {
     /// <summary>The page's CSP: nothing may load or run except inline styles and data: images.</summary>
     public const string ContentSecurityPolicy =

@@ -4,7 +4,7 @@ namespace DiffusionLens.Reports;
 /// A built-in 5x7 bitmap font for grid labels: drawn pixel by pixel, so labels look the same on every machine
 /// (no system fonts needed) and grid snapshots stay byte-stable.
 /// </summary>
-public static class PixelFont
+internal static class PixelFont
 {
     public const int GlyphWidth = 5, GlyphHeight = 7, Advance = 6;
 

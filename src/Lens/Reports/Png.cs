@@ -4,7 +4,7 @@ using System.IO.Compression;
 namespace DiffusionLens.Reports;
 
 /// <summary>How <see cref="Png.Encode"/> filters rows before compression (PNG filter types, spec section 9).</summary>
-public enum PngFilter
+internal enum PngFilter
 {
     /// <summary>No filtering (type 0): the fastest, the largest.</summary>
     None,
@@ -18,7 +18,7 @@ public enum PngFilter
 
 /// <summary>A decoded PNG: 8 bits a sample, row-major, <see cref="Channels"/> samples a pixel
 /// (1 grey, 2 grey+alpha, 3 RGB, 4 RGBA; a palette image is expanded to RGB, or RGBA when it has a tRNS chunk).</summary>
-public sealed record PngImage(int Width, int Height, int Channels, byte[] Pixels);
+internal sealed record PngImage(int Width, int Height, int Channels, byte[] Pixels);
 
 /// <summary>
 /// A small managed PNG codec (no native image library). Decodes every standard PNG: colour types 0, 2, 3, 4, 6, bit
@@ -28,7 +28,7 @@ public sealed record PngImage(int Width, int Height, int Channels, byte[] Pixels
 /// or RGBA with <see cref="ZLibStream"/> at zlib level 0-9. Bad or unsupported input is a <see cref="LensException"/>
 /// naming the file and the problem.
 /// </summary>
-public static class Png
+internal static class Png
 {
     private static ReadOnlySpan<byte> Signature => [137, 80, 78, 71, 13, 10, 26, 10];
 

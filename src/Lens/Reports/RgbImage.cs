@@ -7,10 +7,14 @@ namespace DiffusionLens.Reports;
 /// <summary>An 8-bit RGB image (row-major, 3 bytes a pixel), the form every output picture takes.</summary>
 public sealed class RgbImage
 {
+    /// <summary>Width in pixels.</summary>
     public int Width { get; }
+    /// <summary>Height in pixels.</summary>
     public int Height { get; }
+    /// <summary>R, G, B bytes, row by row.</summary>
     public byte[] Pixels { get; }
 
+    /// <summary>A width x height image: the given pixels (3 bytes a pixel, row-major) or black.</summary>
     public RgbImage(int width, int height, byte[]? pixels = null)
     {
         if (width <= 0 || height <= 0) throw new ArgumentException($"image size {width}x{height}");
@@ -28,6 +32,7 @@ public sealed class RgbImage
         return new RgbImage((int)u8.shape[1], (int)u8.shape[0], u8.data<byte>().ToArray());
     }
 
+    /// <summary>Channel <paramref name="c"/> (0 R, 1 G, 2 B) of pixel (<paramref name="x"/>, <paramref name="y"/>).</summary>
     public byte this[int x, int y, int c]
     {
         get => Pixels[(y * Width + x) * 3 + c];
@@ -48,7 +53,7 @@ public sealed class RgbImage
     }
 
     /// <summary>A decoded PNG as RGB: grey replicated, alpha dropped.</summary>
-    public static RgbImage FromPng(PngImage png)
+    internal static RgbImage FromPng(PngImage png)
     {
         int n = png.Width * png.Height, ch = png.Channels;
         if (ch == 3) return new RgbImage(png.Width, png.Height, png.Pixels);
@@ -99,12 +104,14 @@ public sealed class RgbImage
         return o;
     }
 
+    /// <summary>Copies <paramref name="src"/> into this image with its top-left corner at (<paramref name="ox"/>, <paramref name="oy"/>).</summary>
     public void Blit(RgbImage src, int ox, int oy)
     {
         for (int y = 0; y < src.Height; y++)
             Array.Copy(src.Pixels, y * src.Width * 3, Pixels, ((oy + y) * Width + ox) * 3, src.Width * 3);
     }
 
+    /// <summary>Sets every pixel to (<paramref name="r"/>, <paramref name="g"/>, <paramref name="b"/>).</summary>
     public void Fill(byte r, byte g, byte b)
     {
         for (int i = 0; i < Pixels.Length; i += 3) { Pixels[i] = r; Pixels[i + 1] = g; Pixels[i + 2] = b; }

@@ -6,16 +6,16 @@ using DiffusionLens.Judge;
 namespace DiffusionLens.Reports;
 
 /// <summary>One line of a chart.</summary>
-public sealed record SvgSeries(string Label, IReadOnlyList<double> Values, string Color, bool Dashed = false);
+internal sealed record SvgSeries(string Label, IReadOnlyList<double> Values, string Color, bool Dashed = false);
 
 /// <summary>A vertical marker at an x value (e.g. an emergence layer).</summary>
-public sealed record SvgMarker(double X, string Color, string Label);
+internal sealed record SvgMarker(double X, string Color, string Label);
 
 /// <summary>
 /// Small self-contained SVG line charts (no script, no external references). Every text is XML-escaped, so the
 /// markup is safe to inline in HTML.
 /// </summary>
-public static class SvgCharts
+internal static class SvgCharts
 {
     public static readonly string[] Palette = { "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f" };
 

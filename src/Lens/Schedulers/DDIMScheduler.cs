@@ -13,7 +13,7 @@ namespace DiffusionLens.Schedulers;
 /// thresholding, dynamic_thresholding_ratio, clip_sample_range, sample_max_value, timestep_spacing (linspace, leading,
 /// trailing), rescale_betas_zero_snr.
 /// </summary>
-public sealed class DDIMScheduler : Scheduler
+internal sealed class DDIMScheduler : Scheduler
 {
     public bool ClipSample { get; }
     public bool SetAlphaToOne { get; }

@@ -15,7 +15,7 @@ namespace DiffusionLens.Schedulers;
 /// model_output is the prediction AFTER splitting off the predicted variance (so it has the sample's shape); a CPU
 /// generator draws on the CPU and the noise is then moved to the sample's device.
 /// </summary>
-public sealed class DDPMScheduler : Scheduler
+internal sealed class DDPMScheduler : Scheduler
 {
     public static readonly string[] VarianceTypes = { "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log", "learned", "learned_range" };
 

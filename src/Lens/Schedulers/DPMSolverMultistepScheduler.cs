@@ -19,7 +19,7 @@ namespace DiffusionLens.Schedulers;
 /// prediction_type flow_prediction, use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas, use_lu_lambdas,
 /// use_flow_sigmas.
 /// </summary>
-public sealed class DPMSolverMultistepScheduler : Scheduler
+internal sealed class DPMSolverMultistepScheduler : Scheduler
 {
     public int SolverOrder { get; }
     public string PredictionType { get; }

@@ -17,7 +17,7 @@ namespace DiffusionLens.Schedulers;
 /// Not supported (an error naming the key): use_karras_sigmas, use_exponential_sigmas, use_beta_sigmas,
 /// interpolation_type log_linear.
 /// </summary>
-public sealed class EulerDiscreteScheduler : Scheduler
+internal sealed class EulerDiscreteScheduler : Scheduler
 {
     public string PredictionType { get; }
     public string InterpolationType { get; }

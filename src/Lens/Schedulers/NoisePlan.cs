@@ -10,7 +10,7 @@ namespace DiffusionLens.Schedulers;
 /// CPU generator. A group may stand for several calls that draw the same noise (the same seed): it is drawn once and
 /// repeated. Rows are in group order.
 /// </summary>
-public sealed class NoisePlan
+internal sealed class NoisePlan
 {
     /// <summary>One pipeline call's draw: <paramref name="Rows"/> images from <paramref name="Generator"/>, repeated
     /// <paramref name="Repeat"/> times (calls with identical generators).</summary>

@@ -13,7 +13,7 @@ namespace DiffusionLens.Schedulers;
 /// trained_betas, skip_prk_steps, set_alpha_to_one, prediction_type (epsilon, v_prediction),
 /// timestep_spacing (linspace, leading, trailing), steps_offset.
 /// </summary>
-public sealed class PNDMScheduler : Scheduler
+internal sealed class PNDMScheduler : Scheduler
 {
     public bool SkipPrkSteps { get; }
     public bool SetAlphaToOne { get; }

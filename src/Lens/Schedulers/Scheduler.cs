@@ -11,7 +11,7 @@ namespace DiffusionLens.Schedulers;
 /// tensors computed with the same torch ops as diffusers; the 0-dim values taken from them are combined with samples
 /// on any device, as in diffusers. Built from a scheduler_config.json by <see cref="FromConfig"/>.
 /// </summary>
-public abstract class Scheduler : IDisposable
+internal abstract class Scheduler : IDisposable
 {
     public static readonly string[] SupportedClassNames =
         { "PNDMScheduler", "DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler" };

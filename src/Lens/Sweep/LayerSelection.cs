@@ -6,7 +6,7 @@ namespace DiffusionLens.Sweep;
 /// Which encoder layers a sweep renders: "all", a list "0,3,5", or a Python-style range "start:stop[:step]"
 /// (stop exclusive; "0:12:2" = 0,2,...,10; an empty start/stop means the first/last layer).
 /// </summary>
-public static class LayerSelection
+internal static class LayerSelection
 {
     public static int[] Parse(string spec, int numLayers)
     {

@@ -10,7 +10,7 @@ namespace DiffusionLens.Sweep;
 /// the new one is in place. The current directory, a home folder, a filesystem root and any folder above those are
 /// never used as an output folder.
 /// </summary>
-public sealed class OutputFolder : IDisposable
+internal sealed class OutputFolder : IDisposable
 {
     public string FinalPath { get; }
     public string WorkPath { get; }

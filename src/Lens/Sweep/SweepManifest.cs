@@ -7,7 +7,7 @@ namespace DiffusionLens.Sweep;
 /// The schema of a sweep's <c>manifest.json</c>: what was rendered, from which model and settings, and how long it took.
 /// Property names are the JSON keys (snake_case).
 /// </summary>
-public sealed record SweepManifest
+internal sealed record SweepManifest
 {
     public const string ToolName = "diffusion-lens-dotnet";
     public string Tool { get; init; } = ToolName;
@@ -81,7 +81,7 @@ public sealed record SweepManifest
 /// Seconds spent in each phase of a sweep. On CUDA each phase ends with a device synchronisation (never per step,
 /// unless LENS_PROFILE=1), so GPU work is counted in the phase that queued it.
 /// </summary>
-public sealed record SweepTimings
+internal sealed record SweepTimings
 {
     public required double Load { get; init; }
     public required double Encode { get; init; }

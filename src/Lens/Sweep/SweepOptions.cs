@@ -3,17 +3,27 @@ namespace DiffusionLens.Sweep;
 /// <summary>What one lens sweep renders. Null sampling settings take the pipeline's diffusers defaults.</summary>
 public sealed record SweepOptions
 {
+    /// <summary>A diffusers folder (StableDiffusionPipeline or IFPipeline in model_index.json).</summary>
     public required string ModelDir { get; init; }
+    /// <summary>The prompt.</summary>
     public required string Prompt { get; init; }
+    /// <summary>The negative prompt: the unconditional embedding (full depth) when guidance runs.</summary>
     public string NegativePrompt { get; init; } = "";
+    /// <summary>Seed of diffusers' CPU generator: the same seed gives diffusers' image.</summary>
     public long Seed { get; init; } = 17;
+    /// <summary>Denoising steps; null: the pipeline's default (SD 50, IF 100).</summary>
     public int? Steps { get; init; }
+    /// <summary>Guidance scale; null: the pipeline's default (SD 7.5, IF 7.0).</summary>
     public double? Guidance { get; init; }
+    /// <summary>Image height in pixels; null: the model's default size.</summary>
     public int? Height { get; init; }
+    /// <summary>Image width in pixels; null: the model's default size.</summary>
     public int? Width { get; init; }
     /// <summary>"all", "0,3,5" or "0:12:2".</summary>
     public string Layers { get; init; } = "all";
+    /// <summary>"cpu", "cuda" or "cuda:N".</summary>
     public string Device { get; init; } = "cpu";
+    /// <summary>"float32", "float16" or "bfloat16".</summary>
     public string DType { get; init; } = "float32";
     /// <summary>Weights variant (e.g. "fp16"), as diffusers' <c>variant=</c>; null: the plain files.</summary>
     public string? Variant { get; init; }
@@ -25,6 +35,7 @@ public sealed record SweepOptions
     public string? Scheduler { get; init; }
     /// <summary>IF only: diffusers' caption cleaning (default on for IF).</summary>
     public bool? CleanCaption { get; init; }
+    /// <summary>The output folder (written to a hidden sibling, renamed into place when complete).</summary>
     public required string OutDir { get; init; }
     /// <summary>Layers denoised together in one UNet batch. 1 reproduces diffusers' batch of 2 exactly.</summary>
     public int Batch { get; init; } = 1;
@@ -48,9 +59,14 @@ public sealed record SweepOptions
 /// <summary>What a sweep wrote.</summary>
 public sealed record SweepResult
 {
+    /// <summary>The output folder.</summary>
     public required string OutDir { get; init; }
+    /// <summary>The layers rendered (0-based).</summary>
     public required int[] Layers { get; init; }
+    /// <summary>Layer to its image (layer-XX.png).</summary>
     public required IReadOnlyDictionary<int, string> LayerImages { get; init; }
+    /// <summary>The labelled grid of every layer's image (grid.png).</summary>
     public required string GridPath { get; init; }
+    /// <summary>manifest.json: options, versions, weights hashes, timings.</summary>
     public required string ManifestPath { get; init; }
 }

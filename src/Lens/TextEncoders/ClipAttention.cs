@@ -14,7 +14,7 @@ namespace DiffusionLens.TextEncoders;
 /// it can differ from head_dim**-0.5 by one double ulp for some head sizes, but the CPU kernels use the scale as a
 /// float32, where the two are equal for every head size from 1 to 4096 (checked for the common ones: 4..128).
 /// </summary>
-public sealed class ClipAttention : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class ClipAttention : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly Linear k_proj;
     private readonly Linear v_proj;

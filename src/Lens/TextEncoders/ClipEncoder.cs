@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.TextEncoders;
 
 /// <summary>transformers <c>CLIPEncoder</c>: the stack of <see cref="ClipEncoderLayer"/>s (keys "layers.N. ...").</summary>
-public sealed class ClipEncoder : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class ClipEncoder : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly ModuleList<ClipEncoderLayer> layers;
 

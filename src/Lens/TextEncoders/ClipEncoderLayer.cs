@@ -7,7 +7,7 @@ namespace DiffusionLens.TextEncoders;
 /// <summary>
 /// transformers <c>CLIPEncoderLayer</c> (pre-norm): h = x + self_attn(layer_norm1(x)); out = h + mlp(layer_norm2(h)).
 /// </summary>
-public sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class ClipEncoderLayer : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly ClipAttention self_attn;
     private readonly LayerNorm layer_norm1;

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.TextEncoders;
 
 /// <summary>transformers <c>CLIPMLP</c>: fc1 -&gt; ACT2FN[hidden_act] -&gt; fc2.</summary>
-public sealed class ClipMlp : nn.Module<Tensor, Tensor>
+internal sealed class ClipMlp : nn.Module<Tensor, Tensor>
 {
     private readonly Linear fc1;
     private readonly Linear fc2;

@@ -6,7 +6,7 @@ namespace DiffusionLens.TextEncoders;
 /// The fields of transformers' <c>CLIPTextConfig</c> the text model uses, read from <c>text_encoder/config.json</c>
 /// with CLIPTextConfig's defaults for missing keys.
 /// </summary>
-public sealed record ClipTextConfig(
+internal sealed record ClipTextConfig(
     int VocabSize,
     int HiddenSize,
     int IntermediateSize,

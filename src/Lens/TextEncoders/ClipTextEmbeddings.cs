@@ -8,7 +8,7 @@ namespace DiffusionLens.TextEncoders;
 /// transformers <c>CLIPTextEmbeddings</c>: token_embedding(input_ids) + position_embedding(position_ids), with
 /// position_ids = arange(seq_len) (the non-persistent <c>position_ids</c> buffer is computed on the fly).
 /// </summary>
-public sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
+internal sealed class ClipTextEmbeddings : nn.Module<Tensor, Tensor>
 {
     private readonly Embedding token_embedding;
     private readonly Embedding position_embedding;

@@ -11,7 +11,7 @@ namespace DiffusionLens.TextEncoders;
 /// <see cref="Encode"/> returns every encoder layer's output so any of them can be pushed through
 /// <see cref="FinalLayerNorm"/> (the Diffusion Lens). The pooled output is not computed (the pipelines do not use it).
 /// </summary>
-public sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
+internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
 {
     private readonly ClipTextEmbeddings embeddings;
     private readonly ClipEncoder encoder;

@@ -10,7 +10,7 @@ namespace DiffusionLens.TextEncoders;
 /// and shared); softmax in float32, cast back to the scores' dtype; @ v; o.
 /// Only the first block has <c>relative_attention_bias</c> (an Embedding num_buckets x n_heads).
 /// </summary>
-public sealed class T5Attention : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class T5Attention : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly Linear q;
     private readonly Linear k;

@@ -9,7 +9,7 @@ namespace DiffusionLens.TextEncoders;
 /// each followed by T5's float16 clamp (if the hidden states are float16: clamp to ±(65504 - 1000) when any value is
 /// inf, else to ±65504).
 /// </summary>
-public sealed class T5Block : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class T5Block : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly ModuleList<nn.Module> layer;
 

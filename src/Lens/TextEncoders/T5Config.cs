@@ -8,7 +8,7 @@ namespace DiffusionLens.TextEncoders;
 /// ("gated-gelu" means gelu_new for backward compatibility); explicit <c>dense_act_fn</c> / <c>is_gated_act</c> keys in the
 /// file win, because PretrainedConfig sets the remaining kwargs after T5Config computed them.
 /// </summary>
-public sealed record T5Config(
+internal sealed record T5Config(
     int VocabSize,
     int DModel,
     int DKv,

@@ -9,7 +9,7 @@ namespace DiffusionLens.TextEncoders;
 /// when they differ (wo is kept in float32 when the model is loaded in float16, as transformers'
 /// <c>_keep_in_fp32_modules = ["wo"]</c> does).
 /// </summary>
-public sealed class T5DenseActDense : nn.Module<Tensor, Tensor>
+internal sealed class T5DenseActDense : nn.Module<Tensor, Tensor>
 {
     private readonly Linear wi;
     private readonly Linear wo;

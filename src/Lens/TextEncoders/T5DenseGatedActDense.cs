@@ -8,7 +8,7 @@ namespace DiffusionLens.TextEncoders;
 /// transformers <c>T5DenseGatedActDense</c> (T5 v1.1, "gated-gelu"): wo(act(wi_0(x)) * wi_1(x)), the product cast to
 /// wo's dtype when they differ (wo stays float32 in a float16 model, as transformers' <c>_keep_in_fp32_modules</c>).
 /// </summary>
-public sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>
+internal sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>
 {
     private readonly Linear wi_0;
     private readonly Linear wi_1;

@@ -16,7 +16,7 @@ namespace DiffusionLens.TextEncoders;
 /// does when loading with torch_dtype=float16; the residual stream then becomes float32 after the first FF, exactly as
 /// in transformers. (Calling <c>.to(float16)</c> on a loaded model would undo that.)
 /// </summary>
-public sealed class T5EncoderModel : nn.Module<Tensor, Tensor>, ITextEncoder
+internal sealed class T5EncoderModel : nn.Module<Tensor, Tensor>, ITextEncoder
 {
     private readonly Embedding? shared;
     private readonly T5Stack encoder;

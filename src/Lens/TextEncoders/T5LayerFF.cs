@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.TextEncoders;
 
 /// <summary>transformers <c>T5LayerFF</c>: x + DenseReluDense(layer_norm(x)) (gated or not, per the config).</summary>
-public sealed class T5LayerFF : nn.Module<Tensor, Tensor>
+internal sealed class T5LayerFF : nn.Module<Tensor, Tensor>
 {
     private readonly nn.Module<Tensor, Tensor> DenseReluDense;
     private readonly T5LayerNorm layer_norm;

@@ -8,7 +8,7 @@ namespace DiffusionLens.TextEncoders;
 /// transformers <c>T5LayerNorm</c> (RMS norm, no mean, no bias): variance = x.to(float32).pow(2).mean(-1, keepdim);
 /// x = x * rsqrt(variance + eps); cast to the weight's dtype if that is float16/bfloat16; weight * x.
 /// </summary>
-public sealed class T5LayerNorm : nn.Module<Tensor, Tensor>
+internal sealed class T5LayerNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
     private readonly double _eps;

@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace DiffusionLens.TextEncoders;
 
 /// <summary>transformers <c>T5LayerSelfAttention</c>: x + SelfAttention(layer_norm(x), position_bias).</summary>
-public sealed class T5LayerSelfAttention : nn.Module<Tensor, Tensor, Tensor>
+internal sealed class T5LayerSelfAttention : nn.Module<Tensor, Tensor, Tensor>
 {
     private readonly T5Attention SelfAttention;
     private readonly T5LayerNorm layer_norm;

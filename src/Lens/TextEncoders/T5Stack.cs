@@ -10,7 +10,7 @@ namespace DiffusionLens.TextEncoders;
 /// The position bias (relative bias of block 0 plus the additive mask (1 - mask) * finfo(dtype).min) is computed once
 /// and shared by all blocks.
 /// </summary>
-public sealed class T5Stack : nn.Module<Tensor, Tensor?, Tensor>
+internal sealed class T5Stack : nn.Module<Tensor, Tensor?, Tensor>
 {
     private readonly Embedding? embed_tokens;
     private readonly ModuleList<T5Block> block;

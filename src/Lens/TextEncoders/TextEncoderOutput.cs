@@ -7,7 +7,7 @@ namespace DiffusionLens.TextEncoders;
 /// final norm; the embeddings are not included), <see cref="LastHiddenState"/> = FinalLayerNorm(Hidden[^1]), i.e.
 /// transformers' <c>last_hidden_state</c>. Disposing the output disposes all of its tensors.
 /// </summary>
-public class TextEncoderOutput : IDisposable
+internal class TextEncoderOutput : IDisposable
 {
     public IReadOnlyList<Tensor> Hidden { get; }
     public Tensor LastHiddenState { get; }
@@ -27,19 +27,19 @@ public class TextEncoderOutput : IDisposable
 }
 
 /// <summary>Output of <see cref="ClipTextModel.Encode"/>.</summary>
-public sealed class ClipTextOutput : TextEncoderOutput
+internal sealed class ClipTextOutput : TextEncoderOutput
 {
     public ClipTextOutput(IReadOnlyList<Tensor> hidden, Tensor lastHiddenState) : base(hidden, lastHiddenState) { }
 }
 
 /// <summary>Output of <see cref="T5EncoderModel.Encode"/>.</summary>
-public sealed class T5EncoderOutput : TextEncoderOutput
+internal sealed class T5EncoderOutput : TextEncoderOutput
 {
     public T5EncoderOutput(IReadOnlyList<Tensor> hidden, Tensor lastHiddenState) : base(hidden, lastHiddenState) { }
 }
 
 /// <summary>What the lens needs from a text encoder: every layer's output and the final norm to apply to any of them.</summary>
-public interface ITextEncoder
+internal interface ITextEncoder
 {
     int NumLayers { get; }
     TextEncoderOutput Encode(Tensor inputIds, Tensor? attentionMask = null);

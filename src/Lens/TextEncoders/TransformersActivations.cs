@@ -7,7 +7,7 @@ namespace DiffusionLens.TextEncoders;
 /// transformers' <c>ACT2FN</c> (activations.py): the activation named by a config's <c>hidden_act</c> /
 /// <c>dense_act_fn</c>, with the same op order as the Python classes (which matters for bit-level parity).
 /// </summary>
-public static class TransformersActivations
+internal static class TransformersActivations
 {
     private static readonly double Sqrt2OverPi = Math.Sqrt(2.0 / Math.PI);
 

@@ -9,7 +9,7 @@ namespace DiffusionLens.Tokenizers;
 /// <c>BeautifulSoup(caption, features="html.parser").text</c> (approximated by <see cref="PyText.HtmlParserText"/>),
 /// <c>ftfy.fix_text</c> (<see cref="Ftfy"/>) and <c>html.unescape</c>.
 /// </summary>
-public static class CaptionCleaner
+internal static class CaptionCleaner
 {
     /// <summary>
     /// What the IF pipeline does to one prompt: with <paramref name="cleanCaption"/>, <see cref="Clean"/> twice (the

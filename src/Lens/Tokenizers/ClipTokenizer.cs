@@ -19,7 +19,7 @@ namespace DiffusionLens.Tokenizers;
 /// <see cref="Encode(string)"/> equals <c>tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
 /// truncation=True)</c>, as the diffusers Stable Diffusion pipelines call it.
 /// </summary>
-public sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
+internal sealed class ClipTokenizer : DiffusionLens.Judge.ITextTokenizer
 {
     private readonly BpeTokenizer _bpe;
     private readonly AddedTokenSplitter _splitter;

@@ -22,7 +22,7 @@ namespace DiffusionLens.Tokenizers;
 /// <see cref="Encode(string)"/> equals what the DeepFloyd IF pipeline calls: <c>tokenizer(text, padding="max_length",
 /// max_length=77, truncation=True, add_special_tokens=True, return_attention_mask=True)</c>.
 /// </summary>
-public sealed class T5Tokenizer
+internal sealed class T5Tokenizer
 {
     /// <summary>The max_length the DeepFloyd IF pipeline uses (hard-coded there).</summary>
     public const int IfMaxLength = 77;

@@ -5,7 +5,7 @@ namespace DiffusionLens.Loading.Hub;
 /// <c>HF_HUB_CACHE</c>, else <c>HF_HOME/hub</c>, else <c>~/.cache/huggingface/hub</c>; <c>refs/REVISION</c> holds a commit,
 /// <c>snapshots/COMMIT/PATH</c> links to <c>blobs/ETAG</c>.
 /// </summary>
-public sealed class HubCache
+internal sealed class HubCache
 {
     public string Root { get; }
     public HubCache(string root) => Root = root;

@@ -12,7 +12,7 @@ namespace DiffusionLens.Loading.Hub;
 /// <c>blobs/ETAG.incomplete</c>, resumed with an HTTP Range after a dropped transfer, checked against that hash and
 /// renamed into place.
 /// </summary>
-public sealed class HubClient : IDisposable
+internal sealed class HubClient : IDisposable
 {
     private readonly HttpClient _get;
     private readonly HttpClient _head;

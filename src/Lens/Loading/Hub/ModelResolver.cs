@@ -10,7 +10,7 @@ namespace DiffusionLens.Loading.Hub;
 /// cache lacks (model_index.json, the configs, the tokenizer files and the weights of the chosen variant, with the
 /// shards an index lists). <c>HF_HUB_OFFLINE=1</c> uses the cache alone.
 /// </summary>
-public static class ModelResolver
+internal static class ModelResolver
 {
     /// <summary>The components a Stable Diffusion or IF lens sweep loads.</summary>
     public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "unet", "vae", "scheduler" };

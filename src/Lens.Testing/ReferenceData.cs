@@ -3,17 +3,22 @@ using DiffusionLens.Loading;
 using Xunit;
 using static TorchSharp.torch;
 
-namespace DiffusionLens.Tests.Parity;
+namespace DiffusionLens.Testing;
 
 /// <summary>
-/// Finds the repository and its reference folders (fixtures/references/&lt;name&gt;/ with reference.json and
-/// tensors.safetensors, written by fixtures/make_reference.py with real diffusers) and reads their tensors; compares
-/// tensors with max-abs and relative-L2 metrics.
+/// One reference folder written by <c>make_reference.py</c> (<c>lens-make-reference real</c>) with real diffusers:
+/// <c>reference.json</c> (prompt, seed, steps, layers, the model, the device and dtype diffusers ran with) and
+/// <c>tensors.safetensors</c> (token ids, every layer's hidden state and lens embedding, the first UNet call, the images).
+/// Reads its tensors, resolves its model (or says why it cannot run here: <see cref="SkipReason"/>) and asserts the port's
+/// values against it with the stated tolerances (<see cref="AssertMatches"/>).
 /// </summary>
 public sealed class ReferenceData : IDisposable
 {
+    /// <summary>The run name: the folder's name, plus "@cuda" when a CPU reference is replayed on CUDA.</summary>
     public string Name { get; }
+    /// <summary>The reference folder.</summary>
     public string Folder { get; }
+    /// <summary>reference.json as written by make_reference.py.</summary>
     public JsonObject Json { get; }
     /// <summary>"sd" or "if" (reference.json "kind").</summary>
     public string Kind { get; }
@@ -50,7 +55,7 @@ public sealed class ReferenceData : IDisposable
     }
 
     /// <summary>
-    /// The model folder of a reference: model.path (relative to the repository root), else the folder named by the
+    /// The model folder of a reference: model.path (relative to <see cref="RepoRoot"/>), else the folder named by the
     /// environment variable model.env, else the Hugging Face cache snapshot of model.hub_id at model.revision.
     /// </summary>
     private static (string? Path, string? Skip) ResolveModel(JsonObject? model)
@@ -84,14 +89,29 @@ public sealed class ReferenceData : IDisposable
     /// <summary>Why this reference cannot run here (weights or CUDA absent), or null.</summary>
     public string? SkipReason { get; }
 
+    /// <summary>Skips the running xunit test with <see cref="SkipReason"/> when the reference cannot run here.</summary>
+    public void SkipIfUnavailable()
+    {
+        if (SkipReason is string why) Assert.Skip(why);
+    }
+
+    /// <summary>The prompt diffusers ran.</summary>
     public string Prompt => Json["prompt"]!.GetValue<string>();
+    /// <summary>The negative prompt ("" when none).</summary>
     public string NegativePrompt => Json["negative_prompt"]?.GetValue<string>() ?? "";
+    /// <summary>The seed of diffusers' CPU generator.</summary>
     public long Seed => Json["seed"]!.GetValue<long>();
+    /// <summary>Denoising steps.</summary>
     public int Steps => Json["steps"]!.GetValue<int>();
+    /// <summary>Guidance scale.</summary>
     public double Guidance => Json["guidance"]!.GetValue<double>();
+    /// <summary>Image height in pixels.</summary>
     public int Height => Json["height"]!.GetValue<int>();
+    /// <summary>Image width in pixels.</summary>
     public int Width => Json["width"]!.GetValue<int>();
+    /// <summary>Number of text-encoder layers.</summary>
     public int NumLayers => Json["num_layers"]!.GetValue<int>();
+    /// <summary>The lens layers whose images the reference holds (0-based).</summary>
     public int[] Layers => Json["layers"]!.AsArray().Select(x => x!.GetValue<int>()).ToArray();
     /// <summary>IF: the clean_caption the reference used; SD: null.</summary>
     public bool? CleanCaption => Kind == "if" ? Json["clean_caption"]?.GetValue<bool>() ?? true : null;
@@ -99,6 +119,7 @@ public sealed class ReferenceData : IDisposable
     public string RecordedDevice { get; }
     /// <summary>The device this run uses: the recorded one, or CUDA for a CPU reference replayed there ("name@cuda").</summary>
     public string Device { get; }
+    /// <summary>The dtype diffusers ran in: "float32", "float16" or "bfloat16".</summary>
     public string DType => Json["generated_by"]?["dtype"]?.GetValue<string>() ?? "float32";
 
     /// <summary>float16 / bfloat16: judged by <see cref="LowPrecision"/>'s error-ratio criterion, not by tolerances.</summary>
@@ -163,6 +184,7 @@ public sealed class ReferenceData : IDisposable
         return all.item<bool>();
     }
 
+    /// <summary>Reads an integer tensor (token ids, timesteps) as a flat array.</summary>
     public long[] ReadLongs(string key)
     {
         using var t = Read(key);
@@ -171,43 +193,80 @@ public sealed class ReferenceData : IDisposable
 
     private static string? _repoRoot;
 
-    /// <summary>The folder holding DiffusionLens.sln, found by walking up from the test binaries.</summary>
-    public static string RepoRoot => _repoRoot ??= FindRepoRoot();
+    /// <summary>
+    /// The folder that reference.json's relative model.path and the default <see cref="ReferencesDir"/> are relative to:
+    /// set it, else $LENS_REPO_ROOT, else the first folder above the test binaries (then the working directory) that holds
+    /// a DiffusionLens.sln, else a .git (the consumer's repository root).
+    /// </summary>
+    public static string RepoRoot
+    {
+        get => _repoRoot ??= FindRepoRoot();
+        set => _repoRoot = value;
+    }
 
-    /// <summary>$LENS_REPO_ROOT, else the first folder holding DiffusionLens.sln above the test binaries or the working directory.</summary>
     private static string FindRepoRoot()
     {
         var env = Environment.GetEnvironmentVariable("LENS_REPO_ROOT");
-        if (!string.IsNullOrEmpty(env) && File.Exists(System.IO.Path.Combine(env, "DiffusionLens.sln"))) return env;
-        foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
-            for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
-                if (File.Exists(System.IO.Path.Combine(d.FullName, "DiffusionLens.sln"))) return d.FullName;
-        throw new InvalidOperationException($"DiffusionLens.sln not found above {AppContext.BaseDirectory} or {Directory.GetCurrentDirectory()} (set LENS_REPO_ROOT)");
+        if (!string.IsNullOrEmpty(env) && Directory.Exists(env)) return env;
+        var starts = new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() };
+        foreach (var marker in new[] { "DiffusionLens.sln", ".git" })
+            foreach (var start in starts)
+                for (var d = new DirectoryInfo(start); d is not null; d = d.Parent)
+                {
+                    var m = System.IO.Path.Combine(d.FullName, marker);
+                    if (File.Exists(m) || Directory.Exists(m)) return d.FullName;
+                }
+        throw new InvalidOperationException($"no repository root (DiffusionLens.sln or .git) above {AppContext.BaseDirectory} or {Directory.GetCurrentDirectory()}: set LENS_REPO_ROOT or ReferenceData.RepoRoot");
     }
 
-    public static string ReferencesDir => System.IO.Path.Combine(RepoRoot, "fixtures", "references");
+    private static string? _referencesDir;
 
-    /// <summary>Opens a reference by folder name; "name@cuda" replays a CPU float32 reference on CUDA.</summary>
-    public static ReferenceData Open(string name)
+    /// <summary>The folder of reference folders that <see cref="Open"/> and <see cref="All"/> use by default:
+    /// set it, else <see cref="RepoRoot"/>/fixtures/references.</summary>
+    public static string ReferencesDir
     {
+        get => _referencesDir ?? System.IO.Path.Combine(RepoRoot, "fixtures", "references");
+        set => _referencesDir = value;
+    }
+
+    /// <summary>Opens a reference by folder name under <paramref name="referencesDir"/> (default <see cref="ReferencesDir"/>);
+    /// "name@cuda" replays a CPU float32 reference on CUDA.</summary>
+    public static ReferenceData Open(string name, string? referencesDir = null)
+    {
+        var dir = referencesDir ?? ReferencesDir;
         var at = name.IndexOf('@', StringComparison.Ordinal);
         return at < 0 || name[at..] != OnCuda
-            ? new(System.IO.Path.Combine(ReferencesDir, name))
-            : new(System.IO.Path.Combine(ReferencesDir, name[..at]), "cuda");
+            ? new(System.IO.Path.Combine(dir, name))
+            : new(System.IO.Path.Combine(dir, name[..at]), "cuda");
     }
 
-    /// <summary>A reference folder outside fixtures/references (e.g. fixtures/references-guidance/NAME).</summary>
-    public static ReferenceData OpenFolder(string folder) => new(folder);
+    /// <summary><see cref="Open"/>, then skips the running test with the reason when the reference cannot run here.</summary>
+    public static ReferenceData OpenOrSkip(string name, string? referencesDir = null)
+    {
+        var r = Open(name, referencesDir);
+        r.SkipIfUnavailable();
+        return r;
+    }
+
+    /// <summary>Opens the reference folder at <paramref name="folder"/> (any path).</summary>
+    public static ReferenceData OpenFolder(string folder)
+    {
+        if (!File.Exists(System.IO.Path.Combine(folder, "reference.json")))
+            throw new FileNotFoundException($"{folder} is not a reference folder (no reference.json; make one with lens-make-reference real)", System.IO.Path.Combine(folder, "reference.json"));
+        return new(folder);
+    }
 
     /// <summary>
-    /// Every reference run: each folder (fixtures/references/*/reference.json) on the device it was recorded on, and each
-    /// CPU float32 reference once more on CUDA ("name@cuda", skipped where CUDA is absent): float32 CPU references are
-    /// hardware-independent to about 1e-6, so they are the CUDA float32 gate too. Listed whether or not the model is here.
+    /// Every reference run under <paramref name="referencesDir"/> (default <see cref="ReferencesDir"/>): each folder
+    /// (*/reference.json) on the device it was recorded on, and each CPU float32 reference once more on CUDA ("name@cuda",
+    /// skipped where CUDA is absent): float32 CPU references are hardware-independent to about 1e-6, so they are the CUDA
+    /// float32 gate too. Listed whether or not the model is here; <paramref name="kind"/> "sd" or "if" filters.
     /// </summary>
-    public static IEnumerable<string> All(string? kind = null)
+    public static IEnumerable<string> All(string? kind = null, string? referencesDir = null)
     {
-        if (!Directory.Exists(ReferencesDir)) yield break;
-        foreach (var d in Directory.GetDirectories(ReferencesDir).OrderBy(d => d, StringComparer.Ordinal))
+        var dir = referencesDir ?? ReferencesDir;
+        if (!Directory.Exists(dir)) yield break;
+        foreach (var d in Directory.GetDirectories(dir).OrderBy(d => d, StringComparer.Ordinal))
         {
             if (!File.Exists(System.IO.Path.Combine(d, "reference.json"))) continue;
             var r = new ReferenceData(d);
@@ -217,8 +276,9 @@ public sealed class ReferenceData : IDisposable
         }
     }
 
-    public SafetensorsFile Tensors => _tensors ??= new SafetensorsFile(System.IO.Path.Combine(Folder, Json["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
+    internal SafetensorsFile Tensors => _tensors ??= new SafetensorsFile(System.IO.Path.Combine(Folder, Json["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
 
+    /// <summary>Whether the reference holds tensor <paramref name="key"/>.</summary>
     public bool Has(string key) => Tensors.Entries.ContainsKey(key);
 
     /// <summary>Reads one reference tensor (CPU, its stored dtype).</summary>
@@ -228,6 +288,7 @@ public sealed class ReferenceData : IDisposable
     public string Component(string name) =>
         System.IO.Path.Combine(ModelPath ?? throw new InvalidOperationException($"{Name}: no model folder"), name);
 
+    /// <summary>Nothing to release (tensors are read on demand); kept so a test can write <c>using var r = ...</c>.</summary>
     public void Dispose() { }
 
     /// <summary>max |a - b|, max |b|, and the relative L2 error ||a - b|| / ||b|| (computed in float64).</summary>
@@ -246,6 +307,3 @@ public sealed class ReferenceData : IDisposable
         return (maxAbs, refMax, rel);
     }
 }
-
-/// <summary>Parity tolerances: relative L2 and max-abs (scaled by max(1, max|ref|)) for hidden states, 8-bit levels for images.</summary>
-public sealed record Tolerances(double HiddenRel, double HiddenAbs, double ImageLevels);

@@ -1,6 +1,6 @@
 using static TorchSharp.torch;
 
-namespace DiffusionLens.Tests.Parity;
+namespace DiffusionLens.Testing;
 
 /// <summary>
 /// Comparisons per row (token) or per channel: a relative L2 over a whole tensor can hide an error in one token or one

@@ -1,11 +1,12 @@
 using System.Diagnostics;
 
-namespace DiffusionLens.Tests.Parity;
+namespace DiffusionLens.Testing;
 
 /// <summary>The GPU a CUDA test ran on (nvidia-smi: name, driver, memory), read once; TorchSharp has no device query.</summary>
 public static class GpuInfo
 {
     private static readonly Lazy<string> _describe = new(Query);
+    /// <summary>"NAME (driver X, MEMORY)" of the first GPU nvidia-smi lists, or a phrase saying it could not be read.</summary>
     public static string Describe() => _describe.Value;
 
     private static string Query()

@@ -3,7 +3,7 @@ using DiffusionLens.Loading;
 using Xunit;
 using static TorchSharp.torch;
 
-namespace DiffusionLens.Tests.Parity;
+namespace DiffusionLens.Testing;
 
 /// <summary>
 /// How a float16/bfloat16 result is judged, so that a verdict holds on any GPU (the criterion of FlashAttention's own
@@ -35,18 +35,20 @@ public sealed class LowPrecisionTruth
     private readonly ReferenceData _ref;
     private readonly JsonObject _errors;
     private readonly SafetensorsFile _truth;
+    /// <summary>The folder name of the float32 truth reference (a sibling of this reference's folder).</summary>
     public string TruthReference { get; }
 
+    /// <summary>Reads the criterion's data of a float16/bfloat16 reference (its "low_precision" entry and the truth reference).</summary>
     public LowPrecisionTruth(ReferenceData reference)
     {
         _ref = reference;
         var lp = reference.Json["low_precision"]?.AsObject()
             ?? throw new InvalidOperationException($"{reference.Name} is a {reference.DType} reference without \"low_precision\" " +
-                "(diffusers' error against a float32 truth): add it with `python fixtures/make_reference.py truth fixtures/references/" +
-                $"{reference.Name}` on a CUDA host");
+                $"(diffusers' error against a float32 truth): add it with `make_reference.py truth {reference.Folder}` on a CUDA host");
         _errors = lp["diffusers_error"]!.AsObject();
         TruthReference = lp["truth_reference"]!.GetValue<string>();
-        var truthDir = Path.Combine(ReferenceData.ReferencesDir, TruthReference);
+        // the truth reference is a sibling folder of the low-precision one
+        var truthDir = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(reference.Folder))!, TruthReference);
         var truthJson = JsonNode.Parse(File.ReadAllText(Path.Combine(truthDir, "reference.json")))!;
         _truth = new SafetensorsFile(Path.Combine(truthDir, truthJson["tensors"]?.GetValue<string>() ?? "tensors.safetensors"));
         _sameNoisePrefix = $"truth_for_{reference.DType}.";

@@ -1,0 +1,1377 @@
+#!/usr/bin/env python3
+"""Builds the project's parity fixtures with real diffusers / transformers.
+
+Run as `lens-make-reference MODE ...` (this package, pip-installed) or `python fixtures/make_reference.py MODE ...` (a thin
+wrapper in the repository). FIXTURES below is the fixtures folder: the repository's fixtures/ for the wrapper, else
+./fixtures of the working directory (`--fixtures DIR` or LENS_FIXTURES_DIR to choose another). Relative model paths in
+reference.json are relative to the folder above it (the repository root), as DiffusionLens.Testing resolves them.
+
+Modes:
+
+  tiny   Builds tiny random-weight Stable Diffusion and DeepFloyd IF pipelines from real diffusers/transformers
+         classes, saves them in diffusers layout under fixtures/models/, and records diffusers' own outputs under
+         fixtures/references/<name>/ (token ids, every layer's hidden state and lens embedding, initial latents,
+         timesteps, one UNet call, scheduler steps, one VAE decode/encode, the image of every lens layer and of
+         the stock pipeline). Also records tokenizer ids and IF caption cleaning under fixtures/tokenizers/.
+
+         python fixtures/make_reference.py tiny --shared ../shared
+
+  real   Records references (no weights) for a real model (a Hub id or a local diffusers folder) into
+         fixtures/references/<name>@<revision>/. The parity tests pick the folder up and run it wherever the
+         weights are available (LENS_MODEL_<NAME> environment variable, a path, or the Hugging Face cache).
+
+         python fixtures/make_reference.py real --model runwayml/stable-diffusion-v1-5 --revision main \
+             --prompt "A few people are in the ocean splashing around" --seed 17 --steps 50 --device cuda
+
+  schedulers
+         Records scheduler references (no model): DPMSolverMultistepScheduler, DDIMScheduler and
+         EulerDiscreteScheduler built with from_config from the SD 1.5, SD 2.1 (v_prediction) and DeepFloyd IF scheduler
+         configs, for a few step counts and options; for each case the timesteps, sigmas, init_noise_sigma, the
+         effective config and a short seeded rollout (x_T, every step's model output, scale_model_input output and
+         prev_sample) in float32 on the CPU, into fixtures/references-schedulers/.
+
+         python fixtures/make_reference.py schedulers
+
+Needs: torch, diffusers, transformers, safetensors, numpy, Pillow (and beautifulsoup4 + ftfy for IF caption
+cleaning). Everything runs in float32 on the CPU unless --device/--dtype say otherwise, so the C# suite can
+compare at tight tolerances.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+try:  # Pillow: only the tiny/real modes write PNGs (the schedulers mode needs no Pillow)
+    from PIL import Image
+except ImportError:  # pragma: no cover
+    Image = None
+
+import diffusers
+import diffusers.utils.torch_utils
+import transformers
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    IFPipeline,
+    PNDMScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+# the fixtures folder (set by main(); the module-level default is for imports)
+ROOT = Path(os.environ.get("LENS_FIXTURES_DIR") or Path.cwd() / "fixtures").resolve()
+LENS_PROMPT = "A few people are in the ocean splashing around"
+
+# --------------------------------------------------------------------------------------------------------------
+# prompts for tokenizer / caption-cleaning parity
+# --------------------------------------------------------------------------------------------------------------
+CLIP_PROMPTS = [
+    "",
+    "a photo of a cat",
+    LENS_PROMPT,
+    "A Photo Of An ASTRONAUT riding a horse, 4k, trending on ArtStation!!!",
+    "it's a dog's life; we've they'll I'm you'd",
+    "numbers 1234567 3.14159 and 2nd 10x",
+    "punctuation: (brackets) [square] {curly} <angle> ... --- ??? !!!",
+    "  leading   and trailing\twhitespace\nnew line  ",
+    "café naïve résumé über straße",
+    "日本語のテキスト and emoji 🚀🔥 mixed",
+    "<|startoftext|> special tokens <|endoftext|> inside",
+    "hyphen-ated words, e-mail@example.com, http://example.com/path?q=1",
+    "over-long " + " ".join(f"word{i}" for i in range(120)),
+    "a " * 100,
+    "ALL CAPS SHOUTING",
+    "tab\tseparated\tvalues",
+    "quotes \"double\" 'single' `back`",
+    "ﬁligree ligature and full-width ＡＢＣ",
+]
+
+T5_PROMPTS = CLIP_PROMPTS + [
+    "<extra_id_0> masked <extra_id_1> spans <extra_id_99>",
+    "unknown chars: ☃ ✓ \u2603 \U0001F600 ʘ",
+    "a person is holding a red umbrella in the rain",
+    "multiple     spaces    collapsed",
+    "Ünïcödé NFKC ﬁ ½ ² ①",
+]
+
+CAPTION_PROMPTS = [
+    LENS_PROMPT,
+    "Check out https://www.example.com/images?id=123 and www.test.org/page for more",
+    "<p>Some <b>bold</b> text &amp; entities &lt;tag&gt;</p>",
+    "#sunset #beach photo by @john_doe",
+    "Price: $19.99 -- free shipping!!! Buy now...",
+    "“Curly quotes” and ‘single’ — em dash – en dash",
+    "IMG_1234.jpg from 192.168.0.1",
+    "Person <person> with a 1920x1080 wallpaper",
+    "multiple!!!! punctuation???? marks.... here",
+    "Stock photo of a dog running, shutterstock 123456789",
+    "Hello%20World+encoded%21",
+    "日本語 caption with 中文 characters",
+    "A caption\nwith\nnewlines and   spaces",
+    "The article id 12345678 is here: a1b2c3d4",
+    "   UPPER case with trailing spaces   ",
+    "",
+]
+
+# --------------------------------------------------------------------------------------------------------------
+# tiny model configurations (real diffusers / transformers classes, random weights)
+# --------------------------------------------------------------------------------------------------------------
+SD_CONFIGS = {
+    # SD 1.x-like: 12 text-encoder layers, 4 UNet levels, conv projections, text encoder saved WITH the
+    # "text_model." key prefix (every real transformers-4 checkpoint), 64x64 images, 50 PNDM steps.
+    "sd-tiny-12": dict(
+        text=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=12, num_attention_heads=4,
+                  projection_dim=32, hidden_act="quick_gelu"),
+        text_prefix=True, text_dtype=None, vae_dtype=None,
+        unet=dict(
+            sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+            block_out_channels=(32, 32, 64, 64),
+            down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=32, attention_head_dim=4, norm_num_groups=8,
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            block_out_channels=(16, 16, 32, 32),
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            norm_num_groups=8, sample_size=64,
+        ),
+        scheduler=dict(prediction_type="epsilon"),
+        run=dict(steps=50, guidance=7.5, seed=17, height=64, width=64),
+    ),
+    # SD 2.x-like: 5 text-encoder layers with gelu, linear projections, per-block head counts, v-prediction,
+    # 2 UNet levels with 2 resnets each, VAE scale factor 2, text encoder stored as F16 without the key prefix
+    # (transformers 5), VAE stored as BF16, non-square 40x32 images.
+    "sd-tiny-b": dict(
+        text=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=5, num_attention_heads=3,
+                  projection_dim=24, hidden_act="gelu"),
+        text_prefix=False, text_dtype=torch.float16, vae_dtype=torch.bfloat16,
+        unet=dict(
+            sample_size=16, in_channels=4, out_channels=4, layers_per_block=2,
+            block_out_channels=(32, 48),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=24, attention_head_dim=(4, 6), norm_num_groups=16, use_linear_projection=True,
+            upcast_attention=True,
+        ),
+        vae=dict(
+            in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+            block_out_channels=(16, 32),
+            down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+            norm_num_groups=8, sample_size=32, scaling_factor=0.13025,
+        ),
+        scheduler=dict(prediction_type="v_prediction"),
+        run=dict(steps=12, guidance=5.0, seed=1234, height=40, width=32, negative_prompt="blurry, low quality"),
+    ),
+}
+
+IF_CONFIGS = {
+    # IF-I-like: T5 v1.1 with 24 blocks (the nnsight tutorial's 0..22 step 2 selection applies), text encoder saved
+    # as sharded fp16-variant files (as IF-I-XL ships), 32x32 images.
+    "if-tiny-a": dict(
+        t5=dict(d_model=32, d_kv=8, d_ff=48, num_layers=24, num_heads=4, relative_attention_num_buckets=32,
+                relative_attention_max_distance=128),
+        text_save=dict(variant="fp16", dtype=torch.float16, max_shard_size="2MB"),
+        unet=dict(
+            sample_size=32, layers_per_block=1, block_out_channels=(32, 64),
+            down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+            in_channels=3, out_channels=6, cross_attention_dim=32, encoder_hid_dim=32, attention_head_dim=8,
+            addition_embed_type="text", addition_embed_type_num_heads=2, cross_attention_norm="group_norm",
+            resnet_time_scale_shift="scale_shift", act_fn="gelu",
+        ),
+        scheduler=dict(sample_max_value=1.5),
+        run=dict(steps=20, guidance=7.0, seed=128998123, height=32, width=32, clean_caption=True),
+    ),
+    # A second IF configuration: 4 T5 blocks, bf16 single-file text encoder, three UNet levels with per-block
+    # resnet counts, a text projection from 24 to 32 wide, different attention head size, 24x24 images, no caption
+    # cleaning. (cross_attention_norm="layer_norm" cannot be used: diffusers sizes that LayerNorm by the block width.)
+    "if-tiny-b": dict(
+        t5=dict(d_model=24, d_kv=6, d_ff=40, num_layers=4, num_heads=4, relative_attention_num_buckets=16,
+                relative_attention_max_distance=64),
+        text_save=dict(variant=None, dtype=torch.bfloat16, max_shard_size=None),
+        unet=dict(
+            sample_size=24, layers_per_block=(1, 2, 1), block_out_channels=(16, 32, 48),
+            down_block_types=("ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            up_block_types=("SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"),
+            in_channels=3, out_channels=6, cross_attention_dim=32, encoder_hid_dim=24, attention_head_dim=16,
+            addition_embed_type="text", addition_embed_type_num_heads=4, cross_attention_norm="group_norm",
+            resnet_time_scale_shift="scale_shift", act_fn="gelu", norm_num_groups=8,
+        ),
+        scheduler=dict(sample_max_value=1.0),
+        run=dict(steps=12, guidance=4.0, seed=7, height=24, width=24, clean_caption=False,
+                 negative_prompt="Ugly, BLURRY"),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------------------
+def versions() -> dict:
+    v = {"diffusers": diffusers.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
+         "numpy": np.__version__}
+    if torch.cuda.is_available():
+        v.update(cuda_device=torch.cuda.get_device_name(), cuda_driver=cuda_driver(), cuda_runtime=torch.version.cuda,
+                 cudnn=torch.backends.cudnn.version(), cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                 matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return v
+
+
+def cuda_driver() -> str | None:
+    """The NVIDIA driver version (nvidia-smi), or None where it cannot be read."""
+    import subprocess
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=30).stdout.strip().splitlines()
+        return out[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def gpu_tag() -> str:
+    """A short name of this GPU model for reference folder names ("NVIDIA H200" -> "h200")."""
+    m = re.search(r"\b([A-Z]{1,3}\d{2,4}[A-Za-z]*)\b", torch.cuda.get_device_name())
+    return m.group(1).lower() if m else re.sub(r"[^a-z0-9]+", "-", torch.cuda.get_device_name().lower()).strip("-")
+
+
+def round_params(module: torch.nn.Module, dtype) -> None:
+    """Rounds every parameter to `dtype` precision (kept in float32) so a half-precision file holds it exactly."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.to(dtype).to(torch.float32))
+
+
+def rewrite_safetensors(path: Path, key_fn=lambda k: k, dtype=None) -> None:
+    tensors = load_file(str(path))
+    out = {key_fn(k): (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
+           for k, v in tensors.items()}
+    save_file(out, str(path), metadata={"format": "pt"})
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """diffusers' numpy_to_pil: (x * 255).round().astype(uint8) of a [0,1] float image."""
+    return (images * 255).round().astype("uint8")
+
+
+def save_png(arr_uint8: np.ndarray, path: Path) -> None:
+    Image.fromarray(arr_uint8).save(path)
+
+
+
+def make_clip_tokenizer(tok_dir: Path):
+    """Loads CLIP's BPE files as Stable Diffusion 1.5's tokenizer/ folder holds them (no tokenizer.json)."""
+    import tempfile
+    tmp = Path(tempfile.mkdtemp())
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(tok_dir / f, tmp / f)
+    (tmp / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="CLIPTokenizer", model_max_length=77, do_lower_case=True, errors="replace",
+        bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")))
+    return CLIPTokenizer.from_pretrained(tmp)
+
+
+def make_t5_tokenizer(spiece: Path):
+    """Loads T5's SentencePiece model as DeepFloyd IF's tokenizer/ folder holds it (spiece.model + config)."""
+    import tempfile
+    tmp = Path(tempfile.mkdtemp())
+    shutil.copy(spiece, tmp / "spiece.model")
+    (tmp / "tokenizer_config.json").write_text(json.dumps(dict(
+        tokenizer_class="T5Tokenizer", extra_ids=100, model_max_length=77, eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>")))
+    return T5Tokenizer.from_pretrained(tmp)
+
+
+class Recorder:
+    """Captures the first UNet call and every scheduler step (inputs, outputs, and DDPM's variance noise)."""
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.unet_call = None
+        self.steps = []  # (t, model_output, sample, prev)
+        self.noises = []
+        self._handle = None
+        self._orig_step = None
+
+    def __enter__(self):
+        def hook(module, args, kwargs, output):
+            if self.unet_call is None:
+                sample = args[0] if args else kwargs["sample"]
+                timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+                ehs = kwargs.get("encoder_hidden_states")
+                out = output[0] if isinstance(output, (tuple, list)) else output.sample
+                self.unet_call = dict(sample=sample.detach().clone(), timestep=torch.as_tensor(timestep).detach().clone(),
+                                      encoder_hidden_states=ehs.detach().clone(), out=out.detach().clone())
+
+        self._handle = self.pipe.unet.register_forward_hook(hook, with_kwargs=True)
+        sched = self.pipe.scheduler
+        self._orig_step = sched.step
+
+        # functools.wraps keeps the signature visible, so the pipeline still passes its generator to step()
+        @functools.wraps(self._orig_step)
+        def step(model_output, timestep, sample, *a, **kw):
+            res = self._orig_step(model_output, timestep, sample, *a, **kw)
+            prev = res[0] if isinstance(res, tuple) else res.prev_sample
+            self.steps.append((int(timestep), model_output.detach().clone(), sample.detach().clone(), prev.detach().clone()))
+            return res
+
+        sched.step = step
+        import diffusers.schedulers.scheduling_ddpm as ddpm_mod
+        self._ddpm_mod = ddpm_mod
+        self._orig_randn = ddpm_mod.randn_tensor
+
+        def randn(*a, **kw):
+            t = self._orig_randn(*a, **kw)
+            self.noises.append(t.detach().clone())
+            return t
+
+        ddpm_mod.randn_tensor = randn
+        return self
+
+    def __exit__(self, *exc):
+        self._handle.remove()
+        self.pipe.scheduler.step = self._orig_step
+        self._ddpm_mod.randn_tensor = self._orig_randn
+
+
+def capture_layers(layers: torch.nn.ModuleList):
+    """Forward hooks keeping the output of every encoder layer / block."""
+    store, handles = {}, []
+    for i, layer in enumerate(layers):
+        def hook(module, args, output, i=i):
+            store[i] = (output[0] if isinstance(output, (tuple, list)) else output).detach().clone()
+        handles.append(layer.register_forward_hook(hook))
+    return store, handles
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Stable Diffusion
+# --------------------------------------------------------------------------------------------------------------
+def clip_parts(text_encoder):
+    tm = getattr(text_encoder, "text_model", text_encoder)
+    return tm.encoder.layers, tm.final_layer_norm
+
+
+@torch.no_grad()
+def sd_encode(pipe, prompt: str, device):
+    tok = pipe.tokenizer(prompt, padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt")
+    ids = tok.input_ids.to(device)
+    use_mask = getattr(pipe.text_encoder.config, "use_attention_mask", False)
+    layers, final_norm = clip_parts(pipe.text_encoder)
+    store, handles = capture_layers(layers)
+    try:
+        pipe.text_encoder(ids, attention_mask=tok.attention_mask.to(device) if use_mask else None)
+    finally:
+        for h in handles:
+            h.remove()
+    hidden = [store[i] for i in range(len(layers))]
+    lens = [final_norm(h) for h in hidden]
+    return tok, hidden, lens
+
+
+@torch.no_grad()
+def record_sd(pipe, out_dir: Path, model_entry: dict, prompt: str, negative_prompt: str, seed: int, steps: int,
+              guidance: float, height: int, width: int, layers: list[int] | None, device: str, dtype) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe = pipe.to(device)
+    tensors = {}
+    tok, hidden, lens = sd_encode(pipe, prompt, device)
+    neg_tok, _, neg_lens = sd_encode(pipe, negative_prompt, device)
+    n_layers = len(hidden)
+    layers = list(range(n_layers)) if layers is None else layers
+    tensors["input_ids"] = tok.input_ids
+    tensors["negative_input_ids"] = neg_tok.input_ids
+    for i in range(n_layers):
+        tensors[f"hidden.{i}"] = hidden[i]
+        tensors[f"lens.{i}"] = lens[i]
+    negative_embeds = neg_lens[-1]
+    tensors["negative_embeds"] = negative_embeds
+    stock_embeds, stock_neg = pipe.encode_prompt(prompt, device, 1, True, negative_prompt)
+    tensors["stock_embeds"] = stock_embeds
+    tensors["stock_negative_embeds"] = stock_neg
+    lens_last_equals_stock = bool(torch.equal(stock_embeds, lens[-1]))
+
+    # scheduler timesteps and initial latents exactly as the pipeline makes them
+    pipe.scheduler.set_timesteps(steps, device=device)
+    tensors["timesteps"] = pipe.scheduler.timesteps.to(torch.int64).cpu()
+    vae_sf = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    shape = (1, pipe.unet.config.in_channels, height // vae_sf, width // vae_sf)
+    g = torch.Generator("cpu").manual_seed(seed)
+    tensors["init_latents"] = (diffusers.utils.torch_utils.randn_tensor(shape, generator=g, device=torch.device(device),
+                                                                       dtype=dtype) * pipe.scheduler.init_noise_sigma)
+
+    def run(prompt_embeds=None, p=None):
+        g = torch.Generator("cpu").manual_seed(seed)
+        with Recorder(pipe) as rec:
+            kw = dict(num_inference_steps=steps, guidance_scale=guidance, height=height, width=width, generator=g)
+            latents = pipe(prompt=p, prompt_embeds=prompt_embeds,
+                           negative_prompt=negative_prompt if prompt_embeds is None else None,
+                           negative_prompt_embeds=None if prompt_embeds is None else negative_embeds,
+                           output_type="latent", **kw).images
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            image_np = pipe.image_processor.postprocess(image, output_type="np")
+            # the same call with output_type="np" must give the same image (decode path is the pipeline's)
+        return latents, image, image_np[0], rec
+
+    images = {}
+    stock_latents, stock_image, stock_np, rec = run(p=prompt)
+    tensors["stock.final_latents"] = stock_latents
+    tensors["stock.image"] = torch.from_numpy(stock_np)
+    tensors["stock.step_latents"] = torch.stack([s[3][0] for s in rec.steps])
+    tensors["stock.step_noise_pred"] = torch.stack([s[1][0] for s in rec.steps])
+    for k, v in rec.unet_call.items():
+        tensors[f"unet.{k}"] = v
+    stock_u8 = to_uint8(stock_np)
+    save_png(stock_u8, out_dir / "stock.png")
+    images["stock"] = "stock.png"
+
+    # check: the pipeline's own np output equals ours
+    g = torch.Generator("cpu").manual_seed(seed)
+    direct = pipe(prompt=prompt, negative_prompt=negative_prompt, num_inference_steps=steps, guidance_scale=guidance,
+                  height=height, width=width, generator=g, output_type="np").images[0]
+    if device == "cpu":
+        assert np.array_equal(direct, stock_np), "pipeline np output differs from latent+decode path"
+    elif not np.array_equal(direct, stock_np):
+        print(f"  note: on {device} two identical pipeline calls differ by {np.abs(direct - stock_np).max()}")
+
+    layer_files = {}
+    max_diff_last = None
+    for L in layers:
+        lat, img, img_np, _ = run(prompt_embeds=lens[L])
+        tensors[f"layer.{L}.image"] = torch.from_numpy(img_np)
+        tensors[f"layer.{L}.final_latents"] = lat
+        name = f"layer-{L:02d}.png"
+        save_png(to_uint8(img_np), out_dir / name)
+        layer_files[str(L)] = name
+        if L == n_layers - 1:
+            max_diff_last = float(np.abs(img_np - stock_np).max())
+
+    # one VAE decode and encode on seeded random inputs
+    gz = torch.Generator("cpu").manual_seed(seed + 1)
+    z = torch.randn(shape, generator=gz).to(device, dtype)
+    tensors["vae.decode_in"] = z
+    tensors["vae.decode_out"] = pipe.vae.decode(z, return_dict=False)[0]
+    x = (torch.rand((1, 3, height, width), generator=gz) * 2 - 1).to(device, dtype)
+    tensors["vae.encode_in"] = x
+    dist = pipe.vae.encode(x).latent_dist
+    tensors["vae.encode_mean"] = dist.mean
+    tensors["vae.encode_logvar"] = dist.logvar
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind="sd", model=model_entry, generated_by=dict(versions(), device=device, dtype=str(dtype).replace("torch.", "")),
+        pipeline=type(pipe).__name__, scheduler=type(pipe.scheduler).__name__,
+        prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=guidance,
+        height=height, width=width, num_layers=n_layers, layers=layers,
+        unet_calls=len(rec.steps), lens_last_equals_stock_embeds=lens_last_equals_stock,
+        lens_last_vs_stock_image_max_abs_diff=max_diff_last,
+        images=dict(stock=images["stock"], layers=layer_files), tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: {n_layers} layers, {len(rec.steps)} UNet calls, last-layer vs stock max diff {max_diff_last}")
+
+
+def build_sd(name: str, cfg: dict, tok_dir: Path, models_dir: Path) -> Path:
+    torch.manual_seed(0)
+    text_cfg = CLIPTextConfig(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                              pad_token_id=1, layer_norm_eps=1e-5, **cfg["text"])
+    text_encoder = CLIPTextModel(text_cfg).eval()
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(**cfg["unet"]).eval()
+    torch.manual_seed(2)
+    vae = AutoencoderKL(**cfg["vae"]).eval()
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+                              **cfg["scheduler"])
+    tokenizer = make_clip_tokenizer(tok_dir)
+    if cfg["text_dtype"] is not None:
+        round_params(text_encoder, cfg["text_dtype"])
+    if cfg["vae_dtype"] is not None:
+        round_params(vae, cfg["vae_dtype"])
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    out = models_dir / name
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # real model folders carry the BPE files; transformers 5 may only write tokenizer.json
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(tok_dir / f, out / "tokenizer" / f)
+    (out / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)  # as SD 1.5 ships it; keeps the fixture small
+    te_file = out / "text_encoder" / "model.safetensors"
+    has_prefix = any(k.startswith("text_model.") for k in load_file(str(te_file)))
+    if cfg["text_prefix"] and not has_prefix:
+        rewrite_safetensors(te_file, lambda k: "text_model." + k, cfg["text_dtype"])
+    elif not cfg["text_prefix"] and has_prefix:
+        rewrite_safetensors(te_file, lambda k: k[len("text_model."):] if k.startswith("text_model.") else k, cfg["text_dtype"])
+    elif cfg["text_dtype"] is not None:
+        rewrite_safetensors(te_file, dtype=cfg["text_dtype"])
+    if cfg["vae_dtype"] is not None:
+        rewrite_safetensors(out / "vae" / "diffusion_pytorch_model.safetensors", dtype=cfg["vae_dtype"])
+    return out
+
+
+def load_sd(folder: Path, dtype=torch.float32):
+    pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
+                                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DeepFloyd IF
+# --------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def if_encode(pipe, prompt: str, clean_caption: bool, device):
+    text = pipe._text_preprocessing(prompt, clean_caption=clean_caption)
+    tok = pipe.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_attention_mask=True,
+                         add_special_tokens=True, return_tensors="pt")
+    te = pipe.text_encoder
+    store, handles = capture_layers(te.encoder.block)
+    try:
+        te(tok.input_ids.to(device), attention_mask=tok.attention_mask.to(device))
+    finally:
+        for h in handles:
+            h.remove()
+    hidden = [store[i] for i in range(len(te.encoder.block))]
+    lens = [te.encoder.final_layer_norm(h) for h in hidden]
+    return text[0], tok, hidden, lens
+
+
+@torch.no_grad()
+def record_if(pipe, out_dir: Path, model_entry: dict, prompt: str, negative_prompt: str, seed: int, steps: int,
+              guidance: float, height: int, width: int, clean_caption: bool, layers: list[int] | None, device: str, dtype) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe = pipe.to(device)
+    tensors = {}
+    text, tok, hidden, lens = if_encode(pipe, prompt, clean_caption, device)
+    neg_text, neg_tok, _, neg_lens = if_encode(pipe, negative_prompt, clean_caption, device)
+    n_layers = len(hidden)
+    layers = list(range(n_layers)) if layers is None else layers
+    tensors["input_ids"] = tok.input_ids
+    tensors["attention_mask"] = tok.attention_mask
+    tensors["negative_input_ids"] = neg_tok.input_ids
+    tensors["negative_attention_mask"] = neg_tok.attention_mask
+    for i in range(n_layers):
+        tensors[f"hidden.{i}"] = hidden[i]
+        tensors[f"lens.{i}"] = lens[i]
+    negative_embeds = neg_lens[-1]
+    tensors["negative_embeds"] = negative_embeds
+    stock_embeds, stock_neg = pipe.encode_prompt(prompt, True, 1, device, negative_prompt, clean_caption=clean_caption)
+    tensors["stock_embeds"] = stock_embeds
+    tensors["stock_negative_embeds"] = stock_neg
+    lens_last_equals_stock = bool(torch.equal(stock_embeds, lens[-1]))
+
+    pipe.scheduler.set_timesteps(steps, device=device)
+    tensors["timesteps"] = pipe.scheduler.timesteps.to(torch.int64).cpu()
+    shape = (1, pipe.unet.config.in_channels, height, width)
+    g = torch.Generator("cpu").manual_seed(seed)
+    tensors["init_images"] = diffusers.utils.torch_utils.randn_tensor(shape, generator=g, device=torch.device(device),
+                                                                      dtype=dtype) * pipe.scheduler.init_noise_sigma
+
+    def run(prompt_embeds=None, p=None):
+        g = torch.Generator("cpu").manual_seed(seed)
+        with Recorder(pipe) as rec:
+            img = pipe(prompt=p, prompt_embeds=prompt_embeds,
+                       negative_prompt=negative_prompt if prompt_embeds is None else None,
+                       negative_prompt_embeds=None if prompt_embeds is None else negative_embeds,
+                       num_inference_steps=steps, guidance_scale=guidance, height=height, width=width,
+                       generator=g, output_type="np", clean_caption=clean_caption).images[0]
+        return img, rec
+
+    stock_np, rec = run(p=prompt)
+    tensors["stock.image"] = torch.from_numpy(stock_np)
+    tensors["stock.step_images"] = torch.stack([s[3][0] for s in rec.steps])
+    tensors["stock.step_model_output"] = torch.stack([s[1][0] for s in rec.steps])
+    tensors["stock.step_noise"] = torch.stack([n[0] for n in rec.noises])
+    for k, v in rec.unet_call.items():
+        tensors[f"unet.{k}"] = v
+    # one scheduler step in isolation: its inputs, the variance noise it drew and its output
+    t0, mo0, s0, p0 = rec.steps[0]
+    tensors["sched.timestep"] = torch.tensor([t0], dtype=torch.int64)
+    tensors["sched.model_output"] = mo0
+    tensors["sched.sample"] = s0
+    tensors["sched.noise"] = rec.noises[0]
+    tensors["sched.prev"] = p0
+    assert len(rec.noises) == len(rec.steps) - 1, "the scheduler must draw variance noise from the pipeline's generator"
+    save_png(to_uint8(stock_np), out_dir / "stock.png")
+
+    layer_files = {}
+    max_diff_last = None
+    for L in layers:
+        img, _ = run(prompt_embeds=lens[L])
+        tensors[f"layer.{L}.image"] = torch.from_numpy(img)
+        name = f"layer-{L:02d}.png"
+        save_png(to_uint8(img), out_dir / name)
+        layer_files[str(L)] = name
+        if L == n_layers - 1:
+            max_diff_last = float(np.abs(img - stock_np).max())
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind="if", model=model_entry, generated_by=dict(versions(), device=device, dtype=str(dtype).replace("torch.", "")),
+        pipeline=type(pipe).__name__, scheduler=type(pipe.scheduler).__name__,
+        prompt=prompt, negative_prompt=negative_prompt, clean_caption=clean_caption,
+        preprocessed_prompt=text, preprocessed_negative_prompt=neg_text,
+        seed=seed, steps=steps, guidance=guidance, height=height, width=width, num_layers=n_layers, layers=layers,
+        unet_calls=len(rec.steps), lens_last_equals_stock_embeds=lens_last_equals_stock,
+        lens_last_vs_stock_image_max_abs_diff=max_diff_last,
+        images=dict(stock="stock.png", layers=layer_files), tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: {n_layers} blocks, {len(rec.steps)} UNet calls, last-layer vs stock max diff {max_diff_last}")
+
+
+def build_if(name: str, cfg: dict, spiece: Path, models_dir: Path) -> Path:
+    torch.manual_seed(0)
+    t5_cfg = T5Config(vocab_size=32128, feed_forward_proj="gated-gelu", dropout_rate=0.0, layer_norm_epsilon=1e-6,
+                      is_encoder_decoder=False, use_cache=False, tie_word_embeddings=False, **cfg["t5"])
+    text_encoder = T5EncoderModel(t5_cfg).eval()
+    torch.manual_seed(1)
+    unet = UNet2DConditionModel(**cfg["unet"]).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001,
+                              beta_end=0.02, thresholding=True, dynamic_thresholding_ratio=0.95, clip_sample=True,
+                              clip_sample_range=1.0, prediction_type="epsilon", variance_type="learned_range",
+                              **cfg["scheduler"])
+    tokenizer = make_t5_tokenizer(spiece)
+    save = cfg["text_save"]
+    round_params(text_encoder, save["dtype"])
+    pipe = IFPipeline(tokenizer=tokenizer, text_encoder=text_encoder, unet=unet, scheduler=scheduler,
+                      safety_checker=None, feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    out = models_dir / name
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    shutil.copy(spiece, out / "tokenizer" / "spiece.model")
+    (out / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)  # as IF ships it; keeps the fixture small
+    # re-save the text encoder as the real checkpoints ship it (half precision, fp16 variant names, shards)
+    te_dir = out / "text_encoder"
+    for f in te_dir.glob("*.safetensors*"):
+        f.unlink()
+    half = T5EncoderModel(t5_cfg)
+    half.load_state_dict(text_encoder.state_dict())
+    half = half.to(save["dtype"])
+    kw = dict(safe_serialization=True)
+    if save["variant"]:
+        kw["variant"] = save["variant"]
+    if save["max_shard_size"]:
+        kw["max_shard_size"] = save["max_shard_size"]
+    half.save_pretrained(te_dir, **kw)
+    return out
+
+
+def load_if(folder: Path, variant: str | None, dtype=torch.float32):
+    te = T5EncoderModel.from_pretrained(folder / "text_encoder", variant=variant, torch_dtype=dtype)
+    pipe = IFPipeline.from_pretrained(folder, text_encoder=te, torch_dtype=dtype, safety_checker=None,
+                                      feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# --------------------------------------------------------------------------------------------------------------
+# tokenizers and caption cleaning
+# --------------------------------------------------------------------------------------------------------------
+def record_tokenizers(out_dir: Path, clip_dir: Path, spiece: Path, if_folder: Path, if_variant) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clip = make_clip_tokenizer(clip_dir)
+    rows = []
+    for p in CLIP_PROMPTS:
+        enc = clip(p, padding="max_length", max_length=clip.model_max_length, truncation=True)
+        rows.append(dict(prompt=p, input_ids=enc.input_ids))
+    (out_dir / "clip.json").write_text(json.dumps(dict(generated_by=versions(), tokenizer=type(clip).__name__,
+                                                       model_max_length=clip.model_max_length, cases=rows),
+                                                  indent=1, ensure_ascii=False) + "\n")
+    t5 = make_t5_tokenizer(spiece)
+    rows = []
+    for p in T5_PROMPTS:
+        enc = t5(p, padding="max_length", max_length=77, truncation=True, add_special_tokens=True,
+                 return_attention_mask=True)
+        rows.append(dict(prompt=p, input_ids=enc.input_ids, attention_mask=enc.attention_mask))
+    (out_dir / "t5.json").write_text(json.dumps(dict(generated_by=versions(), tokenizer=type(t5).__name__, cases=rows),
+                                                indent=1, ensure_ascii=False) + "\n")
+    from diffusers.utils import is_bs4_available, is_ftfy_available
+    if not (is_bs4_available() and is_ftfy_available()):
+        raise SystemExit("caption cleaning references need beautifulsoup4 and ftfy installed (diffusers skips cleaning without them)")
+    import bs4
+    import ftfy
+    pipe = load_if(if_folder, if_variant)
+    rows = []
+    for p in CAPTION_PROMPTS:
+        rows.append(dict(caption=p, clean_once=pipe._clean_caption(p),
+                         preprocessed=pipe._text_preprocessing(p, clean_caption=True)[0],
+                         preprocessed_no_clean=pipe._text_preprocessing(p, clean_caption=False)[0]))
+    (out_dir / "captions.json").write_text(json.dumps(dict(generated_by=dict(versions(), bs4=bs4.__version__, ftfy=ftfy.__version__),
+                                                           cases=rows), indent=1, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# low-precision references: diffusers' own error against a float32 truth
+# --------------------------------------------------------------------------------------------------------------
+def rel_err(actual: torch.Tensor, truth: torch.Tensor) -> dict:
+    """The metrics the C# tests use (ReferenceData.Compare): relative L2 and max |diff|, in float64."""
+    a, b = actual.detach().cpu().double(), truth.detach().cpu().double()
+    assert a.shape == b.shape, f"{tuple(a.shape)} vs truth {tuple(b.shape)}"
+    d = a - b
+    return dict(rel_l2=float(d.norm() / max(float(b.norm()), 1e-30)), max_abs=float(d.abs().max()),
+                truth_max_abs=float(b.abs().max()))
+
+
+@torch.no_grad()
+def guided_prediction(pipe, scheduler, x, t, embeds, guidance, kind):
+    """One denoising step's model call exactly as StableDiffusionPipeline / IFPipeline make it (guidance > 1)."""
+    model_input = scheduler.scale_model_input(torch.cat([x] * 2), t)
+    noise_pred = pipe.unet(model_input, t, encoder_hidden_states=embeds, return_dict=False)[0]
+    uncond, text = noise_pred.chunk(2)
+    if kind == "sd":
+        return uncond + guidance * (text - uncond)
+    uncond, _ = uncond.split(model_input.shape[1], dim=1)
+    text, predicted_variance = text.split(model_input.shape[1], dim=1)
+    pred = uncond + guidance * (text - uncond)
+    pred = torch.cat([pred, predicted_variance], dim=1)
+    if scheduler.config.variance_type not in ["learned", "learned_range"]:
+        pred, _ = pred.split(model_input.shape[1], dim=1)
+    return pred
+
+
+@torch.no_grad()
+def same_noise_truth(pipe, ref: dict, tensors: dict, truth_dir: Path, device: str) -> dict:
+    """Float32 results that depend on the random draws, made from the low-precision run's OWN draws: diffusers draws
+    the initial noise (and IF's per-step variance noise) from a CPU generator in the pipeline's dtype, and a float16
+    draw is not a rounded float32 draw, so the float32 reference's images start from other noise. Recomputed here in
+    float32 from the recorded low-precision noise (upcast): the first UNet call on the recorded inputs, the stock image
+    and every lens layer's image. Stored once per dtype in the truth reference (the CPU generator's draws are the same
+    on every GPU), under "truth_for_<dtype>.<key>", with the noise they used."""
+    dtype = ref["generated_by"]["dtype"]
+    prefix = f"truth_for_{dtype}."
+    kind = ref["kind"]
+    truth_file = truth_dir / "tensors.safetensors"
+    truth = load_file(str(truth_file))
+    init_key = "init_latents" if kind == "sd" else "init_images"
+    if prefix + init_key in truth:
+        assert torch.equal(truth[prefix + init_key], tensors[init_key].cpu()), \
+            f"{truth_dir.name} holds a {dtype} truth made from other noise than this reference's"
+        return {k[len(prefix):]: v for k, v in truth.items() if k.startswith(prefix)}
+    out = {init_key: tensors[init_key].cpu().contiguous()}
+    # the first UNet call on the recorded (low-precision) inputs
+    out["unet.out"] = pipe.unet(tensors["unet.sample"].float().to(device), tensors["unet.timestep"].to(device),
+                                encoder_hidden_states=tensors["unet.encoder_hidden_states"].float().to(device),
+                                return_dict=False)[0].float().cpu()
+    sigma = pipe.scheduler.init_noise_sigma
+    init = (tensors[init_key].float() / sigma).to(device)
+    r = dict(num_inference_steps=ref["steps"], guidance_scale=ref["guidance"], height=ref["height"], width=ref["width"],
+             output_type="np")
+    # the float32 prompt embeddings are the truth reference's own (for IF made with caption cleaning where it was on)
+    emb = {k: truth[k].float().to(device) for k in ("stock_embeds", "stock_negative_embeds", "negative_embeds")}
+    if kind == "sd":
+        def run(**kw):
+            return pipe(latents=init.clone(), **r, **kw).images[0]
+    else:
+        import diffusers.schedulers.scheduling_ddpm as ddpm_mod
+        noises = tensors["stock.step_noise"]
+
+        def run(**kw):
+            orig_prep, orig_randn = pipe.prepare_intermediate_images, ddpm_mod.randn_tensor
+            drawn = iter(range(noises.shape[0]))
+            pipe.prepare_intermediate_images = lambda *a, **k: init.clone()
+            ddpm_mod.randn_tensor = lambda *a, **k: noises[next(drawn):][:1].to(device, torch.float32)
+            try:
+                return pipe(**r, **kw).images[0]
+            finally:
+                pipe.prepare_intermediate_images, ddpm_mod.randn_tensor = orig_prep, orig_randn
+    out["stock.image"] = torch.from_numpy(run(prompt_embeds=emb["stock_embeds"], negative_prompt_embeds=emb["stock_negative_embeds"]))
+    for L in ref["layers"]:
+        out[f"layer.{L}.image"] = torch.from_numpy(run(prompt_embeds=truth[f"lens.{L}"].float().to(device),
+                                                       negative_prompt_embeds=emb["negative_embeds"]))
+    truth.update({prefix + k: v.contiguous() for k, v in out.items()})
+    save_file(truth, str(truth_file), metadata={"format": "pt"})
+    print(f"  {truth_dir.name}: added the {dtype}-noise float32 truth ({len(out)} tensors)")
+    return out
+
+
+@torch.no_grad()
+def add_truth(ref_dir: Path, truth_dir: Path, device: str) -> None:
+    """Makes a low-precision (float16/bfloat16) reference judgeable on any GPU (FlashAttention's test criterion):
+    records, for every compared stage, diffusers' own low-precision error against a float32 truth, so a port passes
+    when err(port vs truth) <= factor x err(diffusers vs truth) + floor, whatever GPU either ran on.
+
+    The truth of every end-to-end stage (each layer's hidden state and lens embedding, the prompt embeddings, the first
+    UNet call, the VAE, every image) is the CPU float32 reference of the same model and settings (truth_dir).
+    Teacher-forced steps are fed the low-precision run's own inputs, so their truth is computed here: a float32 copy of
+    the same pipeline on `device` (TF32 off), fed the reference's inputs upcast (truth.step_pred, truth.step_out)."""
+    ref = json.loads((ref_dir / "reference.json").read_text())
+    truth_ref = json.loads((truth_dir / "reference.json").read_text())
+    for k in ("kind", "prompt", "negative_prompt", "seed", "steps", "guidance", "height", "width", "num_layers", "layers"):
+        assert ref.get(k) == truth_ref.get(k), f"{ref_dir.name} and {truth_dir.name} differ in {k}"
+    assert truth_ref["generated_by"].get("dtype", "float32") == "float32", f"{truth_dir.name} is not a float32 reference"
+    tensors = load_file(str(ref_dir / "tensors.safetensors"))
+    truth = load_file(str(truth_dir / "tensors.safetensors"))
+    kind = ref["kind"]
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    folder = ROOT.parent / ref["model"]["path"]
+    if kind == "sd":
+        pipe = load_sd(folder, torch.float32).to(device)
+    else:
+        te_dir = folder / "text_encoder"
+        variant = "fp16" if any(".fp16." in f.name for f in te_dir.iterdir()) else None
+        pipe = load_if(folder, variant, torch.float32).to(device)
+
+    # teacher-forced steps in float32 on the low-precision run's own inputs
+    scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(ref["steps"], device=device)
+    embeds = torch.cat([tensors["stock_negative_embeds"], tensors["stock_embeds"]]).float().to(device)
+    x0 = tensors["init_latents" if kind == "sd" else "init_images"]
+    outs = tensors["stock.step_latents" if kind == "sd" else "stock.step_images"]
+    preds = tensors["stock.step_noise_pred" if kind == "sd" else "stock.step_model_output"]
+    noises = tensors.get("stock.step_noise")
+    import diffusers.schedulers.scheduling_ddpm as ddpm_mod
+    orig_randn = ddpm_mod.randn_tensor
+    truth_pred, truth_out = [], []
+    try:
+        for i, t in enumerate(scheduler.timesteps):
+            x = (x0 if i == 0 else outs[i - 1:i]).float().to(device)
+            truth_pred.append(guided_prediction(pipe, scheduler, x, t, embeds, ref["guidance"], kind)[0].cpu())
+            # the scheduler step fed diffusers' own low-precision prediction (as the C# step test does); IF's variance
+            # noise is the one the low-precision run drew
+            if noises is not None and i < noises.shape[0]:
+                ddpm_mod.randn_tensor = lambda *a, _n=noises[i:i + 1], **kw: _n.to(device, torch.float32)
+            prev = scheduler.step(preds[i:i + 1].float().to(device), t, x, return_dict=False)[0]
+            truth_out.append(prev[0].cpu())
+    finally:
+        ddpm_mod.randn_tensor = orig_randn
+    tensors["truth.step_pred"] = torch.stack(truth_pred).float().contiguous()
+    tensors["truth.step_out"] = torch.stack(truth_out).float().contiguous()
+
+    # stages whose truth is independent of the random draws: the truth reference's tensor of the same key; the rest:
+    # float32 from this run's own draws (same_noise_truth); steps: the teacher-forced float32 steps above
+    noise_truth = same_noise_truth(pipe, ref, tensors, truth_dir, device)
+    compared = [k for k in tensors if re.fullmatch(r"(hidden|lens)\.\d+|negative_embeds|stock_embeds|vae\.(decode_out|encode_mean|encode_logvar)", k)]
+    errors = {k: rel_err(tensors[k], truth[k]) for k in compared}
+    for k in ["unet.out", "stock.image"] + [f"layer.{L}.image" for L in ref["layers"]]:
+        errors[k] = rel_err(tensors[k], noise_truth[k])
+    for i in range(preds.shape[0]):
+        errors[f"step_pred.{i}"] = rel_err(preds[i], tensors["truth.step_pred"][i])
+        errors[f"step_out.{i}"] = rel_err(outs[i], tensors["truth.step_out"][i])
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(ref_dir / "tensors.safetensors"))
+    ref["low_precision"] = dict(
+        truth_reference=truth_dir.name,
+        truth_tensors=["truth.step_pred", "truth.step_out"],
+        same_noise_truth=f"truth_for_{ref['generated_by']['dtype']}.<key> in the truth reference (unet.out, stock.image, "
+                         "layer.<L>.image: float32 from this run's own float16 noise)",
+        truth_generated_by=dict(versions(), device=device, dtype="float32"),
+        note="diffusers_error[key] = error of this reference's low-precision tensor against the float32 truth (the "
+             "truth_reference's truth_for_<dtype>.<key> where present, else its tensor of the same key; steps: "
+             "truth.step_pred / truth.step_out, float32 on the reference's own inputs); rel_l2 = ||a-b||/||b||, "
+             "max_abs = max|a-b|, in float64",
+        diffusers_error=errors,
+    )
+    (ref_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    worst = max(errors.items(), key=lambda kv: kv[1]["rel_l2"])
+    print(f"  {ref_dir.name}: truth from {truth_dir.name} + {len(truth_pred)} float32 teacher-forced steps; "
+          f"{len(errors)} stages, worst diffusers error {worst[0]} rel L2 {worst[1]['rel_l2']:.2e}")
+
+
+def cmd_truth(args) -> None:
+    """Adds the float32 truth and diffusers' own error to existing low-precision references (e.g. recorded earlier on
+    another GPU): python fixtures/make_reference.py truth fixtures/references/sd-tiny-12-cuda-float16-h100 ..."""
+    torch.set_grad_enabled(False)
+    for d in args.references:
+        ref_dir = Path(d).resolve()
+        ref = json.loads((ref_dir / "reference.json").read_text())
+        truth_dir = Path(args.truth).resolve() if args.truth else ROOT / "references" / Path(ref["model"]["path"]).name
+        print(f"adding the float32 truth to {ref_dir.name}")
+        add_truth(ref_dir, truth_dir, args.device)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# modes
+# --------------------------------------------------------------------------------------------------------------
+def model_entry(name: str, cfg: dict) -> dict:
+    """reference.json "model" of a committed tiny model: its folder, and the weights variant it is loaded with."""
+    entry = dict(path=f"fixtures/models/{name}")
+    variant = cfg.get("text_save", {}).get("variant")
+    if variant:
+        entry["variant"] = variant
+    return entry
+
+
+def cmd_tiny(args) -> None:
+    shared = Path(args.shared).resolve()
+    clip_dir = shared / "tokenizers" / "clip-vit-large-patch14"
+    spiece = shared / "tokenizers" / "t5-v1_1" / "spiece.model"
+    models_dir = ROOT / "models"
+    refs_dir = ROOT / "references"
+    torch.set_grad_enabled(False)
+    if args.device != "cpu" or args.dtype != "float32":
+        return rerecord_tiny(args, models_dir, refs_dir)
+    only = set(args.only.split(",")) if args.only else {"sd", "if", "tok"}
+    if "sd" in only:
+        for name, cfg in SD_CONFIGS.items():
+            print(f"building {name}")
+            folder = build_sd(name, cfg, clip_dir, models_dir)
+            pipe = load_sd(folder)
+            r = cfg["run"]
+            record_sd(pipe, refs_dir / name, dict(path=f"fixtures/models/{name}"), LENS_PROMPT,
+                      r.get("negative_prompt", ""), r["seed"], r["steps"], r["guidance"], r["height"], r["width"],
+                      None, "cpu", torch.float32)
+    if "if" in only:
+        for name, cfg in IF_CONFIGS.items():
+            print(f"building {name}")
+            folder = build_if(name, cfg, spiece, models_dir)
+            pipe = load_if(folder, cfg["text_save"]["variant"])
+            r = cfg["run"]
+            record_if(pipe, refs_dir / name, model_entry(name, cfg), LENS_PROMPT,
+                      r.get("negative_prompt", ""), r["seed"], r["steps"], r["guidance"], r["height"], r["width"],
+                      r["clean_caption"], None, "cpu", torch.float32)
+    if "tok" in only:
+        print("recording tokenizers and caption cleaning")
+        record_tokenizers(ROOT / "tokenizers", clip_dir, spiece, models_dir / "if-tiny-a", "fp16")
+
+
+def rerecord_tiny(args, models_dir: Path, refs_dir: Path) -> None:
+    """References of the committed tiny models made on another device/dtype (e.g. CUDA float16), for GPU runs."""
+    dtype = getattr(torch, args.dtype)
+    suffix = f"-{args.device}-{args.dtype}" + (f"-{gpu_tag()}" if args.device.startswith("cuda") else "")
+    # strict float32 math on CUDA (no TF32 in convolutions or matmuls), recorded in generated_by, so a port that
+    # runs the same kernels with the same flags can be compared tightly
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    for name, cfg in {**SD_CONFIGS, **IF_CONFIGS}.items():
+        folder = models_dir / name
+        r = cfg["run"]
+        entry = model_entry(name, cfg)
+        print(f"recording {name}{suffix}")
+        if name in SD_CONFIGS:
+            pipe = load_sd(folder, dtype)
+            record_sd(pipe, refs_dir / (name + suffix), entry, LENS_PROMPT, r.get("negative_prompt", ""), r["seed"],
+                      r["steps"], r["guidance"], r["height"], r["width"], None, args.device, dtype)
+        else:
+            from diffusers.utils import is_bs4_available, is_ftfy_available
+            if r["clean_caption"] and not (is_bs4_available() and is_ftfy_available()):
+                # diffusers would silently skip the cleaning and record another prompt than the truth reference's
+                print(f"  skipped {name}{suffix}: its caption cleaning needs beautifulsoup4 and ftfy, which are not installed")
+                continue
+            pipe = load_if(folder, cfg["text_save"]["variant"], dtype)
+            record_if(pipe, refs_dir / (name + suffix), entry, LENS_PROMPT, r.get("negative_prompt", ""), r["seed"],
+                      r["steps"], r["guidance"], r["height"], r["width"], r["clean_caption"], None, args.device, dtype)
+        del pipe
+        if dtype != torch.float32:
+            add_truth(refs_dir / (name + suffix), refs_dir / name, args.device)
+
+
+def parse_layers(spec: str | None, n: int | None = None):
+    if spec in (None, "all"):
+        return None
+    if ":" in spec:
+        parts = [int(x) for x in spec.split(":")]
+        return list(range(*parts))
+    return [int(x) for x in spec.split(",")]
+
+
+def cmd_real(args) -> None:
+    from huggingface_hub import snapshot_download
+
+    folder = Path(args.model)
+    hub_id, revision = None, args.revision
+    if not folder.is_dir():
+        hub_id = args.model
+        folder = Path(snapshot_download(hub_id, revision=args.revision, allow_patterns=["*.json", "*.txt", "*.model",
+                                                                                         "*.safetensors"]))
+        revision = folder.name  # the snapshot folder is the commit hash
+    index = json.loads((folder / "model_index.json").read_text())
+    kind = "if" if index["_class_name"].startswith("IF") else "sd"
+    dtype = getattr(torch, args.dtype)
+    name = (hub_id or folder.name).replace("/", "--") + (f"@{revision[:12]}" if revision else "")
+    model_entry = dict(hub_id=hub_id, revision=revision, env="LENS_MODEL_" + re.sub(r"[^A-Za-z0-9]", "_", (hub_id or folder.name)).upper())
+    if args.variant:
+        model_entry["variant"] = args.variant  # the C# side loads the same weight files (diffusers' per-component rule)
+    if hub_id is None:
+        model_entry["path"] = str(folder)
+    out = Path(args.out) / name
+    layers = parse_layers(args.layers)
+    if kind == "sd":
+        pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, safety_checker=None,
+                                                       feature_extractor=None, requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        vae_sf = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        h = args.height or pipe.unet.config.sample_size * vae_sf
+        w = args.width or pipe.unet.config.sample_size * vae_sf
+        record_sd(pipe, out, model_entry, args.prompt, args.negative_prompt, args.seed, args.steps or 50,
+                  args.guidance if args.guidance is not None else 7.5, h, w, layers, args.device, dtype)
+    else:
+        variant = args.variant
+        te = T5EncoderModel.from_pretrained(folder / "text_encoder", variant=variant, torch_dtype=dtype)
+        pipe = IFPipeline.from_pretrained(folder, text_encoder=te, variant=variant, torch_dtype=dtype,
+                                          safety_checker=None, feature_extractor=None, watermarker=None,
+                                          requires_safety_checker=False)
+        pipe.set_progress_bar_config(disable=True)
+        h = args.height or pipe.unet.config.sample_size
+        w = args.width or pipe.unet.config.sample_size
+        record_if(pipe, out, model_entry, args.prompt, args.negative_prompt, args.seed, args.steps or 100,
+                  args.guidance if args.guidance is not None else 7.0, h, w, args.clean_caption, layers, args.device, dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# guidance <= 1 (issue #12): diffusers runs the conditional prompt alone when guidance_scale <= 1
+# --------------------------------------------------------------------------------------------------------------
+# per tiny model: a short run (few steps keep the fixture small) and the lens layers rendered besides the stock image
+GUIDANCE_CASES = {
+    "sd-tiny-12": dict(steps=4, seed=17, height=64, width=64, negative_prompt="blurry", layers=[0, 5, 11]),
+    "if-tiny-b": dict(steps=4, seed=7, height=24, width=24, negative_prompt="blurry", clean_caption=False,
+                      layers=[0, 3]),
+}
+GUIDANCE_SCALES = (0.0, 1.0)
+
+
+@torch.no_grad()
+def record_guidance(pipe, kind: str, out_dir: Path, model_entry: dict, case: dict, scales=GUIDANCE_SCALES) -> None:
+    """For each guidance scale: the stock image and some lens layers' images, each with the first guided prediction
+    (what the pipeline hands to scheduler.step at the first timestep) and the UNet's batch size on that call."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompt, negative_prompt, seed, steps = LENS_PROMPT, case["negative_prompt"], case["seed"], case["steps"]
+    height, width = case["height"], case["width"]
+    clean = case.get("clean_caption", False)
+    if kind == "sd":
+        _, _, lens = sd_encode(pipe, prompt, "cpu")
+        _, _, neg_lens = sd_encode(pipe, negative_prompt, "cpu")
+    else:
+        _, _, _, lens = if_encode(pipe, prompt, clean, "cpu")
+        _, _, _, neg_lens = if_encode(pipe, negative_prompt, clean, "cpu")
+    negative_embeds = neg_lens[-1]
+    tensors, cases = {}, []
+
+    def run(g_scale, prompt_embeds=None, p=None):
+        gen = torch.Generator("cpu").manual_seed(seed)
+        kw = dict(num_inference_steps=steps, guidance_scale=g_scale, height=height, width=width, generator=gen,
+                  output_type="np")
+        if prompt_embeds is None:
+            kw.update(prompt=p, negative_prompt=negative_prompt)
+        else:
+            kw.update(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds)
+        if kind == "if":
+            kw["clean_caption"] = clean
+        with Recorder(pipe) as rec:
+            img = pipe(**kw).images[0]
+        return img, rec
+
+    for g_scale in scales:
+        tag = f"g{g_scale:g}"
+        items = [("stock", None)] + [(f"layer.{L}", L) for L in case["layers"]]
+        for key, L in items:
+            img, rec = run(g_scale, p=prompt) if L is None else run(g_scale, prompt_embeds=lens[L])
+            tensors[f"{tag}.{key}.image"] = torch.from_numpy(img)
+            tensors[f"{tag}.{key}.first_prediction"] = rec.steps[0][1]
+            cases.append(dict(guidance=g_scale, key=f"{tag}.{key}", layer=L, unet_calls=len(rec.steps),
+                              unet_batch=int(rec.unet_call["sample"].shape[0])))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind=kind, model=model_entry, generated_by=dict(versions(), device="cpu", dtype="float32"),
+        pipeline=type(pipe).__name__, scheduler=type(pipe.scheduler).__name__,
+        prompt=prompt, negative_prompt=negative_prompt, clean_caption=clean if kind == "if" else None,
+        seed=seed, steps=steps, height=height, width=width, num_layers=len(lens), scales=list(scales),
+        cases=cases, tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: {len(cases)} images at guidance {', '.join(f'{g:g}' for g in scales)}")
+
+
+def cmd_guidance(args) -> None:
+    """References for guidance <= 1 of the committed tiny models, into fixtures/references-guidance/<name>/."""
+    torch.set_grad_enabled(False)
+    models_dir = ROOT / "models"
+    out_root = Path(args.out)
+    for name, case in GUIDANCE_CASES.items():
+        folder = models_dir / name
+        print(f"recording guidance references of {name}")
+        entry = dict(path=f"fixtures/models/{name}")
+        if name.startswith("sd"):
+            record_guidance(load_sd(folder), "sd", out_root / name, entry, case)
+        else:
+            variant = IF_CONFIGS[name]["text_save"]["variant"]
+            record_guidance(load_if(folder, variant), "if", out_root / name, entry, case)
+
+
+SEED_CASES = {
+    # (model, steps, seed, size, negative prompt, layers of the continue loop, layer of the images-per-prompt call)
+    "sd-tiny-12": dict(steps=3, seed=5, height=64, width=64, negative_prompt="", guidance=7.5,
+                       layers=[2, 5, 11], images_layer=4, images_per_prompt=3),
+    "if-tiny-b": dict(steps=4, seed=11, height=24, width=24, negative_prompt="blurry", guidance=4.0,
+                      clean_caption=False, layers=[0, 2, 3], images_layer=1, images_per_prompt=2),
+}
+
+
+@torch.no_grad()
+def record_seeds(pipe, kind: str, out_dir: Path, model_entry: dict, case: dict) -> None:
+    """The original Diffusion Lens code's generator use: ONE CPU generator seeded once and passed to the pipeline
+    call of every layer in layer order (each call continues where the previous left it), and diffusers'
+    num_images_per_prompt for one layer (its images drawn together from one generator)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prompt, negative_prompt = LENS_PROMPT, case["negative_prompt"]
+    clean = case.get("clean_caption", False)
+    if kind == "sd":
+        _, _, lens = sd_encode(pipe, prompt, "cpu")
+        _, _, neg_lens = sd_encode(pipe, negative_prompt, "cpu")
+    else:
+        _, _, _, lens = if_encode(pipe, prompt, clean, "cpu")
+        _, _, _, neg_lens = if_encode(pipe, negative_prompt, clean, "cpu")
+    kw = dict(num_inference_steps=case["steps"], guidance_scale=case["guidance"], height=case["height"],
+              width=case["width"], output_type="np", negative_prompt_embeds=neg_lens[-1])
+    if kind == "if":
+        kw["clean_caption"] = clean
+    tensors = {}
+    gen = torch.Generator("cpu").manual_seed(case["seed"])
+    for L in case["layers"]:
+        tensors[f"continue.layer.{L}"] = torch.from_numpy(pipe(prompt_embeds=lens[L], generator=gen, **kw).images[0])
+    n = case["images_per_prompt"]
+    gen = torch.Generator("cpu").manual_seed(case["seed"])
+    images = pipe(prompt_embeds=lens[case["images_layer"]], generator=gen, num_images_per_prompt=n, **kw).images
+    for i in range(n):
+        tensors[f"images_per_prompt.{i}"] = torch.from_numpy(images[i])
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind=kind, model=model_entry, generated_by=dict(versions(), device="cpu", dtype="float32"),
+        pipeline=type(pipe).__name__, scheduler=type(pipe.scheduler).__name__, prompt=prompt,
+        negative_prompt=negative_prompt, clean_caption=clean if kind == "if" else None, seed=case["seed"],
+        steps=case["steps"], guidance=case["guidance"], height=case["height"], width=case["width"],
+        num_layers=len(lens), continue_layers=case["layers"], images_layer=case["images_layer"],
+        images_per_prompt=n, tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: continue over layers {case['layers']}, {n} images of layer {case['images_layer']}")
+
+
+def cmd_seeds(args) -> None:
+    """References of the seed policies of the committed tiny models, into fixtures/references-seeds/<name>/."""
+    torch.set_grad_enabled(False)
+    out_root = Path(args.out)
+    for name, case in SEED_CASES.items():
+        folder = ROOT / "models" / name
+        print(f"recording seed-policy references of {name}")
+        entry = dict(path=f"fixtures/models/{name}")
+        if name.startswith("sd"):
+            record_seeds(load_sd(folder), "sd", out_root / name, entry, case)
+        else:
+            record_seeds(load_if(folder, IF_CONFIGS[name]["text_save"]["variant"]), "if", out_root / name, entry, case)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# schedulers (issue #8): the paper ran its models under DPMSolverMultistepScheduler
+# --------------------------------------------------------------------------------------------------------------
+# the scheduler_config.json files of the models, as their repositories ship them (SD 2.1's with leading spacing)
+SCHEDULER_CONFIGS = {
+    "sd15": {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012,
+             "beta_schedule": "scaled_linear", "beta_start": 0.00085, "num_train_timesteps": 1000,
+             "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None,
+             "clip_sample": False},
+    "sd21v": {"_class_name": "DDIMScheduler", "_diffusers_version": "0.10.0.dev0", "beta_end": 0.012,
+              "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+              "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
+              "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None, "timestep_spacing": "leading"},
+    "if": {"_class_name": "DDPMScheduler", "_diffusers_version": "0.16.0", "beta_end": 0.02,
+           "beta_schedule": "squaredcos_cap_v2", "beta_start": 0.0001, "clip_sample": True, "clip_sample_range": 1.0,
+           "dynamic_thresholding_ratio": 0.95, "num_train_timesteps": 1000, "prediction_type": "epsilon",
+           "sample_max_value": 1.5, "thresholding": True, "trained_betas": None, "variance_type": "learned_range"},
+}
+SCHEDULER_LATENT = [2, 4, 6, 6]   # SD-like sample
+SCHEDULER_PIXELS = [2, 3, 6, 6]   # IF-like sample (its model output has 6 channels with the predicted variance)
+
+
+def scheduler_cases() -> list[dict]:
+    """(name, class, base config, extra keys written over the file's, steps); the model output of IF cases has the
+    predicted variance channels only for DPMSolverMultistepScheduler (the IF pipeline keeps them for a learned-variance
+    config, and DDIM/Euler cannot take them)."""
+    dpm, ddim, euler = "DPMSolverMultistepScheduler", "DDIMScheduler", "EulerDiscreteScheduler"
+    rows = [
+        (dpm, "sd15", {}, [10, 25]),
+        (dpm, "sd15", {"solver_order": 1}, [10]),
+        (dpm, "sd15", {"solver_order": 3}, [10, 25]),
+        (dpm, "sd15", {"solver_type": "heun"}, [10]),
+        (dpm, "sd15", {"solver_order": 3, "solver_type": "heun", "lower_order_final": False}, [10]),
+        (dpm, "sd15", {"algorithm_type": "sde-dpmsolver++"}, [10]),
+        (dpm, "sd15", {"algorithm_type": "sde-dpmsolver++", "solver_order": 3}, [10]),
+        (dpm, "sd15", {"final_sigmas_type": "sigma_min", "lower_order_final": False}, [10]),
+        (dpm, "sd15", {"euler_at_final": True}, [25]),
+        (dpm, "sd15", {"timestep_spacing": "leading"}, [10]),
+        (dpm, "sd15", {"timestep_spacing": "trailing"}, [10]),
+        (dpm, "sd15", {"prediction_type": "sample"}, [10]),
+        (dpm, "sd21v", {}, [10]),
+        (dpm, "sd21v", {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True}, [10]),
+        (dpm, "if", {}, [10, 25]),
+        (dpm, "if", {"lambda_min_clipped": -5.1}, [10]),
+        (ddim, "sd15", {}, [10]),
+        (ddim, "sd15", {"timestep_spacing": "linspace"}, [10]),
+        (ddim, "sd15", {"timestep_spacing": "trailing", "rescale_betas_zero_snr": True}, [10]),
+        (ddim, "sd15", {"prediction_type": "sample", "clip_sample": True}, [10]),
+        (ddim, "sd21v", {}, [10]),
+        (ddim, "if", {}, [10]),
+        (euler, "sd15", {}, [10, 25]),
+        (euler, "sd15", {"timestep_spacing": "leading"}, [10]),
+        (euler, "sd15", {"timestep_spacing": "trailing"}, [10]),
+        (euler, "sd15", {"final_sigmas_type": "sigma_min"}, [10]),
+        (euler, "sd15", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}, [10]),
+        (euler, "sd21v", {}, [10]),
+        (euler, "if", {}, [10]),
+    ]
+    cases = []
+    for k, (cls, base, extra, steps_list) in enumerate(rows):
+        for steps in steps_list:
+            tag = "-".join(f"{key}={val}" for key, val in extra.items())
+            name = f"{cls}.{base}{'.' + tag if tag else ''}.{steps}"
+            config = dict(SCHEDULER_CONFIGS[base], **extra)
+            learned = base == "if" and cls == dpm
+            sample_shape = SCHEDULER_PIXELS if base == "if" else SCHEDULER_LATENT
+            mo_shape = [sample_shape[0], 2 * sample_shape[1], *sample_shape[2:]] if learned else sample_shape
+            cases.append(dict(name=name, scheduler=cls, config_name=base, config=config, steps=steps,
+                              seed=1000 + 10 * k + steps, sample_shape=sample_shape, model_output_shape=mo_shape))
+    return cases
+
+
+def json_safe(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)  # "-inf", "inf", "nan"
+    if isinstance(v, (list, tuple)):
+        return [json_safe(x) for x in v]
+    if isinstance(v, dict):
+        return {k: json_safe(x) for k, x in v.items()}
+    if isinstance(v, np.ndarray):
+        return json_safe(v.tolist())
+    if isinstance(v, torch.Tensor):
+        return json_safe(v.tolist())
+    return v
+
+
+@torch.no_grad()
+def record_scheduler_case(case: dict, tensors: dict) -> dict:
+    import inspect
+    config = case["config"]
+    # as a pipeline does it: the model's own scheduler from its file, then SchedulerClass.from_config(pipe.scheduler.config)
+    own = getattr(diffusers, config["_class_name"]).from_config(config)
+    sched = getattr(diffusers, case["scheduler"]).from_config(own.config)
+    sched.set_timesteps(case["steps"])
+    init_sigma = sched.init_noise_sigma
+    init_sigma = float(init_sigma.item() if torch.is_tensor(init_sigma) else init_sigma)
+    gen_inputs = torch.Generator("cpu").manual_seed(case["seed"])
+    gen_step = torch.Generator("cpu").manual_seed(case["seed"] + 1)
+    x = torch.randn(case["sample_shape"], generator=gen_inputs, dtype=torch.float32) * sched.init_noise_sigma
+    name = case["name"]
+    tensors[f"{name}.x_T"] = x.clone()
+    takes_generator = "generator" in inspect.signature(sched.step).parameters
+    scaled_all, mo_all, prev_all = [], [], []
+    c = case["sample_shape"][1]
+    for i, t in enumerate(sched.timesteps):
+        scaled = sched.scale_model_input(x, t)
+        # a fake model: deterministic in the scaled input and t, plus seeded noise; IF's variance channels in [-1, 1]
+        eps = 0.1 * math.cos(float(t) / 100.0) * scaled + 0.5 * torch.randn(case["sample_shape"], generator=gen_inputs)
+        if case["model_output_shape"][1] == 2 * c:
+            var = torch.rand(case["sample_shape"], generator=gen_inputs) * 2 - 1
+            mo = torch.cat([eps, var], 1)
+        else:
+            mo = eps
+        kw = {"generator": gen_step} if takes_generator else {}
+        prev = sched.step(mo, t, x, **kw, return_dict=False)[0]
+        scaled_all.append(scaled.clone())
+        mo_all.append(mo.clone())
+        prev_all.append(prev.clone())
+        x = prev
+    # scale_model_input is the identity (the same tensor) except for Euler: stored only where it scales
+    scales = any(not torch.equal(a, b) for a, b in zip(scaled_all, [tensors[f"{name}.x_T"]] + prev_all[:-1]))
+    if scales:
+        tensors[f"{name}.scaled_input"] = torch.stack(scaled_all)
+    tensors[f"{name}.model_output"] = torch.stack(mo_all)
+    tensors[f"{name}.prev_sample"] = torch.stack(prev_all)
+    if hasattr(sched, "sigmas") and torch.is_tensor(sched.sigmas):
+        tensors[f"{name}.sigmas"] = sched.sigmas.to(torch.float32).clone()
+    effective = {k: json_safe(v) for k, v in dict(sched.config).items() if not k.startswith("_")}
+    return dict(case, timesteps=[float(t) for t in sched.timesteps], timesteps_dtype=str(sched.timesteps.dtype),
+                init_noise_sigma=init_sigma, effective_config=effective, has_sigmas=f"{name}.sigmas" in tensors,
+                has_scaled_input=f"{name}.scaled_input" in tensors)
+
+
+def cmd_schedulers(args) -> None:
+    """Scheduler references (no model), CPU float32, into fixtures/references-schedulers/."""
+    torch.set_grad_enabled(False)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tensors, cases = {}, []
+    for case in scheduler_cases():
+        cases.append(record_scheduler_case(case, tensors))
+        print(f"  {case['name']}: {case['steps']} steps")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out / "tensors.safetensors"))
+    ref = dict(format=1, kind="schedulers", generated_by=dict(versions(), device="cpu", dtype="float32"),
+               rollout="x_T = randn(sample_shape, gen(seed)) * init_noise_sigma; each step: scaled = "
+                       "scale_model_input(x, t); model_output = 0.1*cos(t/100)*scaled + 0.5*randn(gen(seed)) "
+                       "(IF DPM++: cat with rand*2-1 variance channels); x = step(model_output, t, x, "
+                       "generator=gen(seed + 1)).prev_sample",
+               cases=cases, tensors="tensors.safetensors")
+    (out / "schedulers.json").write_text(json.dumps(json_safe(ref), indent=1) + "\n")
+    size = sum(f.stat().st_size for f in out.iterdir())
+    print(f"{out}: {len(cases)} cases, {size / 1e6:.2f} MB")
+
+
+def main(fixtures: Path | None = None) -> None:
+    """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
+    global ROOT
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--fixtures", default=None)
+    known, _ = pre.parse_known_args()
+    if known.fixtures or fixtures is not None or os.environ.get("LENS_FIXTURES_DIR"):
+        ROOT = Path(known.fixtures or fixtures or os.environ["LENS_FIXTURES_DIR"]).resolve()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fixtures", default=str(ROOT), help="the fixtures folder: default outputs go to its references/ "
+                    "(default: the repository's fixtures/ for fixtures/make_reference.py, else ./fixtures)")
+    sub = ap.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("tiny", help="build the tiny models and their references")
+    t.add_argument("--shared", default=str(ROOT.parent.parent / "shared"), help="folder holding tokenizers/")
+    t.add_argument("--only", default=None, help="comma list of sd,if,tok")
+    t.add_argument("--device", default="cpu", help="with cuda (or a dtype other than float32): re-record the committed "
+                   "tiny models' references on that device/dtype into references/<name>-<device>-<dtype>/")
+    t.add_argument("--dtype", default="float32")
+    r = sub.add_parser("real", help="record references for a real model (no weights are written)")
+    r.add_argument("--model", required=True, help="Hub id or local diffusers folder")
+    r.add_argument("--revision", default=None)
+    r.add_argument("--variant", default=None, help="weights variant, e.g. fp16")
+    r.add_argument("--prompt", default=LENS_PROMPT)
+    r.add_argument("--negative-prompt", default="")
+    r.add_argument("--seed", type=int, default=17)
+    r.add_argument("--steps", type=int, default=None)
+    r.add_argument("--guidance", type=float, default=None)
+    r.add_argument("--height", type=int, default=None)
+    r.add_argument("--width", type=int, default=None)
+    r.add_argument("--layers", default="all", help="all | 0,3,5 | 0:12:2")
+    r.add_argument("--clean-caption", type=lambda s: s.lower() == "true", default=True)
+    r.add_argument("--device", default="cpu")
+    r.add_argument("--dtype", default="float32")
+    r.add_argument("--out", default=str(ROOT / "references"))
+    tr = sub.add_parser("truth", help="add a float32 truth and diffusers' own error to low-precision references")
+    tr.add_argument("references", nargs="+", help="reference folders recorded in float16/bfloat16")
+    tr.add_argument("--truth", default=None, help="the float32 reference to use as truth (default: the CPU reference "
+                    "of the same model, fixtures/references/<model folder name>)")
+    tr.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gd = sub.add_parser("guidance", help="record guidance <= 1 references of the committed tiny models (CPU float32)")
+    gd.add_argument("--out", default=str(ROOT / "references-guidance"))
+    sd_ = sub.add_parser("seeds", help="record the seed-policy references of the committed tiny models (CPU float32)")
+    sd_.add_argument("--out", default=str(ROOT / "references-seeds"))
+    sc = sub.add_parser("schedulers", help="record scheduler references (DPM-Solver++, DDIM, Euler; CPU float32, no model)")
+    sc.add_argument("--out", default=str(ROOT / "references-schedulers"))
+    args = ap.parse_args()
+    {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
+     "schedulers": cmd_schedulers}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
