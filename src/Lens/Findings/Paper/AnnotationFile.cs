@@ -17,7 +17,8 @@ public sealed class AnnotationFile
     public IReadOnlyList<int> Indices { get; }
     public IReadOnlyList<AnnotationRow> Rows { get; }
 
-    private AnnotationFile(string path, IReadOnlyList<int> indices, IReadOnlyList<AnnotationRow> rows)
+    [System.Text.Json.Serialization.JsonConstructor]
+    public AnnotationFile(string path, IReadOnlyList<int> indices, IReadOnlyList<AnnotationRow> rows)
     {
         Path = path;
         Indices = indices;
