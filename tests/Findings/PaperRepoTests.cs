@@ -47,3 +47,26 @@ public class PaperRepoTests
         Assert.Equal(PaperCsv.IfIndices, AnnotationFile.Load(One(dir, "syntax_head_IsFirstClass_df_*.csv")).Indices);
     }
 }
+
+/// <summary>fixtures/claims/paper-scale-claims.json: valid, and its prompt sets resolve against a clone of the paper's repository.</summary>
+public class PaperScaleClaimsTests
+{
+    [Fact]
+    public void Paper_scale_claims_load_and_cite_the_annotation_counts()
+    {
+        var f = ClaimsFile.Load(Repo.PathOf("fixtures", "claims", "paper-scale-claims.json"));
+        Assert.All(f.Claims, c => Assert.Equal("LENS_PAPER_REPO", c.PromptSet!.RootEnv));
+        Assert.All(f.Claims, c => Assert.All(c.Layers.Layers!, l => Assert.Contains(HiddenStateMapping.HiddenStateIndex(l), c.Model == "sd" ? PaperCsv.SdIndices : PaperCsv.IfIndices)));
+        var dir = Environment.GetEnvironmentVariable("LENS_PAPER_REPO");
+        if (string.IsNullOrEmpty(dir)) Assert.Skip("LENS_PAPER_REPO is not set (a clone of github.com/tokeron/DiffusionLens)");
+        foreach (var c in f.Claims)
+        {
+            var (data, why) = PromptSetData.Resolve(c.PromptSet!, f.Folder, Environment.GetEnvironmentVariable);
+            Assert.Null(why);
+            Assert.Equal(37, data!.Prompts.Count);
+            var human = HumanOrder.Compare(data.First!, data.Second!).Counts;
+            var published = c.Published.Single(p => p.Kind == "order_counts");
+            Assert.Equal((published.FirstBeforeSecond, published.SecondBeforeFirst), (human.FirstBeforeSecond, human.SecondBeforeFirst));
+        }
+    }
+}

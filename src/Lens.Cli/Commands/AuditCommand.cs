@@ -144,8 +144,8 @@ loaded at a time.";
     {
         OutputFolder.CheckNotProtected(Path.GetFullPath(outDir));
         if (!Directory.Exists(outDir) || !Directory.EnumerateFileSystemEntries(outDir).Any()) return;
-        if (!File.Exists(Path.Combine(outDir, ShardManifest.FileName)) && !Directory.Exists(Path.Combine(outDir, RunStore.FolderName)))
-            throw new LensException($"output folder {Path.GetFullPath(outDir)} is not empty and is not a shard folder (no {ShardManifest.FileName} or {RunStore.FolderName}/): choose another --out for the shard");
+        if (!File.Exists(Path.Combine(outDir, ShardManifest.FileName)))
+            throw new LensException($"output folder {Path.GetFullPath(outDir)} is not empty and is not a shard folder (no {ShardManifest.FileName}): choose another --out for the shard");
     }
 
     /// <summary><c>lens audit merge DIR... --out DIR</c>.</summary>
