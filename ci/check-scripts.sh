@@ -37,7 +37,7 @@ if ! command -v shellcheck >/dev/null 2>&1; then
     have_shellcheck=0
   fi
 fi
-scripts=(ci/*.sh .ci/run lens)
+scripts=(ci/*.sh ci/deploy/*.sh .ci/run lens)
 if [ "$have_shellcheck" = "1" ]; then
   echo "check-scripts: $(shellcheck --version | sed -n 's/^version: /shellcheck /p')"
   for s in "${scripts[@]}"; do

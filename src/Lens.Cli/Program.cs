@@ -11,6 +11,7 @@ namespace DiffusionLens.Cli
             new Commands.TokenizeCommand(),
             new Commands.JudgeCommand(),
             new Commands.AuditCommand(),
+            new Commands.HumanOrderCommand(),
             new Commands.InfoCommand(),
         };
 

@@ -49,6 +49,18 @@ options:
   --fail-on LIST       verdicts that fail the audit (exit 1): any of contradicted, inconclusive, skipped,
                        or none (default contradicted,inconclusive); a claim whose runs failed always fails
   --overwrite          replace an output folder this tool wrote before (one holding its audit.json)
+  --shard K/N          run only shard K (0-based) of N: the runs at positions p of the plan (claims, prompts, seeds)
+                       with p mod N == K. '--shard N' takes K from JOB_COMPLETION_INDEX (Kubernetes Indexed Job,
+                       0-based) or else SLURM_ARRAY_TASK_ID (minus SLURM_ARRAY_TASK_MIN, divided by
+                       SLURM_ARRAY_TASK_STEP, when set; so --array=0-7 and --array=1-8 both give 0..7). A shard writes
+                       DIR/shard.json and DIR/runs/CLAIM/KEY.json in place (no audit.json); run again, it skips the runs
+                       that finished (resume after preemption). Combine shards with 'lens audit merge'.
+  --devices LIST       comma-separated sweep devices of one kind (cuda:0,cuda:1 or cpu,cpu): one worker per device,
+                       each with its own model; worker w takes every W-th run
+
+lens audit merge SHARD_DIR... --out DIR [--overwrite] [--fail-on LIST]
+  checks that the shards ran the same claims file (sha256), options and models (weights sha256) and that every shard
+  and run is there, then writes DIR/audit.json, DIR/report.html and the runs' folders; exit codes as below.
 
 Exit codes: 0 every claim that ran is supported (and no verdict listed in --fail-on occurred), 1 a claim's verdict
 is listed in --fail-on or its runs failed, 2 bad usage or input, 3 nothing ran (every claim was skipped),
@@ -59,7 +71,12 @@ loaded at a time.";
 
     public int Run(IReadOnlyList<string> args)
     {
-        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "variant", "judge-device", "batch-size", "batch", "fail-on" }, new[] { "overwrite" });
+        if (args.Count > 0 && args[0] == "merge") return Merge(args.Skip(1).ToList());
+        var a = CliArgs.Parse(Name, args, new[] { "claims", "out", "seeds", "only", "clip", "device", "dtype", "variant", "judge-device", "batch-size", "batch", "fail-on", "shard", "devices" }, new[] { "overwrite" });
+        var shard = a.Get("shard") is { } shardText ? ShardSpec.Parse(shardText, Environment.GetEnvironmentVariable) : null;
+        var devices = a.Get("devices") is { } dl ? ConceptSet.ParseList(dl) : null;
+        if (devices is { Length: 0 }) throw new LensException("option '--devices' lists no devices");
+        if (devices is not null && a.Has("device")) throw new LensException("give --device or --devices, not both");
         var failOn = ParseFailOn(a.Get("fail-on"));
         int batch = a.Int("batch", 1);
         if (batch < 1) throw new LensException($"--batch must be at least 1 (got {batch})");
@@ -81,19 +98,20 @@ loaded at a time.";
         if (clipDir.Length == 0) throw new LensException($"no CLIP judge: {claims.Defaults.JudgeEnv} is empty");
 
         using var judge = ClipJudge.Load(clipDir, _tokenizerForFolder(JudgeConfig.Load(clipDir).TokenizerFolder), a.Get("judge-device", "cpu"), a.Int("batch-size", 16));
-        using var output = new OutputFolder(outDir, a.Flag("overwrite"));
-        var runner = _runnerFactory(msg => Console.Error.WriteLine(msg));
-        using var disposeRunner = runner as IDisposable;
-        var auditor = new Auditor(runner, judge);
+        using var output = shard is null ? new OutputFolder(outDir, a.Flag("overwrite")) : null;
+        if (shard is not null) CheckShardFolder(outDir);
+        var auditor = new Auditor(_ => _runnerFactory(msg => Console.Error.WriteLine(msg)), judge);
         var report = auditor.Run(claims, new AuditOptions
         {
-            OutDir = output.WorkPath,
+            OutDir = output?.WorkPath ?? outDir,
             Seeds = seeds,
             Only = only,
             Device = a.Get("device"),
+            Devices = devices,
             DType = a.Get("dtype", "float32"),
             Variant = a.Get("variant"),
             Batch = batch,
+            Shard = shard,
             Log = msg => Console.Error.WriteLine(msg),
             JudgeInfo = new JudgeInfo
             {
@@ -104,8 +122,48 @@ loaded at a time.";
                 Device = judge.Device,
             },
         });
+        if (shard is not null)
+        {
+            int runs = report.Claims.Sum(c => c.Runs.Count), failed = report.Claims.Sum(c => c.Runs.Count(r => r.Error is not null));
+            Console.WriteLine($"shard {shard}: {runs} runs ({auditor.RunsResumed} resumed, {auditor.RunsDone} run now, {failed} failed); wrote {Path.Combine(outDir, ShardManifest.FileName)}; combine the shards with: lens audit merge DIR... --out DIR");
+            if (report.Claims.Count == 0 || report.Claims.All(c => c.Verdict == Verdict.Skipped))
+            {
+                Console.Error.WriteLine("lens audit: nothing ran: every claim was skipped (exit 3)");
+                return ExitCodes.NothingRan;
+            }
+            if (failed > 0) Console.Error.WriteLine($"lens audit: failed: {failed} run(s) of shard {shard} failed (exit 1); run the shard again to redo them");
+            return failed > 0 ? ExitCodes.AuditFailed : ExitCodes.Ok;
+        }
 
+        output!.Commit();
+        return Finish(report, outDir, failOn);
+    }
+
+    /// <summary>A shard writes in place: a folder of another claims file's shard, or one holding other files, is refused.</summary>
+    private static void CheckShardFolder(string outDir)
+    {
+        OutputFolder.CheckNotProtected(Path.GetFullPath(outDir));
+        if (!Directory.Exists(outDir) || !Directory.EnumerateFileSystemEntries(outDir).Any()) return;
+        if (!File.Exists(Path.Combine(outDir, ShardManifest.FileName)))
+            throw new LensException($"output folder {Path.GetFullPath(outDir)} is not empty and is not a shard folder (no {ShardManifest.FileName}): choose another --out for the shard");
+    }
+
+    /// <summary><c>lens audit merge DIR... --out DIR</c>.</summary>
+    private int Merge(IReadOnlyList<string> args)
+    {
+        var dirs = args.TakeWhile(x => !x.StartsWith("--", StringComparison.Ordinal)).ToList();
+        var a = CliArgs.Parse(Name, args.Skip(dirs.Count).ToList(), new[] { "out", "fail-on" }, new[] { "overwrite" });
+        var failOn = ParseFailOn(a.Get("fail-on"));
+        if (dirs.Count == 0) throw new LensException("usage: lens audit merge SHARD_DIR... --out DIR: no shard folders given");
+        var outDir = a.Require("out");
+        using var output = new OutputFolder(outDir, a.Flag("overwrite"));
+        var report = AuditMerger.Merge(dirs, output.WorkPath);
         output.Commit();
+        return Finish(report, outDir, failOn);
+    }
+
+    private static int Finish(AuditReport report, string outDir, IReadOnlySet<Verdict> failOn)
+    {
         Console.WriteLine($"{"claim",-32} {"expected",-12} {"1st/2nd/sim/none",-18} verdict");
         foreach (var c in report.Claims)
             Console.WriteLine($"{c.Id,-32} {c.ExpectedOrder.ToString().ToLowerInvariant(),-12} {$"{c.Counts.First}/{c.Counts.Second}/{c.Counts.Simultaneous}/{c.Counts.Neither}",-18} {c.Verdict.ToString().ToLowerInvariant()}: {c.VerdictReason}");

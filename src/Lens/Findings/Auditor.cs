@@ -19,6 +19,10 @@ internal sealed record RunResult
     public IReadOnlyDictionary<string, int?> Emergence { get; init; } = new Dictionary<string, int?>();
     public ConceptOrder? Order { get; init; }
     public string? Error { get; init; }
+    /// <summary>this run's two concepts when they are the prompt's own (a prompt set's noun_0, noun_1); null: the claim's</summary>
+    public IReadOnlyList<string>? Concepts { get; init; }
+    /// <summary>the device the sweep ran on</summary>
+    public string? Device { get; init; }
 }
 
 /// <summary>Emergence of one concept over the runs of a claim.</summary>
@@ -57,6 +61,10 @@ internal sealed record ClaimResult
     public string VerdictReason { get; init; } = "";
     public IReadOnlyList<PublishedFigure> Published { get; init; } = Array.Empty<PublishedFigure>();
     public string? Note { get; init; }
+    /// <summary>the weights hash the runs are keyed by (<see cref="Findings.ModelHash"/>)</summary>
+    public string? ModelHash { get; init; }
+    /// <summary>prompt-set claims: counts, bootstrap intervals, the annotators' counts and the agreement with them</summary>
+    public PromptSetResult? PromptSet { get; init; }
 }
 
 /// <summary><c>audit.json</c>: the verdict table with everything the report shows.</summary>
@@ -84,6 +92,8 @@ internal sealed record AuditOptions
     public IReadOnlyList<string>? Only { get; init; }
     /// <summary>sweep device; null uses the claims file's default</summary>
     public string? Device { get; init; }
+    /// <summary>one worker per entry, each with its own sweep runner (model loaded once per worker); overrides <see cref="Device"/></summary>
+    public IReadOnlyList<string>? Devices { get; init; }
     public string DType { get; init; } = "float32";
     /// <summary>layers denoised together in one UNet batch (the sweep's --batch)</summary>
     public int Batch { get; init; } = 1;
@@ -93,151 +103,199 @@ internal sealed record AuditOptions
     public Action<string>? Log { get; init; }
     /// <summary>judge description written into audit.json</summary>
     public JudgeInfo? JudgeInfo { get; init; }
+    /// <summary>run only this shard's runs and write shard.json instead of audit.json (see <see cref="ShardSpec"/>)</summary>
+    public ShardSpec? Shard { get; init; }
 }
 
-/// <summary>Runs sweep + judge + analysis for each claim and writes audit.json and report.html.</summary>
+/// <summary>
+/// Runs sweep + judge + analysis for each claim and writes audit.json and report.html. Every run's result is written
+/// to <c>runs/CLAIM/KEY.json</c> (<see cref="RunStore"/>) as soon as it is done; a run whose record is there is not
+/// run again, so an interrupted shard resumes where it stopped. With <see cref="AuditOptions.Shard"/> only that
+/// shard's runs are done and shard.json is written; <see cref="AuditMerger"/> makes the audit of all shards.
+/// </summary>
 internal sealed class Auditor
 {
-    private readonly ISweepRunner _runner;
+    private readonly Func<string, ISweepRunner> _runnerForDevice;
+    private readonly bool _ownsRunners;
     private readonly IConceptJudge _judge;
+    private readonly object _judgeLock = new();
 
     public Auditor(ISweepRunner runner, IConceptJudge judge)
     {
-        _runner = runner ?? throw new ArgumentNullException(nameof(runner));
+        ArgumentNullException.ThrowIfNull(runner);
+        _runnerForDevice = _ => runner;
+        _judge = judge ?? throw new ArgumentNullException(nameof(judge));
+    }
+
+    /// <param name="runnerForDevice">a sweep runner for each worker's device (disposed by the auditor when disposable)</param>
+    public Auditor(Func<string, ISweepRunner> runnerForDevice, IConceptJudge judge)
+    {
+        _runnerForDevice = runnerForDevice ?? throw new ArgumentNullException(nameof(runnerForDevice));
+        _ownsRunners = true;
         _judge = judge ?? throw new ArgumentNullException(nameof(judge));
     }
 
     public const string AuditFileName = "audit.json";
     public const string ReportFileName = "report.html";
 
+    /// <summary>Runs done by the last <see cref="Run"/> (not counting those resumed from their records).</summary>
+    public int RunsDone { get; private set; }
+    /// <summary>Runs of the last <see cref="Run"/> whose records were already there.</summary>
+    public int RunsResumed { get; private set; }
+
     public AuditReport Run(ClaimsFile file, AuditOptions options)
     {
         file.Validate();
         if (options.Seeds is { Count: 0 }) throw new LensException("--seeds: no seeds given");
-        var claims = file.Claims.AsEnumerable();
-        if (options.Only is { Count: > 0 } only)
-        {
-            var unknown = only.Where(id => file.Claims.All(c => c.Id != id)).ToList();
-            if (unknown.Count > 0) throw new LensException($"unknown claim id(s) {string.Join(", ", unknown)}; claims are {string.Join(", ", file.Claims.Select(c => c.Id))}");
-            claims = claims.Where(c => only.Contains(c.Id));
-        }
+        var claims = SelectClaims(file, options.Only);
         var outDir = Path.GetFullPath(options.OutDir);
         Directory.CreateDirectory(outDir);
-        string device = options.Device ?? file.Defaults.Device;
+        var devices = options.Devices is { Count: > 0 } ds ? ds : new[] { options.Device ?? file.Defaults.Device };
+        if (devices.Select(RunKey.DeviceKind).Distinct().Count() > 1)
+            throw new LensException($"--devices {string.Join(",", devices)} mixes device kinds; use devices of one kind (e.g. cuda:0,cuda:1)");
+        string device = devices.Count == 1 ? devices[0] : string.Join(",", devices);
 
-        var results = new List<ClaimResult>();
-        foreach (var claim in claims)
-            results.Add(RunClaim(file, claim, options, outDir, device));
+        var plan = PlanClaims(file, claims, options, devices[0]);
+        var all = plan.SelectMany(c => c.Runs).ToList();
+        var mine = options.Shard is { } shard ? all.Where((_, i) => shard.Owns(i)).ToList() : all;
+        Execute(file, claims.ToDictionary(c => c.Id), plan.ToDictionary(p => p.Id), mine, devices, options, outDir);
 
-        var report = new AuditReport
+        var store = new RunStore(outDir);
+        var records = mine.Select(r => (r.Key, Record: store.TryLoad(r))).Where(x => x.Record is not null).ToDictionary(x => x.Key, x => x.Record!);
+        var report = AuditAssembler.Report(file, plan.Select(p => options.Shard is null ? p : p with { Runs = p.Runs.Where(r => records.ContainsKey(r.Key)).ToList() }).ToList(),
+            records, options.JudgeInfo, device);
+        if (options.Shard is { } s)
         {
-            ClaimsFile = Path.GetFullPath(file.Path.Length > 0 ? file.Path : "."),
-            ClaimsDescription = file.Description,
-            Sources = file.Sources,
-            Created = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
-            Judge = options.JudgeInfo,
-            Device = device,
-            Claims = results,
-        };
+            var text = File.ReadAllText(file.Path);
+            new ShardManifest
+            {
+                ClaimsFile = Path.GetFullPath(file.Path),
+                ClaimsSha256 = ShardManifest.Sha256(text),
+                ClaimsText = text,
+                Options = AuditPlanner.OptionsFingerprint(options, devices[0]),
+                Index = s.Index,
+                Count = s.Count,
+                Device = device,
+                Judge = options.JudgeInfo,
+                Created = DateTime.UtcNow.ToString("yyyy-MM-ddTHH:mm:ssZ"),
+                Plan = plan,
+                Runs = mine.Select(r => r.Key).ToList(),
+            }.Save(outDir);
+            return report;
+        }
         report.Save(Path.Combine(outDir, AuditFileName));
         HtmlReport.Write(report, outDir, Path.Combine(outDir, ReportFileName));
         return report;
     }
 
-    private ClaimResult RunClaim(ClaimsFile file, Claim claim, AuditOptions options, string outDir, string device)
+    private static List<Claim> SelectClaims(ClaimsFile file, IReadOnlyList<string>? only)
+    {
+        var claims = file.Claims.AsEnumerable();
+        if (only is { Count: > 0 })
+        {
+            var unknown = only.Where(id => file.Claims.All(c => c.Id != id)).ToList();
+            if (unknown.Count > 0) throw new LensException($"unknown claim id(s) {string.Join(", ", unknown)}; claims are {string.Join(", ", file.Claims.Select(c => c.Id))}");
+            claims = claims.Where(c => only.Contains(c.Id));
+        }
+        return claims.ToList();
+    }
+
+    /// <summary>
+    /// Runs the runs without a record, one worker per device; worker w takes the runs at positions p with
+    /// p mod W == w (a fixed assignment, so a device's work is known in advance and each worker loads each model once).
+    /// </summary>
+    private void Execute(ClaimsFile file, IReadOnlyDictionary<string, Claim> claims, IReadOnlyDictionary<string, ClaimPlan> plans, IReadOnlyList<PlannedRun> runs, IReadOnlyList<string> devices,
+        AuditOptions options, string outDir)
+    {
+        var store = new RunStore(outDir);
+        var todo = new List<PlannedRun>();
+        int resumed = 0;
+        foreach (var r in runs)
+        {
+            if (store.TryLoad(r) is { Result.Error: null }) resumed++;
+            else todo.Add(r);
+        }
+        RunsResumed = resumed;
+        if (resumed > 0) options.Log?.Invoke($"resuming: {resumed} of {runs.Count} runs are done already");
+        int done = 0;
+        void Work(int w)
+        {
+            var mine = todo.Where((_, i) => i % devices.Count == w).ToList();
+            if (mine.Count == 0) return;
+            var runner = _runnerForDevice(devices[w]);
+            try
+            {
+                foreach (var r in mine)
+                {
+                    var claim = claims[r.ClaimId];
+                    var result = RunOne(file, claim, plans[r.ClaimId], r, runner, options, outDir, devices[w]);
+                    store.Save(new RunRecord
+                    {
+                        Key = r.Key,
+                        Inputs = r.Inputs,
+                        ModelHash = plans[r.ClaimId].ModelHash ?? "",
+                        Device = devices[w],
+                        Result = result,
+                    }, r);
+                    Interlocked.Increment(ref done);
+                }
+            }
+            finally
+            {
+                if (_ownsRunners && runner is IDisposable d) d.Dispose();
+            }
+        }
+        try
+        {
+            if (devices.Count == 1) Work(0);
+            else Parallel.For(0, devices.Count, new ParallelOptions { MaxDegreeOfParallelism = devices.Count }, Work);
+        }
+        finally
+        {
+            RunsDone = done;
+        }
+    }
+
+    /// <summary>The plan of each claim; model hashes come from the runner when it is an <see cref="IModelHasher"/>.</summary>
+    private List<ClaimPlan> PlanClaims(ClaimsFile file, IReadOnlyList<Claim> claims, AuditOptions options, string device)
+    {
+        var probe = _runnerForDevice(device);
+        try
+        {
+            var planner = new AuditPlanner(file, options, device, probe as IModelHasher);
+            return claims.Select(planner.Plan).ToList();
+        }
+        finally
+        {
+            if (_ownsRunners && probe is IDisposable d) d.Dispose();
+        }
+    }
+
+    private RunResult RunOne(ClaimsFile file, Claim claim, ClaimPlan plan, PlannedRun run, ISweepRunner runner, AuditOptions options, string outDir, string device)
     {
         var analysis = file.AnalysisFor(claim);
         var template = file.TemplateFor(claim);
-        var seeds = options.Seeds ?? claim.Seeds;
-        var baseResult = new ClaimResult
+        var runDir = Path.Combine(outDir, run.OutDir);
+        var result = new RunResult
         {
-            Id = claim.Id,
-            Title = claim.Title,
-            Statement = claim.Statement,
-            Model = claim.Model,
-            ModelName = claim.ModelName,
-            Prompts = claim.Prompts,
-            Concepts = claim.Concepts,
-            Distractors = claim.Distractors,
-            Template = template,
-            Seeds = seeds,
-            Layers = claim.Layers,
-            Steps = claim.Steps,
-            Guidance = claim.Guidance,
-            ExpectedOrder = claim.ExpectedOrder,
-            Analysis = analysis,
-            Published = claim.Published,
-            Note = claim.Note,
+            Prompt = run.Prompt, PromptIndex = run.PromptIndex, Seed = run.Seed, OutDir = run.OutDir, Device = device,
+            Concepts = claim.PromptSet is null ? null : run.Concepts,
         };
-        var (modelDir, reason) = file.ResolveModelDir(claim, options.GetEnv);
-        if (modelDir is null)
-        {
-            options.Log?.Invoke($"claim {claim.Id}: skipped: {reason}");
-            return baseResult with { Verdict = Verdict.Skipped, VerdictReason = reason ?? "no model folder" };
-        }
-
-        var runs = new List<RunResult>();
-        for (int pi = 0; pi < claim.Prompts.Count; pi++)
-            foreach (var seed in seeds)
-                runs.Add(RunOne(claim, pi, seed, modelDir, template, analysis, options, outDir, device));
-
-        var ok = runs.Where(r => r.Error is null).ToList();
-        var counts = OrderCounts.From(ok.Select(r => r.Order!.Value));
-        var summary = claim.Concepts.Select(c =>
-        {
-            var layers = ok.Select(r => r.Emergence.TryGetValue(c, out var l) ? l : null).Where(l => l is not null).Select(l => l!.Value).ToList();
-            return new EmergenceSummary
-            {
-                Concept = c,
-                Runs = ok.Count,
-                Emerged = layers.Count,
-                MeanLayer = layers.Count > 0 ? layers.Average() : null,
-                MinLayer = layers.Count > 0 ? layers.Min() : null,
-                MaxLayer = layers.Count > 0 ? layers.Max() : null,
-            };
-        }).ToList();
-        Verdict verdict;
-        string why;
-        var failed = runs.Where(r => r.Error is not null).ToList();
-        if (failed.Count > 0)
-        {
-            verdict = Verdict.Error;
-            why = $"{failed.Count}/{runs.Count} runs failed; first: {failed[0].Error}";
-        }
-        else
-        {
-            (verdict, why) = Emergence.Judge(counts, claim.ExpectedOrder, analysis.MinFraction);
-        }
-        options.Log?.Invoke($"claim {claim.Id}: {verdict.ToString().ToLowerInvariant()} ({counts})");
-        return baseResult with
-        {
-            ModelDir = modelDir,
-            Runs = runs,
-            Counts = counts,
-            EmergenceSummary = summary,
-            Verdict = verdict,
-            VerdictReason = why,
-        };
-    }
-
-    private RunResult RunOne(Claim claim, int promptIndex, long seed, string modelDir, string template, AnalysisOptions analysis,
-        AuditOptions options, string outDir, string device)
-    {
-        var prompt = claim.Prompts[promptIndex];
-        var runDir = Path.Combine(outDir, claim.Id, $"p{promptIndex}-seed{seed}");
-        var rel = Path.GetRelativePath(outDir, runDir);
-        var result = new RunResult { Prompt = prompt, PromptIndex = promptIndex, Seed = seed, OutDir = rel };
-        options.Log?.Invoke($"claim {claim.Id}: prompt {promptIndex}, seed {seed}: sweep -> {runDir}");
+        options.Log?.Invoke($"claim {claim.Id}: prompt {run.PromptIndex}, seed {run.Seed}: sweep on {device} -> {runDir}");
         try
         {
+            // a sweep left by an interrupted run is redone from scratch
+            if (Directory.Exists(runDir)) Directory.Delete(runDir, true);
+            foreach (var partial in Directory.Exists(Path.GetDirectoryName(runDir)!) ? Directory.GetDirectories(Path.GetDirectoryName(runDir)!, $".{Path.GetFileName(runDir)}.partial-*") : Array.Empty<string>())
+                Directory.Delete(partial, true);
             Directory.CreateDirectory(runDir);
-            var sweep = _runner.Run(new SweepRequest
+            var sweep = runner.Run(new SweepRequest
             {
                 Model = claim.Model,
-                ModelDir = modelDir,
-                Prompt = prompt,
+                ModelDir = plan.ModelDir!,
+                Prompt = run.Prompt,
                 NegativePrompt = claim.NegativePrompt,
-                Seed = seed,
+                Seed = run.Seed,
                 Steps = claim.Steps,
                 Guidance = claim.Guidance,
                 Height = claim.Height,
@@ -257,12 +315,9 @@ internal sealed class Auditor
                 if (missing.Count > 0) throw new LensException($"the sweep did not write layer(s) {string.Join(", ", missing)}");
             }
             var images = sweep.LayerImages.OrderBy(kv => kv.Key).Select(kv => new LayerImage(kv.Key, kv.Value)).ToList();
-            var scores = _judge.Score(images, claim.Concepts, template, claim.Distractors);
-            var layers = scores.LayerNumbers;
-            var emergence = new Dictionary<string, int?>();
-            foreach (var c in claim.Concepts)
-                emergence[c] = Emergence.Layer(layers, scores.Curve(c, analysis.Metric == PresenceMetric.Cosine), analysis);
-            var order = Emergence.Order(emergence[claim.Concepts[0]], emergence[claim.Concepts[1]]);
+            JudgeScores scores;
+            lock (_judgeLock) scores = _judge.Score(images, run.Concepts, template, claim.Distractors);
+            var emergence = AuditAssembler.EmergenceOf(scores, run.Concepts, analysis);
             var scoresPath = Path.Combine(runDir, "scores.json");
             scores.Save(scoresPath);
             File.WriteAllText(Path.Combine(runDir, "scores.svg"), SvgCharts.ScoresDocument(scores, analysis, emergence));
@@ -271,13 +326,11 @@ internal sealed class Auditor
                 LayerImages = sweep.LayerImages.ToDictionary(kv => kv.Key, kv => Path.GetRelativePath(outDir, Path.GetFullPath(kv.Value))),
                 ScoresFile = Path.GetRelativePath(outDir, scoresPath),
                 Scores = scores,
-                Emergence = emergence,
-                Order = order,
             };
         }
         catch (Exception e) when (e is LensException or IOException or InvalidOperationException or ArgumentException)
         {
-            options.Log?.Invoke($"claim {claim.Id}: prompt {promptIndex}, seed {seed}: failed: {e.Message}");
+            options.Log?.Invoke($"claim {claim.Id}: prompt {run.PromptIndex}, seed {run.Seed}: failed: {e.Message}");
             return result with { Error = e.Message };
         }
     }

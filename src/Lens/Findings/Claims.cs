@@ -162,6 +162,9 @@ internal sealed record Claim
     public AnalysisSpec? Analysis { get; init; }
     public IReadOnlyList<PublishedFigure> Published { get; init; } = Array.Empty<PublishedFigure>();
     public string? Note { get; init; }
+    /// <summary>prompts (and their two nouns as the concepts) from a CSV in the paper's format instead of
+    /// <see cref="Prompts"/> and <see cref="Concepts"/></summary>
+    public PromptSetSpec? PromptSet { get; init; }
 }
 
 /// <summary><c>fixtures/claims/*.json</c>: the paper's claims as data.</summary>
@@ -205,10 +208,19 @@ internal sealed record ClaimsFile
             if (!ids.Add(c.Id)) throw new LensException($"{w}: claim id '{c.Id}' is used twice");
             if (c.Model is not ("sd" or "if")) throw new LensException($"{where}: model must be \"sd\" or \"if\", got '{c.Model}'");
             if (c.ModelEnv is null && c.ModelDir is null) throw new LensException($"{where}: needs model_env or model_dir");
-            if (c.Prompts.Count == 0 || c.Prompts.Any(string.IsNullOrWhiteSpace)) throw new LensException($"{where}: needs non-empty prompts");
-            if (c.Concepts.Count < 2) throw new LensException($"{where}: needs at least two concepts (the first two are ordered)");
-            try { ConceptSet.Validate(c.Concepts, c.Distractors); }
-            catch (LensException e) { throw new LensException($"{where}: {e.Message}"); }
+            if (c.PromptSet is { } ps)
+            {
+                ps.Validate(where);
+                if (c.Prompts.Count > 0 || c.Concepts.Count > 0)
+                    throw new LensException($"{where}: a claim with prompt_set takes its prompts and concepts (noun_0, noun_1) from the file; drop prompts and concepts");
+            }
+            else
+            {
+                if (c.Prompts.Count == 0 || c.Prompts.Any(string.IsNullOrWhiteSpace)) throw new LensException($"{where}: needs non-empty prompts");
+                if (c.Concepts.Count < 2) throw new LensException($"{where}: needs at least two concepts (the first two are ordered)");
+                try { ConceptSet.Validate(c.Concepts, c.Distractors); }
+                catch (LensException e) { throw new LensException($"{where}: {e.Message}"); }
+            }
             if (c.Seeds.Count == 0) throw new LensException($"{where}: no seeds");
             if (c.Seeds.Distinct().Count() != c.Seeds.Count) throw new LensException($"{where}: a seed is listed twice");
             if (c.ExpectedOrder == ConceptOrder.Neither) throw new LensException($"{where}: expected_order must be first, second or simultaneous");

@@ -8,7 +8,7 @@ namespace DiffusionLens.Findings;
 /// seed of a claim (a real text encoder is large) and released before another model loads, so an audit of SD and IF
 /// never holds both.
 /// </summary>
-internal sealed class LensSweepRunner : ISweepRunner, IDisposable
+internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
 {
     private (string Dir, string Device, string DType, string? Variant)? _key;
     private LensPipeline? _pipe;
@@ -63,6 +63,9 @@ internal sealed class LensSweepRunner : ISweepRunner, IDisposable
             ManifestPath = result.ManifestPath,
         };
     }
+
+    /// <summary>The model's weights hash (<see cref="Findings.ModelHash.Of"/>), read from its files without loading it.</summary>
+    public string ModelHash(string modelDir, string? variant) => Findings.ModelHash.Of(modelDir, variant);
 
     public void Dispose()
     {

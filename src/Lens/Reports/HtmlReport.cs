@@ -129,13 +129,16 @@ internal static class HtmlReport
             sb.Append("</tbody></table>\n");
         }
 
+        if (c.PromptSet is { } ps) PromptSetSection.Render(sb, ps);
         foreach (var r in c.Runs) RenderRun(sb, c, r, baseDir);
         sb.Append("</section>\n");
     }
 
-    private static string OrderMeaning(ClaimResult c, ConceptOrder o)
+    private static string OrderMeaning(ClaimResult c, ConceptOrder o) => OrderMeaning(c.Concepts, o);
+
+    private static string OrderMeaning(IReadOnlyList<string> concepts, ConceptOrder o)
     {
-        string a = c.Concepts.Count > 0 ? c.Concepts[0] : "first", b = c.Concepts.Count > 1 ? c.Concepts[1] : "second";
+        string a = concepts.Count > 0 ? concepts[0] : "first", b = concepts.Count > 1 ? concepts[1] : "second";
         return o switch
         {
             ConceptOrder.First => $"'{a}' emerges before '{b}'",
@@ -154,9 +157,10 @@ internal static class HtmlReport
             sb.Append($"<p class=\"error\">run failed: {E(r.Error)}</p>\n</div>\n");
             return;
         }
-        var parts = c.Concepts.Select(k => $"{E(k)}: {(r.Emergence.TryGetValue(k, out var l) && l is { } v ? $"layer {v}" : "never")}");
+        var concepts = r.Concepts ?? c.Concepts;
+        var parts = concepts.Select(k => $"{E(k)}: {(r.Emergence.TryGetValue(k, out var l) && l is { } v ? $"layer {v}" : "never")}");
         sb.Append($"<p>emergence &mdash; {string.Join(" &middot; ", parts)}; order: <b>{E(r.Order is { } o ? Lower(o) : "?")}</b>");
-        if (r.Order is { } ord) sb.Append($" ({E(OrderMeaning(c, ord))})");
+        if (r.Order is { } ord) sb.Append($" ({E(OrderMeaning(concepts, ord))})");
         sb.Append("</p>\n");
 
         // layer grid: thumbnail + per-concept probability

@@ -50,6 +50,11 @@ internal static class SvgCharts
     /// horizontal threshold line and vertical markers.
     /// </summary>
     public static string LineChart(string title, IReadOnlyList<int> xs, IReadOnlyList<SvgSeries> series, double yMin, double yMax,
+        string xLabel, string yLabel, double? threshold = null, IReadOnlyList<SvgMarker>? markers = null, int width = 520, int height = 280) =>
+        LineChart(title, xs.Select(x => (double)x).ToList(), series, yMin, yMax, xLabel, yLabel, threshold, markers, width, height);
+
+    /// <summary>The line chart over real x values (e.g. thresholds).</summary>
+    public static string LineChart(string title, IReadOnlyList<double> xs, IReadOnlyList<SvgSeries> series, double yMin, double yMax,
         string xLabel, string yLabel, double? threshold = null, IReadOnlyList<SvgMarker>? markers = null, int width = 520, int height = 280)
     {
         if (xs.Count == 0) throw new ArgumentException("no x values");
@@ -83,7 +88,7 @@ internal static class SvgCharts
             double x = X(xs[i]);
             sb.Append($"<line x1=\"{F(x)}\" y1=\"{top + ph}\" x2=\"{F(x)}\" y2=\"{top + ph + 4}\" stroke=\"#888\"/>");
             if (i % every == 0 || i == xs.Count - 1)
-                sb.Append($"<text x=\"{F(x)}\" y=\"{top + ph + 16}\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#555\">{xs[i]}</text>");
+                sb.Append($"<text x=\"{F(x)}\" y=\"{top + ph + 16}\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"10\" fill=\"#555\">{F(xs[i])}</text>");
         }
         sb.Append($"<rect x=\"{left}\" y=\"{top}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>");
         sb.Append($"<text x=\"{left + pw / 2}\" y=\"{top + ph + 32}\" text-anchor=\"middle\" font-family=\"sans-serif\" font-size=\"11\" fill=\"#333\">{Escape(xLabel)}</text>");

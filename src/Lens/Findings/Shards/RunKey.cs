@@ -1,0 +1,49 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+
+namespace DiffusionLens.Findings;
+
+/// <summary>
+/// The key of a run's result: the SHA-256 of a canonical JSON of its inputs (claim id, model kind and weights hash,
+/// variant, dtype, device kind (cpu/cuda, not the index), UNet batch, prompt, negative prompt, concepts, distractors,
+/// judge template and identity, seed, layers, steps, guidance, size, caption cleaning). The analysis settings are not
+/// part of it: emergence is recomputed from the stored scores.
+/// </summary>
+internal static class RunKey
+{
+    public static string Inputs(Claim claim, string template, string modelHash, string? variant, string dtype, string device, int batch,
+        string prompt, IReadOnlyList<string> concepts, long seed, string judge)
+    {
+        var o = new SortedDictionary<string, object?>(StringComparer.Ordinal)
+        {
+            ["claim"] = claim.Id,
+            ["model"] = claim.Model,
+            ["model_hash"] = modelHash,
+            ["variant"] = variant,
+            ["dtype"] = dtype,
+            ["device"] = DeviceKind(device),
+            ["batch"] = batch,
+            ["prompt"] = prompt,
+            ["negative_prompt"] = claim.NegativePrompt,
+            ["concepts"] = concepts,
+            ["distractors"] = claim.Distractors,
+            ["template"] = template,
+            ["judge"] = judge,
+            ["seed"] = seed,
+            ["layers"] = claim.Layers.ToString(),
+            ["steps"] = claim.Steps,
+            ["guidance"] = claim.Guidance?.ToString("R", CultureInfo.InvariantCulture),
+            ["height"] = claim.Height,
+            ["width"] = claim.Width,
+            ["clean_caption"] = claim.CleanCaption,
+        };
+        return JsonSerializer.Serialize(o);
+    }
+
+    public static string Hash(string inputs) => Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(inputs)));
+
+    /// <summary>"cuda:1" -> "cuda", "cpu" -> "cpu".</summary>
+    public static string DeviceKind(string device) => device.Split(':')[0].Trim().ToLowerInvariant();
+}
