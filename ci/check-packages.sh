@@ -18,6 +18,9 @@ fails=0
 fail() { echo "check-packages: FAIL $*"; fails=$((fails + 1)); }
 ok() { echo "check-packages: ok   $*"; }
 
+# the sample's tests and the installed tool run libtorch: its native prerequisite first (idempotent; ci/test.sh does the same)
+bash ci/setup.sh >/dev/null || { echo "check-packages: FAIL ci/setup.sh could not install the native prerequisites"; exit 1; }
+
 version="0.1.0-ci.$(date -u +%Y%m%d%H%M%S).$$"
 work="$(mktemp -d)"
 feed="$work/feed"
