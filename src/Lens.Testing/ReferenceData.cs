@@ -22,8 +22,25 @@ public sealed class ReferenceData : IDisposable
     public JsonObject Json { get; }
     /// <summary>"sd" or "if" (reference.json "kind").</summary>
     public string Kind { get; }
-    /// <summary>The model folder named by reference.json model.path (relative to the repository root), or null when absent.</summary>
-    public string? ModelPath { get; }
+    /// <summary>
+    /// The model folder named by reference.json model.path (relative to the repository root), or null when absent.
+    /// Its weights files are verified against model.weights_sha256 on first use (<see cref="ReferenceWeights"/>): a
+    /// reference is never compared against other weights than it was recorded from.
+    /// </summary>
+    public string? ModelPath
+    {
+        get
+        {
+            if (_modelPath is not null && !_weightsVerified)
+            {
+                ReferenceWeights.Verify(Name, Kind, _modelPath, Json["model"]?["weights_sha256"]?.AsObject(), Variant);
+                _weightsVerified = true;
+            }
+            return _modelPath;
+        }
+    }
+    private readonly string? _modelPath;
+    private bool _weightsVerified;
     /// <summary>The weights variant the reference was made with (reference.json model.variant), or null.</summary>
     public string? Variant => Json["model"]?["variant"]?.GetValue<string>();
     private SafetensorsFile? _tensors;
@@ -39,7 +56,7 @@ public sealed class ReferenceData : IDisposable
         Kind = Json["kind"]?.GetValue<string>() ?? "";
         RecordedDevice = Json["generated_by"]?["device"]?.GetValue<string>() ?? "cpu";
         Device = runOn ?? RecordedDevice;
-        (ModelPath, SkipReason) = ResolveModel(Json["model"]?.AsObject());
+        (_modelPath, SkipReason) = ResolveModel(Json["model"]?.AsObject());
         if (SkipReason is null && Device == "cuda" && !TorchSharp.torch.cuda.is_available())
             SkipReason = RecordedDevice == "cuda"
                 ? $"{Name} was recorded on CUDA and needs a CUDA device (none is visible to TorchSharp here)"

@@ -14,21 +14,36 @@ internal static class ComponentLoader
 {
     public static UNet2DConditionModel LoadUNet(string dir, Device device, ScalarType dtype, string? variant = null)
     {
-        var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
-        UNet2DConditionModel unet;
-        using (Layers.ForLoading(device, dtype)) unet = UNet2DConditionModel.FromConfig(cfg);
-        Layers.CheckMaterialised(unet, device, "unet");
+        var unet = BuildUNet(dir, device, dtype);
         StrictLoader.Load(unet, WeightSet.FromFolder(dir, variant), "unet");
         unet.eval();
         return unet;
     }
 
-    public static AutoencoderKL LoadVae(string dir, Device device, ScalarType dtype, string? variant = null)
+    /// <summary>The UNet of a component folder built from its config.json, parameters uninitialised (on the meta
+    /// device: shapes only, no memory), before any weights are read.</summary>
+    public static UNet2DConditionModel BuildUNet(string dir, Device device, ScalarType dtype)
+    {
+        var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
+        UNet2DConditionModel unet;
+        using (Layers.ForLoading(device, dtype)) unet = UNet2DConditionModel.FromConfig(cfg);
+        Layers.CheckMaterialised(unet, device, "unet");
+        return unet;
+    }
+
+    /// <summary>The VAE of a component folder built from its config.json, parameters uninitialised (see <see cref="BuildUNet"/>).</summary>
+    public static AutoencoderKL BuildVae(string dir, Device device, ScalarType dtype)
     {
         var cfg = DiffusersConfig.Load(Path.Combine(dir, "config.json"));
         AutoencoderKL vae;
         using (Layers.ForLoading(device, dtype)) vae = AutoencoderKL.FromConfig(cfg);
         Layers.CheckMaterialised(vae, device, "vae");
+        return vae;
+    }
+
+    public static AutoencoderKL LoadVae(string dir, Device device, ScalarType dtype, string? variant = null)
+    {
+        var vae = BuildVae(dir, device, dtype);
         // diffusers converts the old VAE attention names (query/key/value/proj_attn) when it loads such checkpoints
         var legacyPaths = vae.DeprecatedAttentionPaths().Select(p => p + ".").ToArray();
         string? Legacy(string key)

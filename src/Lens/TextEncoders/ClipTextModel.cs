@@ -40,12 +40,15 @@ internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
     /// </summary>
     public static ClipTextModel FromFolder(string textEncoderDir, Device? device = null, ScalarType? dtype = null, string? variant = null)
     {
-        var config = ClipTextConfig.FromConfig(DiffusersConfig.Load(Path.Combine(textEncoderDir, "config.json")));
         var weights = WeightSet.FromFolder(textEncoderDir, variant);
-        var model = new ClipTextModel(config, device, dtype ?? ScalarType.Float32);
+        var model = Build(textEncoderDir, device, dtype ?? ScalarType.Float32);
         model.LoadWeights(weights);
         return model;
     }
+
+    /// <summary>The module of a text_encoder folder built from its config.json alone (no weights read).</summary>
+    public static ClipTextModel Build(string textEncoderDir, Device? device, ScalarType dtype) =>
+        new(ClipTextConfig.FromConfig(DiffusersConfig.Load(Path.Combine(textEncoderDir, "config.json"))), device, dtype);
 
     /// <summary>Strict load with "text_model." prefix detection.</summary>
     public void LoadWeights(WeightSet weights)

@@ -51,13 +51,21 @@ internal sealed class T5EncoderModel : nn.Module<Tensor, Tensor>, ITextEncoder
     /// </summary>
     public static T5EncoderModel FromFolder(string textEncoderDir, Device? device = null, ScalarType? dtype = null, string? variant = null)
     {
-        var config = T5Config.FromConfig(DiffusersConfig.Load(Path.Combine(textEncoderDir, "config.json")));
         var weights = WeightSet.FromFolder(textEncoderDir, variant);
-        var dt = dtype ?? ScalarType.Float32;
-        ScalarType? woDtype = dt == ScalarType.Float16 ? ScalarType.Float32 : null;
-        var model = new T5EncoderModel(config, device, dt, EmbeddingKeyFor(weights), woDtype);
+        var model = Build(textEncoderDir, device, dtype ?? ScalarType.Float32, EmbeddingKeyFor(weights));
         model.LoadWeights(weights);
         return model;
+    }
+
+    /// <summary>
+    /// The module of a text_encoder folder built from its config.json alone (no weights read); in float16 the FF output
+    /// projections are float32 (transformers' <c>_keep_in_fp32_modules</c>).
+    /// </summary>
+    public static T5EncoderModel Build(string textEncoderDir, Device? device, ScalarType dtype, string embeddingKey = "shared")
+    {
+        var config = T5Config.FromConfig(DiffusersConfig.Load(Path.Combine(textEncoderDir, "config.json")));
+        ScalarType? woDtype = dtype == ScalarType.Float16 ? ScalarType.Float32 : null;
+        return new T5EncoderModel(config, device, dtype, embeddingKey, woDtype);
     }
 
     /// <summary>The embedding the encoder reads from a weight set: "encoder.embed_tokens" when stored, else "shared".</summary>

@@ -16,6 +16,11 @@ Modes:
 
          python fixtures/make_reference.py tiny --shared ../shared
 
+  keys   Writes the state-dict keys and shapes of the real pipelines' published configurations (fixtures/real-configs/,
+         no weights needed) as the real classes build them on the meta device, for RealConfigKeysTests:
+
+         python fixtures/make_reference.py keys
+
   real   Records references (no weights) for a real model (a Hub id or a local diffusers folder) into
          fixtures/references/<name>@<revision>/. The parity tests pick the folder up and run it wherever the
          weights are available (LENS_MODEL_<NAME> environment variable, a path, or the Hugging Face cache).
@@ -69,6 +74,11 @@ from diffusers import (
     UNet2DConditionModel,
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5Tokenizer
+
+try:  # the package (pip-installed or through fixtures/make_reference.py)
+    from .weight_hashes import weights_sha256
+except ImportError:  # this file run on its own
+    from weight_hashes import weights_sha256
 
 # the fixtures folder (set by main(); the module-level default is for imports)
 ROOT = Path(os.environ.get("LENS_FIXTURES_DIR") or Path.cwd() / "fixtures").resolve()
@@ -902,11 +912,13 @@ def cmd_truth(args) -> None:
 # modes
 # --------------------------------------------------------------------------------------------------------------
 def model_entry(name: str, cfg: dict) -> dict:
-    """reference.json "model" of a committed tiny model: its folder, and the weights variant it is loaded with."""
+    """reference.json "model" of a committed tiny model: its folder, the weights variant it is loaded with, and the
+    sha256 of every weights file that loads (the C# tests refuse a model folder whose files differ)."""
     entry = dict(path=f"fixtures/models/{name}")
     variant = cfg.get("text_save", {}).get("variant")
     if variant:
         entry["variant"] = variant
+    entry["weights_sha256"] = weights_sha256(ROOT / "models" / name, variant)
     return entry
 
 
@@ -926,7 +938,7 @@ def cmd_tiny(args) -> None:
             folder = build_sd(name, cfg, clip_dir, models_dir)
             pipe = load_sd(folder)
             r = cfg["run"]
-            record_sd(pipe, refs_dir / name, dict(path=f"fixtures/models/{name}"), LENS_PROMPT,
+            record_sd(pipe, refs_dir / name, model_entry(name, cfg), LENS_PROMPT,
                       r.get("negative_prompt", ""), r["seed"], r["steps"], r["guidance"], r["height"], r["width"],
                       None, "cpu", torch.float32)
     if "if" in only:
@@ -1002,6 +1014,8 @@ def cmd_real(args) -> None:
         model_entry["variant"] = args.variant  # the C# side loads the same weight files (diffusers' per-component rule)
     if hub_id is None:
         model_entry["path"] = str(folder)
+    # every weights file diffusers loads (its per-component variant rule), so a C# run on other weights is refused
+    model_entry["weights_sha256"] = weights_sha256(folder, args.variant)
     out = Path(args.out) / name
     layers = parse_layers(args.layers)
     if kind == "sd":
@@ -1098,7 +1112,8 @@ def cmd_guidance(args) -> None:
     for name, case in GUIDANCE_CASES.items():
         folder = models_dir / name
         print(f"recording guidance references of {name}")
-        entry = dict(path=f"fixtures/models/{name}")
+        cfg = SD_CONFIGS.get(name) or IF_CONFIGS[name]
+        entry = model_entry(name, cfg)
         if name.startswith("sd"):
             record_guidance(load_sd(folder), "sd", out_root / name, entry, case)
         else:
@@ -1331,6 +1346,66 @@ def main(fixtures: Path | None = None) -> None:
     known, _ = pre.parse_known_args()
     if known.fixtures or fixtures is not None or os.environ.get("LENS_FIXTURES_DIR"):
         ROOT = Path(known.fixtures or fixtures or os.environ["LENS_FIXTURES_DIR"]).resolve()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# keys: state-dict keys and shapes of real configurations (no weights, no memory)
+# --------------------------------------------------------------------------------------------------------------
+def build_from_config(component_dir: Path, class_name: str):
+    """The component built from its config.json by the real class, as from_pretrained builds it before loading."""
+    cfg_file = component_dir / "config.json"
+    if class_name == "UNet2DConditionModel":
+        return UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(component_dir))
+    if class_name == "AutoencoderKL":
+        return AutoencoderKL.from_config(AutoencoderKL.load_config(component_dir))
+    if class_name == "CLIPTextModel":
+        return CLIPTextModel(CLIPTextConfig.from_json_file(str(cfg_file)))
+    if class_name == "T5EncoderModel":
+        return T5EncoderModel(T5Config.from_json_file(str(cfg_file)))
+    raise SystemExit(f"{component_dir}: no builder for {class_name}")
+
+
+def write_keys(path: Path, source: str, class_name: str, keys: dict) -> None:
+    """keys.json, one key per line (readable diffs): {"source", "class", "keys": {name: shape}}."""
+    lines = [f"    {json.dumps(k)}: {json.dumps(v)}" for k, v in keys.items()]
+    path.write_text("{\n" + f'  "source": {json.dumps(source)},\n  "class": {json.dumps(class_name)},\n  "keys": {{\n'
+                    + ",\n".join(lines) + "\n  }\n}\n")
+
+
+def cmd_keys(args) -> None:
+    """For every pipeline folder under --configs (fixtures/real-configs/<pipeline>/ with model_index.json), builds each
+    weighted component (unet, vae, text_encoder) from its config with the real diffusers / transformers class on the
+    meta device (shapes only: no memory, seconds even for T5-XXL) and writes <out>/<pipeline>/<component>/keys.json
+    with its state_dict() keys and shapes, exactly as the class gives them (transformers 5's CLIPTextModel may give
+    them without the "text_model." prefix real checkpoints carry; T5 lists its tied embedding under both names; the
+    C# test RealConfigKeysTests documents and applies only these differences)."""
+    source = f"diffusers {diffusers.__version__} / transformers {transformers.__version__} (torch {torch.__version__})"
+    configs, out_root = Path(args.configs), Path(args.out)
+    done = 0
+    for pipe_dir in sorted(p for p in configs.iterdir() if p.is_dir()):
+        index_file = pipe_dir / "model_index.json"
+        if not index_file.is_file():
+            print(f"  {pipe_dir.name}: no model_index.json, skipped")
+            continue
+        index = json.loads(index_file.read_text())
+        for component in ("text_encoder", "unet", "vae"):
+            entry = index.get(component)
+            if not entry or entry[1] is None:
+                continue
+            class_name = entry[1]
+            with torch.device("meta"):
+                module = build_from_config(pipe_dir / component, class_name)
+            keys = {k: list(v.shape) for k, v in module.state_dict().items()}
+            out = out_root / pipe_dir.name / component / "keys.json"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_keys(out, source, class_name, keys)
+            print(f"  {out}: {class_name}, {len(keys)} keys, {sum(int(np.prod(s)) for s in keys.values()):,} values")
+            done += 1
+    if done == 0:
+        raise SystemExit(f"no component configs under {configs}")
+
+
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixtures", default=str(ROOT), help="the fixtures folder: default outputs go to its references/ "
                     "(default: the repository's fixtures/ for fixtures/make_reference.py, else ./fixtures)")
@@ -1368,9 +1443,14 @@ def main(fixtures: Path | None = None) -> None:
     sd_.add_argument("--out", default=str(ROOT / "references-seeds"))
     sc = sub.add_parser("schedulers", help="record scheduler references (DPM-Solver++, DDIM, Euler; CPU float32, no model)")
     sc.add_argument("--out", default=str(ROOT / "references-schedulers"))
+    ks = sub.add_parser("keys", help="state-dict keys and shapes of real configurations, built on the meta device")
+    ks.add_argument("--configs", default=str(ROOT / "real-configs"), help="folder of <pipeline>/model_index.json + configs")
+    ks.add_argument("--out", default=None, help="where <pipeline>/<component>/keys.json go (default: --configs)")
     args = ap.parse_args()
+    if args.mode == "keys" and args.out is None:
+        args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
-     "schedulers": cmd_schedulers}[args.mode](args)
+     "schedulers": cmd_schedulers, "keys": cmd_keys}[args.mode](args)
 
 
 if __name__ == "__main__":
