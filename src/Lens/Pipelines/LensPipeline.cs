@@ -149,7 +149,7 @@ public abstract partial class LensPipeline : IDisposable
     /// Generates <see cref="GenerationOptions.ImagesPerPrompt"/> images per conditional embedding, all with
     /// classifier-free guidance against the same unconditional embedding; each embedding's images reproduce diffusers'
     /// single-prompt call with <c>num_images_per_prompt</c> and a CPU generator: by default every call's generator is
-    /// seeded with the seed (the same noise for all), or each embedding has its own generator (<paramref name="generators"/>,
+    /// seeded with the seed (the same noise for all), or each embedding has its own generator (the sweep's <c>--seed-policy continue</c>,
     /// e.g. one generator consumed call after call). Returns [k*N, H, W, 3] float32 images in [0, 1] on the CPU
     /// (diffusers' output_type="np"), embedding-major.
     /// </summary>

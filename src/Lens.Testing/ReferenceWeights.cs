@@ -3,7 +3,7 @@ using System.Security.Cryptography;
 using System.Text.Json.Nodes;
 using DiffusionLens.Loading;
 
-namespace DiffusionLens.Tests.Parity;
+namespace DiffusionLens.Testing;
 
 /// <summary>
 /// Checks that a model folder holds the weights a reference was recorded from (reference.json model.weights_sha256,
@@ -21,6 +21,12 @@ public static class ReferenceWeights
 
     private static readonly ConcurrentDictionary<string, string> HashCache = new();
 
+    /// <summary>Throws, naming the file, unless <paramref name="modelDir"/> holds exactly the recorded weight files.</summary>
+    /// <param name="referenceName">the reference's name, for messages</param>
+    /// <param name="kind">"sd" or "if"</param>
+    /// <param name="modelDir">the model folder the reference is compared against</param>
+    /// <param name="recorded">reference.json's model.weights_sha256 (null: none recorded, which fails)</param>
+    /// <param name="variant">the weights variant the reference was recorded with, or null</param>
     public static void Verify(string referenceName, string kind, string modelDir, JsonObject? recorded, string? variant)
     {
         if (recorded is null)
