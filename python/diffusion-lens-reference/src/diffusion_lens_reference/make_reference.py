@@ -1338,16 +1338,6 @@ def cmd_schedulers(args) -> None:
     print(f"{out}: {len(cases)} cases, {size / 1e6:.2f} MB")
 
 
-def main(fixtures: Path | None = None) -> None:
-    """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
-    global ROOT
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--fixtures", default=None)
-    known, _ = pre.parse_known_args()
-    if known.fixtures or fixtures is not None or os.environ.get("LENS_FIXTURES_DIR"):
-        ROOT = Path(known.fixtures or fixtures or os.environ["LENS_FIXTURES_DIR"]).resolve()
-
-
 # --------------------------------------------------------------------------------------------------------------
 # keys: state-dict keys and shapes of real configurations (no weights, no memory)
 # --------------------------------------------------------------------------------------------------------------
@@ -1405,7 +1395,14 @@ def cmd_keys(args) -> None:
         raise SystemExit(f"no component configs under {configs}")
 
 
-def main() -> None:
+def main(fixtures: Path | None = None) -> None:
+    """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
+    global ROOT
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--fixtures", default=None)
+    known, _ = pre.parse_known_args()
+    if known.fixtures or fixtures is not None or os.environ.get("LENS_FIXTURES_DIR"):
+        ROOT = Path(known.fixtures or fixtures or os.environ["LENS_FIXTURES_DIR"]).resolve()
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixtures", default=str(ROOT), help="the fixtures folder: default outputs go to its references/ "
                     "(default: the repository's fixtures/ for fixtures/make_reference.py, else ./fixtures)")
