@@ -12,7 +12,7 @@ namespace DiffusionLens.Tests.Parity;
 /// fixtures/references-schedulers/ (schedulers.json + tensors.safetensors, written by
 /// <c>python fixtures/make_reference.py schedulers</c> on the CPU in float32). Each case builds the scheduler from a model's
 /// scheduler config as <c>SchedulerClass.from_config(pipe.scheduler.config)</c> and checks: the timesteps (exactly), the
-/// sigmas (float32, within 2e-7 relative: the same float32 ops and numpy's float64 interpolation), init_noise_sigma
+/// sigmas (float32, within 1e-6 relative, a few float32 ulps: the same float32 ops and numpy's float64 interpolation; rescale_betas_zero_snr's sqrt/cumprod chain rounds 3 ulps apart), init_noise_sigma
 /// (1e-6 relative), the effective config, and a teacher-forced rollout: every step fed diffusers' sample and model output,
 /// its scale_model_input output and prev_sample compared at float32 precision (rel L2 at most 1e-6, max abs at most
 /// 1e-5 of the reference's largest magnitude, at least 1e-5). sde-dpmsolver++ draws its noise from a CPU generator
@@ -25,7 +25,7 @@ public class SchedulerParityTests
 
     private const double RelL2Tol = 1e-6;
     private const double MaxAbsTol = 1e-5;
-    private const double SigmaRelTol = 2e-7;
+    private const double SigmaRelTol = 1e-6;
 
     private readonly ITestOutputHelper _out;
     public SchedulerParityTests(ITestOutputHelper output) => _out = output;
@@ -110,6 +110,18 @@ public class SchedulerParityTests
     {
         Assert.Equal(expected.shape, actual.shape);
         Assert.Equal(expected.dtype, actual.dtype);
+        // degenerate configs (epsilon prediction at zero terminal SNR) give infinities in diffusers: the same
+        // non-finite values in the same places, and the finite rest compared as usual
+        using var expectedFinite = torch.isfinite(expected);
+        if (!expectedFinite.all().item<bool>())
+        {
+            static bool Same(Tensor a, Tensor b) => a.eq(b).all().item<bool>();
+            bool same = Same(actual.isposinf(), expected.isposinf()) && Same(actual.isneginf(), expected.isneginf())
+                && Same(actual.isnan(), expected.isnan());
+            Assert.True(same, $"{what}: non-finite values differ from diffusers' (inf/nan positions)");
+            actual = torch.where(expectedFinite, actual, torch.zeros_like(actual));
+            expected = torch.where(expectedFinite, expected, torch.zeros_like(expected));
+        }
         var (maxAbs, refMaxAbs, rel) = ReferenceData.Compare(actual, expected);
         Assert.True(rel <= RelL2Tol && maxAbs <= MaxAbsTol * Math.Max(1, refMaxAbs),
             $"{what}: rel L2 {rel:E2} (tolerance {RelL2Tol:E0}), max abs {maxAbs:E2} (reference max {refMaxAbs:E2})");
