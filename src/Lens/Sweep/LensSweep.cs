@@ -54,8 +54,10 @@ public static class LensSweep
         if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
         if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
         if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
-        LensPipeline.CheckScheduler(index.ClassName, DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json")),
-            o.Scheduler is null ? null : Schedulers.Scheduler.ResolveClassName(o.Scheduler));
+        var schedulerConfig = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
+        var schedulerClass = o.Scheduler is null ? null : Schedulers.Scheduler.ResolveClassName(o.Scheduler);
+        LensPipeline.CheckScheduler(index.ClassName, schedulerConfig, schedulerClass);
+        if (o.Steps is int stepCount) CheckStepCount(schedulerConfig, schedulerClass, stepCount);
         if (o.Height is null && o.Width is null) return;
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         int size = unet.Int("sample_size", 64);
@@ -73,6 +75,27 @@ public static class LensSweep
             throw new LensException(isIf
                 ? $"height and width must be multiples of {m} for this IF UNet (got {h}x{w}); nearest: {h / m * m}x{w / m * m} or {(h + m - 1) / m * m}x{(w + m - 1) / m * m}"
                 : $"height and width must be divisible by 8 (got {h}x{w}), as diffusers requires");
+    }
+
+    /// <summary>
+    /// The step count against the scheduler's schedule: every timestep it would use must be a training timestep
+    /// (e.g. PNDM with steps_offset 1 at 1000 steps reaches t = 1000 of a 1000-step schedule, where diffusers fails
+    /// indexing alphas_cumprod; here it is a usage error before any weights load).
+    /// </summary>
+    private static void CheckStepCount(DiffusersConfig schedulerConfig, string? schedulerClass, int steps)
+    {
+        using var scheduler = Schedulers.Scheduler.FromConfig(schedulerConfig, schedulerClass);
+        try { scheduler.SetTimesteps(steps); }
+        catch (Exception e) when (e is not LensException)
+        {
+            throw new LensException($"--steps {steps}: {scheduler.GetType().Name} cannot make a schedule of {steps} steps from {scheduler.NumTrainTimesteps} training timesteps ({e.Message})");
+        }
+        long last = scheduler.Timesteps.Length == 0 ? 0 : scheduler.Timesteps.Max();
+        // DPM-Solver++ takes t = num_train_timesteps (leading spacing with steps_offset) as diffusers does: its sigmas are
+        // interpolated; the others index alphas_cumprod[t] and fail there (diffusers too)
+        bool interpolates = scheduler is Schedulers.DPMSolverMultistepScheduler;
+        if ((last >= scheduler.NumTrainTimesteps && !interpolates) || scheduler.Timesteps.Min() < 0)
+            throw new LensException($"--steps {steps}: {scheduler.GetType().Name}'s schedule reaches timestep {last}, outside its {scheduler.NumTrainTimesteps} training timesteps; use fewer steps");
     }
 
     /// <summary>Runs a sweep on an already loaded pipeline (used by audits that sweep one model many times).</summary>
