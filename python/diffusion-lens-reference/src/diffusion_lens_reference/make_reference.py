@@ -1177,7 +1177,9 @@ def cmd_seeds(args) -> None:
     for name, case in SEED_CASES.items():
         folder = ROOT / "models" / name
         print(f"recording seed-policy references of {name}")
-        entry = dict(path=f"fixtures/models/{name}")
+        variant = None if name.startswith("sd") else IF_CONFIGS[name]["text_save"]["variant"]
+        entry = dict(path=f"fixtures/models/{name}", **(dict(variant=variant) if variant else {}),
+                     weights_sha256=weights_sha256(folder, variant))
         if name.startswith("sd"):
             record_seeds(load_sd(folder), "sd", out_root / name, entry, case)
         else:
@@ -1395,6 +1397,30 @@ def cmd_keys(args) -> None:
         raise SystemExit(f"no component configs under {configs}")
 
 
+@torch.no_grad()
+def cmd_clipskip(args) -> None:
+    """diffusers' own clip_skip embeddings of the committed SD tiny models (StableDiffusionPipeline.encode_prompt with
+    clip_skip = 0..N-2, CPU float32), into references-clipskip/<name>/: the lens of layer L is clip_skip N-1-L."""
+    torch.set_grad_enabled(False)
+    out_root = Path(args.out)
+    for name in ("sd-tiny-12", "sd-tiny-b"):
+        pipe = load_sd(ROOT / "models" / name)
+        n = pipe.text_encoder.config.num_hidden_layers
+        tensors = {}
+        for clip_skip in range(0, n - 1):
+            embeds, _ = pipe.encode_prompt(LENS_PROMPT, "cpu", 1, False, clip_skip=clip_skip if clip_skip > 0 else None)
+            tensors[f"clip_skip.{clip_skip}"] = embeds.contiguous()
+        out = out_root / name
+        out.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(out / "tensors.safetensors"))
+        ref = dict(format=1, kind="sd", model=dict(path=f"fixtures/models/{name}",
+                                                   weights_sha256=weights_sha256(ROOT / "models" / name, None)),
+                   generated_by=dict(versions(), device="cpu", dtype="float32"), prompt=LENS_PROMPT,
+                   num_layers=n, clip_skips=list(range(0, n - 1)), tensors="tensors.safetensors")
+        (out / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+        print(f"  {out}: clip_skip 0..{n - 2}")
+
+
 def main(fixtures: Path | None = None) -> None:
     """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
     global ROOT
@@ -1440,6 +1466,8 @@ def main(fixtures: Path | None = None) -> None:
     sd_.add_argument("--out", default=str(ROOT / "references-seeds"))
     sc = sub.add_parser("schedulers", help="record scheduler references (DPM-Solver++, DDIM, Euler; CPU float32, no model)")
     sc.add_argument("--out", default=str(ROOT / "references-schedulers"))
+    cs = sub.add_parser("clipskip", help="record diffusers' clip_skip prompt embeddings of the SD tiny models (CPU float32)")
+    cs.add_argument("--out", default=str(ROOT / "references-clipskip"))
     ks = sub.add_parser("keys", help="state-dict keys and shapes of real configurations, built on the meta device")
     ks.add_argument("--configs", default=str(ROOT / "real-configs"), help="folder of <pipeline>/model_index.json + configs")
     ks.add_argument("--out", default=None, help="where <pipeline>/<component>/keys.json go (default: --configs)")
@@ -1447,7 +1475,7 @@ def main(fixtures: Path | None = None) -> None:
     if args.mode == "keys" and args.out is None:
         args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
-     "schedulers": cmd_schedulers, "keys": cmd_keys}[args.mode](args)
+     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip}[args.mode](args)
 
 
 if __name__ == "__main__":
