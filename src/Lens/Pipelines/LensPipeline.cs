@@ -30,11 +30,8 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 /// conditioning embedding through the encoder's final layer norm, and generates from given embeddings. It never
 /// knows it is lensed: the lens only supplies prompt embeddings.
 /// </summary>
-public abstract partial class LensPipeline : IDisposable
+public abstract partial class LensPipeline : DenoisingPipeline
 {
-    public required string ModelDir { get; init; }
-    public required Device Device { get; init; }
-    public required ScalarType DType { get; init; }
 
     /// <summary>"sd" or "if".</summary>
     public abstract string Kind { get; }
@@ -80,14 +77,6 @@ public abstract partial class LensPipeline : IDisposable
     /// </summary>
     public static bool UsesGuidance(double guidance) => guidance > 1;
 
-    /// <summary>
-    /// One denoising step's model call as the diffusers pipeline makes it: with guidance the sample doubled for
-    /// [uncond, cond], scaled by the scheduler, the UNet, and classifier-free guidance; without it (see
-    /// <see cref="UsesGuidance"/>) the sample once, the conditional rows alone.
-    /// </summary>
-    /// <param name="embeds">with guidance [2k, T, D]: k unconditional rows, then k conditional rows; without it [k, T, D]</param>
-    public abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
-
     /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
     protected abstract Tensor ToImage(Tensor sample);
 
@@ -100,60 +89,13 @@ public abstract partial class LensPipeline : IDisposable
     public Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
         Action<int, int>? onStep = null, PhaseTimer? timer = null)
     {
-        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        NoiseShape(o); // validates the size before any work
-        using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
-        int k = conditional.Count;
-        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
-        scheduler.SetTimesteps(o.Steps);
-        scheduler.ShareNoiseAcrossBatch = true;
-        var timesteps = scheduler.Timesteps;
-
         // one CPU generator seeded with the seed: the initial noise (and DDPM's per-step variance noise) is drawn as
         // diffusers draws it for a single prompt, and shared by all k images of the batch
-        var generator = new Generator((ulong)o.Seed);
-        var sample = InitialSample(o, scheduler, generator).expand(k, -1, -1, -1).contiguous();
-
-        var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
-        // diffusers: the negative prompt is only used when guidance runs
-        var embeds = UsesGuidance(o.Guidance)
-            ? torch.cat(new[] { unconditional.to(DType, Device).expand(k, -1, -1), cond }, 0)
-            : cond;
-        // every step's timestep as a device tensor, uploaded once (not one blocking host-to-device copy per step)
-        var timestepsOnDevice = torch.tensor(timesteps, dtype: ScalarType.Int64).to(Device);
-        _stepTimesteps = new Dictionary<long, Tensor>();
-        for (int i = 0; i < timesteps.Length; i++) _stepTimesteps.TryAdd(timesteps[i], timestepsOnDevice[i]);
-        try
-        {
-            var denoise = Stopwatch.StartNew();
-            for (int i = 0; i < timesteps.Length; i++)
-            {
-                var stepClock = timer?.Profile == true ? Stopwatch.StartNew() : null;
-                using var step = NewDisposeScope();
-                long t = timesteps[i];
-                var prediction = GuidedPrediction(scheduler, sample, t, embeds, o.Guidance);
-                sample = scheduler.Step(prediction, t, sample, generator).MoveToOuterDisposeScope();
-                if (stepClock is not null)
-                {
-                    timer!.StepQueueSeconds.Add(stepClock.Elapsed.TotalSeconds);
-                    timer.Sync();
-                    timer.StepSeconds.Add(stepClock.Elapsed.TotalSeconds);
-                }
-                onStep?.Invoke(i + 1, timesteps.Length);
-            }
-            if (timer is not null)
-            {
-                timer.Sync();
-                timer.Add("denoise", denoise.Elapsed.TotalSeconds);
-                timer.Steps += timesteps.Length;
-                timer.SampleMemory();
-            }
-        }
-        finally { _stepTimesteps = null; }
+        var images = GenerateImages(conditional, unconditional, o, new Generator((ulong)o.Seed), onStep, timer);
         // diffusers' postprocessing: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then float32 HWC
         var decode = Stopwatch.StartNew();
-        var unit = (ToImage(sample) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+        var unit = ToUnitHwc(images);
         if (timer is not null)
         {
             timer.Add("decode", decode.Elapsed.TotalSeconds);
@@ -162,18 +104,39 @@ public abstract partial class LensPipeline : IDisposable
         return unit.MoveToOuterDisposeScope();
     }
 
-    private Dictionary<long, Tensor>? _stepTimesteps;
-
     /// <summary>
-    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside <see cref="Generate"/> a view of the
-    /// timesteps uploaded once; otherwise a new tensor.
+    /// <see cref="Generate"/> before the postprocessing: [k, C, H, W] images in [-1, 1] (not clamped) in the pipeline's
+    /// dtype on its device; for DeepFloyd IF what diffusers' <c>output_type="pt"</c> returns and hands to stage II.
+    /// Draws from <paramref name="generator"/> as diffusers' pipeline call does (the initial noise, then each step's
+    /// variance noise), so a stage II run given the same generator continues its stream as diffusers' documented
+    /// two-stage usage does.
     /// </summary>
-    protected Tensor TimestepTensor(long t) =>
-        _stepTimesteps is not null && _stepTimesteps.TryGetValue(t, out var onDevice)
-            ? onDevice.alias()
-            : torch.tensor(t, dtype: ScalarType.Int64, device: Device);
+    public Tensor GenerateImages(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o, Generator generator,
+        Action<int, int>? onStep = null, PhaseTimer? timer = null)
+    {
+        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
+        NoiseShape(o); // validates the size before any work
+        using var noGrad = torch.no_grad();
+        using var outer = NewDisposeScope();
+        int k = conditional.Count;
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        scheduler.ShareNoiseAcrossBatch = true;
 
-    public abstract void Dispose();
+        var sample = InitialSample(o, scheduler, generator).expand(k, -1, -1, -1).contiguous();
+
+        var embeds = BatchEmbeds(conditional, unconditional, o.Guidance);
+        sample = Denoise(scheduler, sample, embeds, o.Guidance, generator, onStep, timer);
+        var decode = Stopwatch.StartNew();
+        var images = ToImage(sample);
+        if (timer is not null)
+        {
+            timer.Sync();
+            timer.Add("decode", decode.Elapsed.TotalSeconds);
+        }
+        return images.MoveToOuterDisposeScope();
+    }
+
 
     /// <summary>cpu, cuda or cuda:N (N a visible CUDA device index).</summary>
     public static Device ParseDevice(string device)
@@ -208,11 +171,4 @@ public abstract partial class LensPipeline : IDisposable
         using var noise = Noise(generator, NoiseShape(o));
         return noise * scheduler.InitNoiseSigma;
     }
-
-    /// <summary>
-    /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then
-    /// moved to the device.
-    /// </summary>
-    protected Tensor Noise(Generator generator, long[] shape) =>
-        torch.randn(shape, dtype: DType, generator: generator).to(Device);
 }
