@@ -49,26 +49,44 @@ public sealed class IFSuperResolutionPipeline : DenoisingPipeline
 
     /// <summary>
     /// Checks a super-resolution folder from its config files alone (no weights read): model_index.json names an
-    /// IFSuperResolutionPipeline; its unet config builds here (<see cref="UNet2DConditionModel"/> rejects what it
-    /// does not implement) and takes an even number of input channels; its scheduler and image_noising_scheduler
+    /// IFSuperResolutionPipeline; its unet config builds here on the meta device (<see cref="UNet2DConditionModel"/>
+    /// rejects what it does not implement), takes an even number of input channels and a timestep class embedding; its scheduler and image_noising_scheduler
     /// are supported DDPM-family configs. Returns the index.
     /// </summary>
-    public static ModelIndex Validate(string modelDir)
+    public static Stage2Config Validate(string modelDir)
     {
         var index = ModelIndex.Load(modelDir);
         var mi = Path.Combine(modelDir, "model_index.json");
         if (index.ClassName != ClassName)
             throw new LensException($"--stage2 {modelDir}: {mi} names a {index.ClassName}, not an {ClassName} (a DeepFloyd IF super-resolution folder such as DeepFloyd/IF-II-L-v1.0)");
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
+        // the UNet built on the meta device: every config value it does not implement fails here, and costs nothing
+        int sizeMultiple, encoderDim;
+        int? sampleSize;
+        using (Layers.ForLoading(torch.META, ScalarType.Float32))
+        using (var probe = UNet2DConditionModel.FromConfig(unet))
+        {
+            sizeMultiple = probe.SizeMultiple;
+            sampleSize = probe.SampleSize;
+            // the width of the prompt embeddings it takes: encoder_hid_proj's input, else the cross-attention width
+            encoderDim = unet.IntOrNull("encoder_hid_dim") ?? probe.CrossAttentionDims[0];
+        }
         int inChannels = unet.Int("in_channels", 4);
         if (inChannels % 2 != 0)
             throw new LensException($"{unet.Path}: in_channels = {inChannels}; a super-resolution UNet takes the noisy image and the upscaled image concatenated (an even number, 6 for IF-II)");
         if (unet.StrOrNull("class_embed_type") != "timestep")
             throw new LensException($"{unet.Path}: 'class_embed_type' = {unet.StrOrNull("class_embed_type") ?? "null"}; IF's super-resolution UNet takes the noise level through class_embed_type timestep");
         using (Scheduler.FromConfig(LoadConfig(index, "scheduler"))) { }
-        using (new DDPMScheduler(LoadConfig(index, "image_noising_scheduler"))) { }
-        return index;
+        var noising = LoadConfig(index, "image_noising_scheduler");
+        using (new DDPMScheduler(noising)) { }
+        return new Stage2Config(index, inChannels / 2, sizeMultiple, sampleSize, encoderDim, noising.Int("num_train_timesteps", 1000));
     }
+
+    /// <summary>What <see cref="Validate"/> read from a super-resolution folder's configs.</summary>
+    /// <param name="ImageChannels">in_channels / 2: the channels of the stage I image it upscales</param>
+    /// <param name="EncoderDim">the width of the prompt embeddings it takes (encoder_hid_dim, else cross_attention_dim)</param>
+    /// <param name="NoiseLevelLimit">the image noising scheduler's num_train_timesteps</param>
+    public sealed record Stage2Config(ModelIndex Index, int ImageChannels, int SizeMultiple, int? SampleSize, int EncoderDim, int NoiseLevelLimit);
 
     private static DiffusersConfig LoadConfig(ModelIndex index, string component) =>
         DiffusersConfig.Load(Path.Combine(index.Require(component), "scheduler_config.json"));
@@ -77,7 +95,7 @@ public sealed class IFSuperResolutionPipeline : DenoisingPipeline
     /// <param name="variant">weights variant, as for <see cref="LensPipeline.Load"/></param>
     public static IFSuperResolutionPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
     {
-        var index = Validate(modelDir);
+        var index = Validate(modelDir).Index;
         var dev = LensPipeline.ParseDevice(device);
         var dt = LensPipeline.ParseDType(dtype);
         var unetDir = index.Require("unet");
@@ -220,6 +238,31 @@ public sealed class IFSuperResolutionPipeline : DenoisingPipeline
         var classLabels = torch.full(new long[] { modelInput.shape[0] }, noiseLevel, dtype: ScalarType.Int64, device: Device);
         var output = UNet.Forward(modelInput, TimestepTensor(t), embeds, classLabels: classLabels);
         return IFPipeline.CombineGuided(output, modelInput.shape[1] / 2, guidance, SchedulerConfig).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The stage II counterpart of <see cref="LensPipeline.WarmUp"/> (CUDA first-call setup and the --batch auto probe):
+    /// one guided model call for one layer on zero images of the stage I and stage II sizes. Draws from no generator.
+    /// </summary>
+    /// <returns>the device memory the probe made the process reserve (driver view), or null where it cannot be measured</returns>
+    public long? WarmUp(Tensor conditional, Tensor unconditional, SuperResolutionOptions o, int stage1Height, int stage1Width)
+    {
+        CheckOptions(o);
+        var before = GpuMemory.Query();
+        using (var scope = NewDisposeScope())
+        using (torch.no_grad())
+        using (var scheduler = Scheduler.FromConfig(SchedulerConfig))
+        {
+            scheduler.SetTimesteps(o.Steps);
+            var sample = torch.zeros(new long[] { 1, ImageChannels, o.Height, o.Width }, dtype: DType, device: Device);
+            var stage1 = torch.zeros(new long[] { 1, ImageChannels, stage1Height, stage1Width }, dtype: DType, device: Device);
+            var upscaled = nn.functional.interpolate(stage1, new long[] { o.Height, o.Width }, mode: InterpolationMode.Bilinear, align_corners: true);
+            var embeds = BatchEmbeds(new[] { conditional }, unconditional, o.Guidance);
+            GuidedPrediction(scheduler, sample, scheduler.Timesteps[0], embeds, o.Guidance, upscaled, o.NoiseLevel);
+            if (Device.type == DeviceType.CUDA) cuda.synchronize(Device);
+        }
+        var after = GpuMemory.Query();
+        return before is { } b && after is { } a ? Math.Max(0, b.Free - a.Free) : null;
     }
 
     public override void Dispose() => UNet.Dispose();
