@@ -58,7 +58,7 @@ public sealed class IFSuperResolutionPipeline : DenoisingPipeline
         var index = ModelIndex.Load(modelDir);
         var mi = Path.Combine(modelDir, "model_index.json");
         if (index.ClassName != ClassName)
-            throw new LensException($"--stage2 {modelDir}: {mi} names a {index.ClassName}, not an {ClassName} (a DeepFloyd IF super-resolution folder such as DeepFloyd/IF-II-L-v1.0)");
+            throw new LensException($"--stage2 {modelDir}: {mi} names the pipeline {index.ClassName}, not {ClassName} (a DeepFloyd IF super-resolution folder such as DeepFloyd/IF-II-L-v1.0)");
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         // the UNet built on the meta device: every config value it does not implement fails here, and costs nothing
         int sizeMultiple, encoderDim;
