@@ -45,6 +45,9 @@ public sealed class ReferenceData : IDisposable
     public string? Variant => Json["model"]?["variant"]?.GetValue<string>();
     private SafetensorsFile? _tensors;
 
+    /// <summary>reference.json "kind" of a DeepFloyd IF stage II reference (fixtures/make_reference.py if2).</summary>
+    public const string Stage2Kind = "if2";
+
     /// <summary>Suffix of a run name that replays a CPU float32 reference on CUDA (float32, TF32 off).</summary>
     public const string OnCuda = "@cuda";
 
@@ -287,7 +290,8 @@ public sealed class ReferenceData : IDisposable
         {
             if (!File.Exists(System.IO.Path.Combine(d, "reference.json"))) continue;
             var r = new ReferenceData(d);
-            if (kind is not null && r.Kind != kind) continue;
+            // IF stage II references ("if2") hold another pipeline's data: only listed when asked for by kind
+            if (kind is null ? r.Kind == Stage2Kind : r.Kind != kind) continue;
             yield return r.Name;
             if (r.RecordedDevice == "cpu" && !r.IsLowPrecision) yield return r.Name + OnCuda;
         }

@@ -15,9 +15,12 @@ namespace DiffusionLens.Testing;
 public static class ReferenceWeights
 {
     /// <summary>The pipeline components whose weights a reference of this kind ("sd" / "if") loads.</summary>
-    public static string[] Components(string kind) => kind == "if"
-        ? new[] { "text_encoder", "unet" }
-        : new[] { "text_encoder", "unet", "vae" };
+    public static string[] Components(string kind) => kind switch
+    {
+        "if" => new[] { "text_encoder", "unet" },
+        "if2" => new[] { "unet" }, // IF stage II: no text encoder of its own
+        _ => new[] { "text_encoder", "unet", "vae" },
+    };
 
     private static readonly ConcurrentDictionary<string, string> HashCache = new();
 

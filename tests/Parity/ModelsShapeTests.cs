@@ -288,7 +288,7 @@ public class ModelsShapeTests
     [Fact]
     public void UNet_UnsupportedOptions_Throw()
     {
-        foreach (var (key, value) in new[] { ("num_attention_heads", "8"), ("class_embed_type", "\"timestep\""),
+        foreach (var (key, value) in new[] { ("num_attention_heads", "8"), ("class_embed_type", "\"identity\""),
                      ("addition_embed_type", "\"text_time\""), ("time_embedding_type", "\"fourier\""), ("dual_cross_attention", "true") })
         {
             var node = System.Text.Json.Nodes.JsonNode.Parse(Sd12Unet)!.AsObject();

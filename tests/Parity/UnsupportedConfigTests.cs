@@ -22,7 +22,7 @@ public class UnsupportedConfigTests
     [InlineData("unet", "resnet_time_scale_shift", "\"spatial\"", "'resnet_time_scale_shift' = spatial")]
     [InlineData("unet", "cross_attention_norm", "\"rms_norm\"", "'cross_attention_norm' = rms_norm")]
     [InlineData("unet", "time_embedding_type", "\"fourier\"", "'time_embedding_type' = fourier")]
-    [InlineData("unet", "class_embed_type", "\"timestep\"", "'class_embed_type' = timestep")]
+    [InlineData("unet", "class_embed_type", "\"projection\"", "'class_embed_type' = projection")]
     [InlineData("unet", "addition_embed_type", "\"text_time\"", "'addition_embed_type' = text_time")]
     [InlineData("unet", "attention_type", "\"gated\"", "'attention_type' = gated")]
     [InlineData("vae", "up_block_types", """["UpDecoderBlock2D", "AttnUpDecoderBlock2D"]""", "'up_block_types'[1] = AttnUpDecoderBlock2D")]

@@ -29,7 +29,9 @@ internal static class ModelDefaults
     /// model with a note on stderr (its weights are random). Download notes go to stderr (one updating line on a
     /// terminal, plain lines when redirected) unless quiet.
     /// </summary>
-    public static string Resolve(string? model, string? revision = null, bool quiet = false, TextWriter? note = null, string? variant = null)
+    /// <param name="components">the components a Hub id's download fetches (null: a lens pipeline's)</param>
+    public static string Resolve(string? model, string? revision = null, bool quiet = false, TextWriter? note = null, string? variant = null,
+        IReadOnlyList<string>? components = null)
     {
         if (model is null)
         {
@@ -50,6 +52,6 @@ internal static class ModelDefaults
                 var pct = total > 0 ? $"{100.0 * done / total,5:F1}%" : "";
                 Console.Error.Write($"\r  {file}: {done / 1048576.0:F1} MiB {pct}   ");
                 if (done == total) { Console.Error.WriteLine(); lastShown = 0; }
-            });
+            }, components: components);
     }
 }

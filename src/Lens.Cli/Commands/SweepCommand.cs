@@ -40,24 +40,39 @@ internal sealed class SweepCommand : ICommand
                                  (default reseed)
           --images-per-layer N   diffusers' num_images_per_prompt for each layer's call: layer-XX-0.png ...
                                  layer-XX-(N-1).png, one grid row per layer (default 1)
+          --stage2 DIR|ORG/NAME  DeepFloyd IF only: a super-resolution stage (IFSuperResolutionPipeline, e.g.
+                                 DeepFloyd/IF-II-L-v1.0) run on every layer's stage I image with the same layer's
+                                 lens embedding, continuing stage I's generator (diffusers' two-stage usage);
+                                 layer-XX.png is then the stage II image, layer-XX-stage1.png stage I's, and the
+                                 grid shows stage II. Its text encoder is never loaded; --variant applies to it too
+          --stage2-steps N       stage II inference steps (default 50, as diffusers)
+          --stage2-guidance X    stage II guidance scale (default 4.0, as diffusers)
+          --noise-level N        noise added to the upscaled stage I image, a timestep of stage II's
+                                 image_noising_scheduler in [0, its num_train_timesteps) (default 250, as diffusers)
           --overwrite            replace a non-empty output folder
           --quiet                print nothing but warnings and errors (no progress, no summary line); progress is
                                  one updating line on a terminal, plain lines when stderr is redirected
-          --out DIR              output folder: layer-XX.png, grid.png, manifest.json
+          --out DIR              output folder: layer-XX.png, grid.png, manifest.json (with --stage2 also
+                                 layer-XX-stage1.png)
         """;
 
     public int Run(IReadOnlyList<string> args)
     {
         var a = CliArgs.Parse(Name, args,
-            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out" },
+            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
+                "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
+        var modelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), a.Flag("quiet"), variant: a.Get("variant"));
+        // before a Hub id given as --stage2 downloads anything: a stage II needs an IF stage I
+        if (a.Has("stage2") && DiffusionLens.Pipelines.ModelIndex.Load(modelDir) is { ClassName: not "IFPipeline" } index)
+            throw new LensException($"--stage2 applies to DeepFloyd IF stage I models (IFPipeline) only; {modelDir} is a {index.ClassName}");
         var options = new SweepOptions
         {
-            ModelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), a.Flag("quiet"), variant: a.Get("variant")),
+            ModelDir = modelDir,
             Prompt = a.Require("prompt"),
             NegativePrompt = a.Get("negative-prompt", ""),
             Seed = a.Long("seed", 17),
@@ -77,6 +92,12 @@ internal sealed class SweepCommand : ICommand
             ImagesPerLayer = a.Int("images-per-layer", 1),
             OutDir = a.Require("out"),
             Overwrite = a.Flag("overwrite"),
+            Stage2Dir = a.Get("stage2") is string stage2
+                ? ModelDefaults.Resolve(stage2, null, a.Flag("quiet"), variant: a.Get("variant"), components: DiffusionLens.Loading.Hub.ModelResolver.Stage2Components)
+                : null,
+            Stage2Steps = a.IntOrNull("stage2-steps"),
+            Stage2Guidance = a.DoubleOrNull("stage2-guidance"),
+            NoiseLevel = a.IntOrNull("noise-level"),
         };
         bool quiet = a.Flag("quiet");
         SweepResult result;

@@ -17,8 +17,10 @@ namespace DiffusionLens.Models;
 /// encoder_hid_dim_type "text_proj" (also implied by encoder_hid_dim alone), addition_embed_type "text"
 /// (<see cref="TextTimeEmbedding"/> of the unprojected encoder states, added to the time embedding), resnet_time_scale_shift
 /// "scale_shift", resnet_skip_time_act, resnet_out_scale_factor, cross_attention_norm, mid_block_only_cross_attention.
-/// Not supported (a <see cref="LensException"/> names them): class embeddings, other addition / encoder projection
-/// types, time_cond_proj, non-positional time embeddings.
+/// class_embed_type "timestep" (DeepFloyd IF stage II: the class labels, IF's noise level, through time_proj and a
+/// <see cref="TimestepEmbedding"/> added to the time embedding).
+/// Not supported (a <see cref="LensException"/> names them): other class embeddings (tables, identity, projections),
+/// class_embeddings_concat, other addition / encoder projection types, time_cond_proj, non-positional time embeddings.
 /// </summary>
 internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, Tensor>
 {
@@ -27,9 +29,7 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
     private readonly TimestepEmbedding time_embedding;
     // Optional conditioning modules, built in the constructor's switches below, applied in Forward.
     private readonly Linear? encoder_hid_proj;
-#pragma warning disable CS0649 // no class embedding type is supported yet (class_embed_type must be null)
-    private readonly nn.Module<Tensor, Tensor>? class_embedding;
-#pragma warning restore CS0649
+    private readonly TimestepEmbedding? class_embedding;
     private readonly nn.Module<Tensor, Tensor>? add_embedding;
     private readonly ModuleList<UNetDownBlock> down_blocks;
     private readonly UNetMidBlock? mid_block;
@@ -59,6 +59,8 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
     public string? EncoderHidDimType { get; }
     /// <summary>addition_embed_type ("text" for DeepFloyd IF), or null.</summary>
     public string? AdditionEmbedType { get; }
+    /// <summary>class_embed_type ("timestep" for DeepFloyd IF stage II: <c>class_labels</c> carry the noise level), or null.</summary>
+    public string? ClassEmbedType { get; }
 
     public static UNet2DConditionModel FromConfig(DiffusersConfig cfg) => new(cfg);
 
@@ -181,10 +183,15 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
         int? numClassEmbeds = cfg.IntOrNull("num_class_embeds");
         if (classEmbedType is null && numClassEmbeds is not null)
             throw new LensException($"{cfg.Path}: 'num_class_embeds' (class embedding table) is not supported");
+        ClassEmbedType = classEmbedType;
         switch (classEmbedType)
         {
             case null: break;
-            default: throw new LensException($"{cfg.Path}: 'class_embed_type' = {classEmbedType} is not supported yet");
+            case "timestep":
+                // TimestepEmbedding(timestep_input_dim, time_embed_dim, act_fn=act_fn): no post activation, no cond_proj
+                class_embedding = new TimestepEmbedding(timestepInputDim, timeEmbedDim, actFn);
+                break;
+            default: throw new LensException($"{cfg.Path}: 'class_embed_type' = {classEmbedType} is not supported (only null or timestep)");
         }
 
         // _set_add_embedding
@@ -344,7 +351,8 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
     /// <param name="encoderHiddenStates">[B, T, cross_attention_dim]</param>
     /// <param name="encoderAttentionMask">[B, T] keep-mask (1 keep, 0 discard) for the cross-attention</param>
     /// <param name="attentionMask">[B, T] keep-mask diffusers' UNet passes to every attention as <c>attention_mask</c></param>
-    /// <param name="classLabels">class labels for a class embedding (ignored while the config has none)</param>
+    /// <param name="classLabels">[B] class labels, required when the config has a class embedding (IF stage II: the
+    /// noise level of the upscaled image, int64); ignored without one, as in diffusers</param>
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? encoderAttentionMask = null,
         Tensor? attentionMask = null, Tensor? classLabels = null)
     {
@@ -423,11 +431,18 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
         return tEmb.to(sample.dtype);
     }
 
-    /// <summary>diffusers <c>get_class_embed</c> (extension point: no class embedding is built yet).</summary>
+    /// <summary>
+    /// diffusers <c>get_class_embed</c>: for class_embed_type "timestep" the labels go through <c>time_proj</c> (float32,
+    /// NOT broadcast to the batch: one label per row), are cast to the sample dtype, then through
+    /// <c>class_embedding</c>; the result is cast to the sample dtype.
+    /// </summary>
     private Tensor? GetClassEmbed(Tensor sample, Tensor? classLabels)
     {
         if (class_embedding is null) return null;
-        throw new LensException("class embeddings are not supported yet");
+        if (classLabels is null) throw new LensException("class_labels should be provided when num_class_embeds > 0");
+        if (classLabels.device != sample.device) classLabels = classLabels.to(sample.device);
+        var labels = time_proj.forward(classLabels).to(sample.dtype);
+        return class_embedding.forward(labels).to(sample.dtype);
     }
 
     /// <summary>

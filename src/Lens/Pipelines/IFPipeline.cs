@@ -71,25 +71,33 @@ internal sealed class IFPipeline : LensPipeline
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
-        long channels = images.shape[1];
-        var tT = TimestepTensor(t);
-        Tensor noisePred;
+        bool guided = UsesGuidance(guidance);
+        var input = scheduler.ScaleModelInput(guided ? torch.cat(new[] { images, images }, 0) : images, t);
+        var output = UNet.Forward(input, TimestepTensor(t), embeds);
+        return CombineGuided(output, images.shape[1], guidance, SchedulerConfig).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The IF pipelines' guidance on a UNet output (stage I and the super-resolution stage alike): with
+    /// <see cref="LensPipeline.UsesGuidance"/> [uncond; cond] halves, guidance on the noise channels only
+    /// (uncond + g * (cond - uncond)) and the conditional half's predicted variance appended; otherwise the output as
+    /// it is. Without a learned variance (scheduler variance_type) the prediction is cut to the noise channels.
+    /// </summary>
+    /// <param name="channels">the noise channels: the sample's channels (diffusers: model_input.shape[1] // 2 for stage II)</param>
+    internal static Tensor CombineGuided(Tensor unetOutput, long channels, double guidance, DiffusersConfig schedulerConfig)
+    {
+        Tensor noisePred = unetOutput;
         if (UsesGuidance(guidance))
         {
-            var input = scheduler.ScaleModelInput(torch.cat(new[] { images, images }, 0), t);
-            var halves = UNet.Forward(input, tT, embeds).chunk(2, 0);
+            var halves = unetOutput.chunk(2, 0);
             var uncondEps = halves[0].split(channels, 1)[0];
             var textParts = halves[1].split(channels, 1);
             noisePred = uncondEps + guidance * (textParts[0] - uncondEps);
             if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
         }
-        else
-        {
-            noisePred = UNet.Forward(scheduler.ScaleModelInput(images, t), tT, embeds);
-        }
-        bool learnedVariance = SchedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range";
+        bool learnedVariance = schedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range";
         if (!learnedVariance && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
-        return noisePred.MoveToOuterDisposeScope();
+        return noisePred;
     }
 
     private protected override int PredictionChannels(int sampleChannels) =>

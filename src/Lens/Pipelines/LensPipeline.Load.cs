@@ -33,24 +33,4 @@ public abstract partial class LensPipeline
         "IFPipeline" => new[] { "text_encoder", "unet" },
         _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"),
     };
-
-    /// <summary>The --variant the pipeline was loaded with (null: plain files).</summary>
-    public string? Variant { get; private set; }
-    /// <summary>Every weights file the pipeline read (full paths).</summary>
-    public IReadOnlyList<string> WeightFiles { get; private set; } = Array.Empty<string>();
-    private SortedDictionary<string, string>? _hashes;
-
-    /// <summary>sha256 (hex) of each weights file, keyed by its path relative to the model folder; hashed once per pipeline.</summary>
-    internal SortedDictionary<string, string> WeightHashes()
-    {
-        if (_hashes is not null) return _hashes;
-        var h = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var f in WeightFiles)
-        {
-            using var s = File.OpenRead(f);
-            h[Path.GetRelativePath(ModelDir, f).Replace('\\', '/')] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(s));
-        }
-        return _hashes = h;
-    }
-
 }

@@ -47,14 +47,8 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 /// conditioning embedding through the encoder's final layer norm, and generates from given embeddings. It never
 /// knows it is lensed: the lens only supplies prompt embeddings.
 /// </summary>
-public abstract partial class LensPipeline : IDisposable
+public abstract partial class LensPipeline : DenoisingPipeline
 {
-    /// <summary>The diffusers model folder.</summary>
-    public required string ModelDir { get; init; }
-    /// <summary>The device the pipeline runs on.</summary>
-    public required Device Device { get; init; }
-    /// <summary>The dtype the pipeline computes in.</summary>
-    public required ScalarType DType { get; init; }
 
     /// <summary>"sd" or "if".</summary>
     public abstract string Kind { get; }
@@ -134,14 +128,6 @@ public abstract partial class LensPipeline : IDisposable
     /// </summary>
     public static bool UsesGuidance(double guidance) => guidance > 1;
 
-    /// <summary>
-    /// One denoising step's model call as the diffusers pipeline makes it: with guidance the sample doubled for
-    /// [uncond, cond], scaled by the scheduler, the UNet, and classifier-free guidance; without it (see
-    /// <see cref="UsesGuidance"/>) the sample once, the conditional rows alone.
-    /// </summary>
-    /// <param name="embeds">with guidance [2k, T, D]: k unconditional rows, then k conditional rows; without it [k, T, D]</param>
-    internal abstract Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance);
-
     /// <summary>The denoised sample as an image in [-1, 1] (SD: the VAE decode; IF: the sample itself).</summary>
     private protected abstract Tensor ToImage(Tensor sample);
 
@@ -166,8 +152,34 @@ public abstract partial class LensPipeline : IDisposable
     internal Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
         Action<int, int>? onStep, PhaseTimer? timer, IReadOnlyList<Generator>? generators = null)
     {
+        using var outer = NewDisposeScope();
+        // reseed: one CPU generator seeded with the seed, shared by all k calls (they draw the same noise)
+        using var seeded = generators is null ? new Generator((ulong)o.Seed) : null;
+        var images = GenerateImages(conditional, unconditional, o, generators ?? [seeded!], onStep, timer);
+        // diffusers' postprocessing: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then float32 HWC
+        var decode = Stopwatch.StartNew();
+        var unit = ToUnitHwc(images);
+        if (timer is not null)
+        {
+            timer.Add("decode", decode.Elapsed.TotalSeconds);
+            timer.SampleMemory();
+        }
+        return unit.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="Generate"/> before the postprocessing: [k*N, C, H, W] images in [-1, 1] (not clamped) in the pipeline's
+    /// dtype on its device; for DeepFloyd IF what diffusers' <c>output_type="pt"</c> returns and hands to stage II.
+    /// Draws as diffusers' pipeline calls do (each call's initial noise, then each step's variance noise): with one
+    /// generator every call draws the same noise from it (as calls seeded alike do), so a stage II run given that
+    /// generator continues its stream as diffusers' documented two-stage usage does; with one generator per
+    /// conditional embedding each call draws from its own.
+    /// </summary>
+    internal Tensor GenerateImages(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        IReadOnlyList<Generator> generators, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+    {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        if (generators is not null && generators.Count != conditional.Count)
+        if (generators.Count != 1 && generators.Count != conditional.Count)
             throw new ArgumentException($"{generators.Count} generators for {conditional.Count} embeddings");
         int n = o.ImagesPerPrompt;
         if (n < 1) throw new LensException($"images per prompt must be at least 1 (got {n})");
@@ -177,82 +189,29 @@ public abstract partial class LensPipeline : IDisposable
         int k = conditional.Count;
         using var scheduler = CreateScheduler();
         scheduler.SetTimesteps(o.Steps);
-        var timesteps = scheduler.Timesteps;
 
-        // diffusers draws the initial noise (and DDPM's per-step variance noise) of a call from its CPU generator as
-        // randn of the call's shape [N, ...]: one group per embedding, or one group shared by all with one seed
-        using var seeded = generators is null ? new Generator((ulong)o.Seed) : null;
-        var plan = generators is null
-            ? NoisePlan.Shared(seeded!, n, k)
+        // diffusers draws a call's initial noise (and DDPM's per-step variance noise) from its CPU generator as randn of
+        // the call's shape [N, ...]: one group per embedding, or one group shared by all
+        var plan = generators.Count == 1
+            ? NoisePlan.Shared(generators[0], n, k)
             : new NoisePlan(generators.Select(g => new NoisePlan.Group(g, n)).ToList());
         scheduler.BatchNoise = plan;
         var sample = InitialSample(plan, rowShape, scheduler);
 
-        // each embedding's N rows (diffusers: prompt_embeds.repeat(1, N, 1).view(N, T, D)), embedding-major
-        var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
-        if (n > 1) cond = cond.repeat_interleave(n, 0);
-        // diffusers: the negative prompt is only used when guidance runs
-        var embeds = UsesGuidance(o.Guidance)
-            ? torch.cat(new[] { unconditional.to(DType, Device).expand(k * n, -1, -1), cond }, 0)
-            : cond;
-        // every step's timestep as a device tensor, uploaded once (not one blocking host-to-device copy per step)
-        // (diffusers' scheduler.timesteps: int64, or float32 for EulerDiscreteScheduler)
-        var timestepsOnDevice = (scheduler.TimestepDType == ScalarType.Int64
-            ? torch.tensor(timesteps, dtype: ScalarType.Int64)
-            : torch.tensor(scheduler.TimestepValues, dtype: ScalarType.Float64).to(scheduler.TimestepDType)).to(Device);
-        _stepTimesteps = new Dictionary<long, Tensor>();
-        for (int i = 0; i < timesteps.Length; i++) _stepTimesteps.TryAdd(timesteps[i], timestepsOnDevice[i]);
-        try
-        {
-            var denoise = Stopwatch.StartNew();
-            for (int i = 0; i < timesteps.Length; i++)
-            {
-                var stepClock = timer?.Profile == true ? Stopwatch.StartNew() : null;
-                using var step = NewDisposeScope();
-                long t = timesteps[i];
-                var prediction = GuidedPrediction(scheduler, sample, t, embeds, o.Guidance);
-                sample = scheduler.Step(prediction, t, sample, null).MoveToOuterDisposeScope();
-                if (stepClock is not null)
-                {
-                    timer!.StepQueueSeconds.Add(stepClock.Elapsed.TotalSeconds);
-                    timer.Sync();
-                    timer.StepSeconds.Add(stepClock.Elapsed.TotalSeconds);
-                }
-                onStep?.Invoke(i + 1, timesteps.Length);
-            }
-            if (timer is not null)
-            {
-                timer.Sync();
-                timer.Add("denoise", denoise.Elapsed.TotalSeconds);
-                timer.Steps += timesteps.Length;
-                timer.SampleMemory();
-            }
-        }
-        finally { _stepTimesteps = null; }
-        // diffusers' postprocessing: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then float32 HWC
+        // each embedding's N rows (diffusers: prompt_embeds.repeat(1, N, 1).view(N, T, D)), embedding-major; the negative
+        // prompt only when guidance runs
+        var embeds = BatchEmbeds(conditional.SelectMany(c => Enumerable.Repeat(c, n)).ToList(), unconditional, o.Guidance);
+        sample = Denoise(scheduler, sample, embeds, o.Guidance, null, onStep, timer);
         var decode = Stopwatch.StartNew();
-        var unit = (ToImage(sample) / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+        var images = ToImage(sample);
         if (timer is not null)
         {
+            timer.Sync();
             timer.Add("decode", decode.Elapsed.TotalSeconds);
-            timer.SampleMemory();
         }
-        return unit.MoveToOuterDisposeScope();
+        return images.MoveToOuterDisposeScope();
     }
 
-    private Dictionary<long, Tensor>? _stepTimesteps;
-
-    /// <summary>
-    /// The timestep as a 0-dim int64 tensor on the pipeline's device: inside Generate a view of the
-    /// timesteps uploaded once; otherwise a new tensor.
-    /// </summary>
-    private protected Tensor TimestepTensor(long t) =>
-        _stepTimesteps is not null && _stepTimesteps.TryGetValue(t, out var onDevice)
-            ? onDevice.alias()
-            : torch.tensor(t, dtype: ScalarType.Int64, device: Device);
-
-    /// <summary>Releases the pipeline's modules and weights.</summary>
-    public abstract void Dispose();
 
     /// <summary>cpu, cuda or cuda:N (N a visible CUDA device index).</summary>
     internal static Device ParseDevice(string device)
@@ -307,7 +266,7 @@ public abstract partial class LensPipeline : IDisposable
     {
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
-        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        using var scheduler = CreateScheduler();
         scheduler.SetTimesteps(o.Steps);
         var shape = NoiseShape(o);
         shape[0] = o.ImagesPerPrompt;
@@ -326,10 +285,4 @@ public abstract partial class LensPipeline : IDisposable
     /// <summary>Channels of the prediction a denoising step hands the scheduler (IF with a learned variance: twice the image's).</summary>
     private protected virtual int PredictionChannels(int sampleChannels) => sampleChannels;
 
-    /// <summary>
-    /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then
-    /// moved to the device.
-    /// </summary>
-    private protected Tensor Noise(Generator generator, long[] shape) =>
-        torch.randn(shape, dtype: DType, generator: generator).to(Device);
 }

@@ -23,13 +23,16 @@ public static class LensSweep
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         Validate(o);
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
+        // stage II first: its weights are checked before stage I's text encoder (T5-XXL for IF-I-XL) is read
+        using var stage2 = o.Stage2Dir is null ? null : LoadStage2(o, log);
+        double stage2LoadS = sw.Elapsed.TotalSeconds;
         log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
         using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType, o.Variant, o.Scheduler);
         if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
         pipe.Tokenizer.Warn = warn;
         log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
-        double loadS = sw.Elapsed.TotalSeconds;
-        var result = Run(pipe, o, output, log, loadS);
+        double loadS = sw.Elapsed.TotalSeconds - stage2LoadS;
+        var result = Run(pipe, o, output, log, loadS, stage2, stage2LoadS);
         output.Commit();
         return result;
     }
@@ -46,7 +49,8 @@ public static class LensSweep
         var index = ModelIndex.Load(o.ModelDir);
         bool isIf = index.ClassName == "IFPipeline";
         if (!isIf && index.ClassName != "StableDiffusionPipeline")
-            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline");
+            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"
+                + (index.ClassName == IFSuperResolutionPipeline.ClassName ? " (a super-resolution stage: pass it with --stage2, and the IF stage I folder with --model)" : ""));
         var te = DiffusersConfig.Load(Path.Combine(index.Require("text_encoder"), "config.json"));
         int numLayers = isIf ? te.Int("num_layers", 6) : te.Int("num_hidden_layers", 12);
         LayerSelection.Parse(o.Layers, numLayers);
@@ -58,6 +62,9 @@ public static class LensSweep
         var schedulerClass = o.Scheduler is null ? null : Schedulers.Scheduler.ResolveClassName(o.Scheduler);
         LensPipeline.CheckScheduler(index.ClassName, schedulerConfig, schedulerClass);
         if (o.Steps is int stepCount) CheckStepCount(schedulerConfig, schedulerClass, stepCount);
+        ValidateStage2(o, index, te);
+        if (o.Stage2Dir is not null && (o.SeedPolicy != "reseed" || o.ImagesPerLayer != 1))
+            throw new LensException("--stage2 runs with --seed-policy reseed and one image per layer only (for now)");
         if (o.Height is null && o.Width is null) return;
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         int size = unet.Int("sample_size", 64);
@@ -98,13 +105,64 @@ public static class LensSweep
             throw new LensException($"--steps {steps}: {scheduler.GetType().Name}'s schedule reaches timestep {last}, outside its {scheduler.NumTrainTimesteps} training timesteps; use fewer steps");
     }
 
+    /// <summary>
+    /// The stage II checks of <see cref="Validate"/>, from config files alone: stage II options need --stage2; --stage2
+    /// needs an IF stage I (IFPipeline); the folder is an IF super-resolution pipeline whose UNet builds here, takes
+    /// stage I's image channels twice and embeddings as wide as stage I's T5 (d_model); steps, guidance, the noise
+    /// level (within the image noising scheduler's num_train_timesteps) and its sample size.
+    /// </summary>
+    private static void ValidateStage2(SweepOptions o, ModelIndex index, DiffusersConfig textEncoder)
+    {
+        if (o.Stage2Dir is null)
+        {
+            var given = new[] { (o.Stage2Steps is not null, "--stage2-steps"), (o.Stage2Guidance is not null, "--stage2-guidance"), (o.NoiseLevel is not null, "--noise-level") }
+                .Where(x => x.Item1).Select(x => x.Item2).ToList();
+            if (given.Count > 0) throw new LensException($"{string.Join(", ", given)} appl{(given.Count == 1 ? "ies" : "y")} to a DeepFloyd IF stage II only: pass the super-resolution model with --stage2");
+            return;
+        }
+        if (index.ClassName != "IFPipeline")
+            throw new LensException($"--stage2 applies to DeepFloyd IF stage I models (IFPipeline) only; {o.ModelDir} is a {index.ClassName}");
+        var s2 = IFSuperResolutionPipeline.Validate(o.Stage2Dir);
+        var unet1 = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
+        int channels1 = unet1.Int("in_channels", 4);
+        if (s2.ImageChannels != channels1)
+            throw new LensException($"--stage2 {o.Stage2Dir}: its UNet upscales {s2.ImageChannels}-channel images (in_channels {2 * s2.ImageChannels}) but stage I makes {channels1}-channel images");
+        int dModel = textEncoder.Int("d_model", 512);
+        if (s2.EncoderDim != dModel)
+            throw new LensException($"--stage2 {o.Stage2Dir}: its UNet takes {s2.EncoderDim}-wide prompt embeddings (encoder_hid_dim / cross_attention_dim) but stage I's text encoder makes {dModel}-wide ones (d_model)");
+        if (o.Stage2Steps is { } steps && steps < 1) throw new LensException($"--stage2-steps must be at least 1 (got {steps})");
+        if (o.Stage2Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--stage2-guidance must be a finite number (got {g})");
+        IFSuperResolutionPipeline.CheckNoiseLevel(o.NoiseLevel ?? IFSuperResolutionPipeline.DefaultNoiseLevel, s2.NoiseLevelLimit);
+        if (s2.SampleSize is not int size)
+            throw new LensException($"--stage2 {o.Stage2Dir}: its unet config has no sample_size (the stage II image size)");
+        if (size % s2.SizeMultiple != 0)
+            throw new LensException($"--stage2 {o.Stage2Dir}: its sample_size {size} is not a multiple of {s2.SizeMultiple}, which this IF UNet needs");
+    }
+
+    private static IFSuperResolutionPipeline LoadStage2(SweepOptions o, Action<string>? log)
+    {
+        var sw = Stopwatch.StartNew();
+        log?.Invoke($"loading stage II {o.Stage2Dir} ({o.DType} on {o.Device}) ...");
+        var stage2 = IFSuperResolutionPipeline.Load(o.Stage2Dir!, o.Device, o.DType, o.Variant);
+        if (stage2.Device.type == DeviceType.CUDA) torch.cuda.synchronize(stage2.Device);
+        log?.Invoke($"loaded stage II in {sw.Elapsed.TotalSeconds:F1} s");
+        return stage2;
+    }
+
     /// <summary>Runs a sweep on an already loaded pipeline (used by audits that sweep one model many times).</summary>
-    public static SweepResult Run(LensPipeline pipe, SweepOptions o, Action<string>? log = null)
+    /// <param name="pipe">the loaded pipeline of <see cref="SweepOptions.ModelDir"/></param>
+    /// <param name="o">what to render</param>
+    /// <param name="log">progress lines (null: quiet)</param>
+    public static SweepResult Run(LensPipeline pipe, SweepOptions o, Action<string>? log = null) => Run(pipe, o, log, stage2: null);
+
+    /// <param name="stage2">the loaded stage II of <see cref="SweepOptions.Stage2Dir"/>; null: loaded here when the options name one</param>
+    internal static SweepResult Run(LensPipeline pipe, SweepOptions o, Action<string>? log, IFSuperResolutionPipeline? stage2)
     {
         if (o.Scheduler is not null && Schedulers.Scheduler.ResolveClassName(o.Scheduler) != pipe.SchedulerName)
             throw new LensException($"the pipeline was loaded with {pipe.SchedulerName}, not the requested scheduler {o.Scheduler}");
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
-        var result = Run(pipe, o, output, log, 0);
+        using var own = o.Stage2Dir is not null && stage2 is null ? LoadStage2(o, log) : null;
+        var result = Run(pipe, o, output, log, 0, stage2 ?? own);
         output.Commit();
         return result;
     }
@@ -112,8 +170,12 @@ public static class LensSweep
     /// <summary>zlib level of the sweep's PNGs: the fastest (lossless at every level, so the same pixels).</summary>
     public const int PngZlibLevel = 1;
 
-    private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS)
+    private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS,
+        IFSuperResolutionPipeline? stage2 = null, double stage2LoadS = 0)
     {
+        if (o.Stage2Dir is null && stage2 is not null) throw new ArgumentException("a stage II was given but the options name none", nameof(stage2));
+        if (stage2 is not null && pipe is not IFPipeline)
+            throw new LensException($"--stage2 applies to DeepFloyd IF stage I models (IFPipeline) only; {o.ModelDir} is a {pipe.PipelineName}");
         var total = Stopwatch.StartNew();
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
@@ -125,7 +187,10 @@ public static class LensSweep
         if (gen.Steps < 1) throw new LensException($"--steps must be at least 1 (got {gen.Steps})");
         if (gen.Height < 8 || gen.Width < 8) throw new LensException($"image size {gen.Height}x{gen.Width} is too small");
         var layers = LayerSelection.Parse(o.Layers, pipe.NumLayers);
+        var gen2 = stage2?.Options(o.Stage2Steps, o.Stage2Guidance, o.NoiseLevel);
+        if (gen2 is not null) stage2!.CheckOptions(gen2);
         var timer = new PhaseTimer(pipe.Device);
+        var timer2 = new PhaseTimer(pipe.Device);
         bool onCuda = pipe.Device.type == DeviceType.CUDA;
 
         var enc = Stopwatch.StartNew();
@@ -134,7 +199,8 @@ public static class LensSweep
         using var uncond = pipe.Lens(negative.Hidden[^1]);
         timer.Sync();
         double encodeS = enc.Elapsed.TotalSeconds;
-        log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} layer(s) at {gen.Width}x{gen.Height}, {gen.Steps} steps");
+        log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} layer(s) at {gen.Width}x{gen.Height}, {gen.Steps} steps"
+            + (gen2 is null ? "" : $", then stage II at {gen2.Width}x{gen2.Height}, {gen2.Steps} steps, noise level {gen2.NoiseLevel}"));
 
         // CUDA: first-call setup outside the timed denoise (stated in the manifest as timings_s.warmup), and the
         // memory probe of --batch auto. On the CPU there is nothing to warm up and auto means 1.
@@ -144,7 +210,13 @@ public static class LensSweep
         {
             var w = Stopwatch.StartNew();
             long? probe;
-            using (var first = pipe.Lens(prompt.Hidden[layers[0]])) probe = pipe.WarmUp(first, uncond, gen);
+            using (var first = pipe.Lens(prompt.Hidden[layers[0]]))
+            {
+                probe = pipe.WarmUp(first, uncond, gen);
+                // stage II's images are larger: the batch is the smaller of what fits each stage
+                if (stage2 is not null && stage2.WarmUp(first, uncond, gen2!, gen.Height, gen.Width) is long probe2)
+                    probe = probe is long p1 ? Math.Max(p1, probe2) : probe2;
+            }
             warmupS = w.Elapsed.TotalSeconds;
             timer.SampleMemory();
             // the probe measured one layer of one image: a layer of N images takes N times the rows
@@ -169,6 +241,8 @@ public static class LensSweep
 
         var files = new SortedDictionary<int, string>();
         var layerFiles = new SortedDictionary<int, string[]>();
+        var stage1Files = new SortedDictionary<int, string>();
+        int stage2Calls = 0;
         var images = new List<(string, RgbImage)>();
         var perLayer = new SortedDictionary<string, double>(SweepManifest.LayerOrder);
         var writes = new List<Task<double>>(); // PNG encoding runs on the thread pool while the next batch denoises
@@ -184,19 +258,34 @@ public static class LensSweep
             int lastReported = -1;
             Interrupt.ThrowIfRequested();
             Tensor unit;
+            Tensor? unit1 = null;
             try
             {
-                unit = pipe.Generate(conds, uncond, gen, (step, of) =>
+                Action<int, int> OnStep(string stage, Action<int> calls) => (step, of) =>
                 {
                     Interrupt.ThrowIfRequested(); // Ctrl-C: stop here; the output folder is removed on the way out
-                    unetCalls = of;
+                    calls(of);
                     int pct = step * 100 / of;
                     if (pct / 10 != lastReported || step == of)
                     {
                         lastReported = pct / 10;
-                        log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] step {step}/{of}");
+                        log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] {stage}step {step}/{of}");
                     }
-                }, timer, chunkGenerators);
+                };
+                if (stage2 is null)
+                    unit = pipe.Generate(conds, uncond, gen, OnStep("", of => unetCalls = of), timer, chunkGenerators);
+                else
+                {
+                    // diffusers' two-stage usage: stage I with output_type="pt", then stage II on those images with the
+                    // same layer's embedding, drawing from the same generator
+                    using var scope = NewDisposeScope();
+                    var generator = new Generator((ulong)o.Seed);
+                    var images1 = pipe.GenerateImages(conds, uncond, gen, [generator], OnStep("", of => unetCalls = of), timer);
+                    unit1 = DenoisingPipeline.ToUnitHwc(images1).MoveToOuterDisposeScope();
+                    lastReported = -1;
+                    unit = stage2.Generate(images1, conds, uncond, gen2!, generator, OnStep("stage II ", of => stage2Calls = of), timer2)
+                        .MoveToOuterDisposeScope();
+                }
             }
             catch (Exception e) when (o.AutoBatch && batch > 1 && e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
             {
@@ -210,6 +299,7 @@ public static class LensSweep
                 foreach (var g in chunkGenerators ?? []) g.Dispose();
             }
             using (unit)
+            using (unit1)
             {
                 for (int j = 0; j < chunk.Length; j++)
                 {
@@ -226,6 +316,15 @@ public static class LensSweep
                     }
                     files[chunk[j]] = names[0];
                     layerFiles[chunk[j]] = names;
+                    if (unit1 is not null)
+                    {
+                        RgbImage img1;
+                        using (var hwc1 = unit1[j]) img1 = RgbImage.FromUnitHwc(hwc1);
+                        var name1 = $"layer-{chunk[j]:D2}-stage1.png";
+                        var path1 = output.PathOf(name1);
+                        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img1.SavePng(path1, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+                        stage1Files[chunk[j]] = name1;
+                    }
                     perLayer[chunk[j].ToString()] = Math.Round(t0.Elapsed.TotalSeconds / chunk.Length, 4);
                 }
             }
@@ -267,6 +366,23 @@ public static class LensSweep
             ImagesPerLayer = perLayerImages,
             LayerFiles = perLayerImages == 1 ? null
                 : new SortedDictionary<string, string[]>(layerFiles.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
+            Stage1Files = stage2 is null ? null : new SortedDictionary<string, string>(stage1Files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
+            Stage2 = stage2 is null ? null : new Stage2Manifest
+            {
+                Model = Path.GetFullPath(stage2.ModelDir),
+                Pipeline = stage2.PipelineName,
+                Scheduler = stage2.SchedulerName,
+                Steps = gen2!.Steps,
+                UnetCallsPerImage = stage2Calls,
+                Guidance = gen2.Guidance,
+                NoiseLevel = gen2.NoiseLevel,
+                Height = gen2.Height,
+                Width = gen2.Width,
+                Variant = stage2.Variant,
+                WeightsSha256 = stage2.WeightHashes(),
+                LoadS = Math.Round(stage2LoadS, 4),
+                DenoiseS = Math.Round(timer2.Seconds.GetValueOrDefault("denoise"), 4),
+            },
             TimingsS = new SweepTimings
             {
                 Load = Math.Round(loadS, 4),
@@ -282,11 +398,11 @@ public static class LensSweep
                 PerLayer = perLayer,
                 Total = 0,
             },
-            GpuMemoryPeakGib = timer.PeakDeviceBytes is long peak ? Math.Round(peak / (double)(1L << 30), 3) : null,
+            GpuMemoryPeakGib = Math.Max(timer.PeakDeviceBytes ?? -1, timer2.PeakDeviceBytes ?? -1) is long peak && peak >= 0 ? Math.Round(peak / (double)(1L << 30), 3) : null,
         };
         // image writing on the critical path: waiting for the background PNGs, the grid, and the manifest
         double writeS = writeClock.Elapsed.TotalSeconds;
-        manifest = manifest with { TimingsS = manifest.TimingsS with { WriteImages = Math.Round(writeS, 4), Total = Math.Round(total.Elapsed.TotalSeconds + loadS, 4) } };
+        manifest = manifest with { TimingsS = manifest.TimingsS with { WriteImages = Math.Round(writeS, 4), Total = Math.Round(total.Elapsed.TotalSeconds + loadS + stage2LoadS, 4) } };
         File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJson());
         return new SweepResult
         {

@@ -47,7 +47,7 @@ internal sealed record SweepManifest
     public required int NumLayers { get; init; }
     public required int[] Layers { get; init; }
     public string Lens { get; init; } = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt";
-    /// <summary>Layer index (as a string) to its PNG file name.</summary>
+    /// <summary>Layer index (as a string) to its PNG file name (with a stage II: the stage II image).</summary>
     public required SortedDictionary<string, string> Files { get; init; }
     /// <summary>reseed (every layer's call from a generator seeded with the seed) or continue (one generator, layer after layer).</summary>
     public string SeedPolicy { get; init; } = "reseed";
@@ -55,6 +55,10 @@ internal sealed record SweepManifest
     public int ImagesPerLayer { get; init; } = 1;
     /// <summary>Every image of each layer, in draw order; null with one image per layer.</summary>
     public SortedDictionary<string, string[]>? LayerFiles { get; init; }
+    /// <summary>With a stage II: layer index (as a string) to its stage I image (layer-XX-stage1.png); null otherwise.</summary>
+    public SortedDictionary<string, string>? Stage1Files { get; init; }
+    /// <summary>DeepFloyd IF stage II (--stage2), or null: the top-level steps, guidance and size are stage I's.</summary>
+    public Stage2Manifest? Stage2 { get; init; }
     public string Grid { get; init; } = "grid.png";
     public required SweepTimings TimingsS { get; init; }
     /// <summary>CUDA: the most device memory in use at a phase end (driver view: total - free, so it includes the CUDA
@@ -103,4 +107,24 @@ internal sealed record SweepTimings
     public required SortedDictionary<string, double> PerLayer { get; init; }
     /// <summary>Load included.</summary>
     public required double Total { get; init; }
+}
+
+/// <summary>The super-resolution stage of an IF sweep: what upscaled the stage I images in <see cref="SweepManifest.Files"/>.</summary>
+internal sealed record Stage2Manifest
+{
+    public required string Model { get; init; }
+    public required string Pipeline { get; init; }
+    public required string Scheduler { get; init; }
+    public required int Steps { get; init; }
+    public required int UnetCallsPerImage { get; init; }
+    public required double Guidance { get; init; }
+    public required int NoiseLevel { get; init; }
+    public required int Height { get; init; }
+    public required int Width { get; init; }
+    public string? Variant { get; init; }
+    public SortedDictionary<string, string>? WeightsSha256 { get; init; }
+    public string Input { get; init; } = "each layer's stage I image ([-1, 1], as diffusers' output_type=\"pt\") with the same layer's lens embedding and the negative embedding; the generator continues from stage I";
+    /// <summary>Seconds of the stage II load and of all its denoising loops.</summary>
+    public double LoadS { get; init; }
+    public double DenoiseS { get; init; }
 }

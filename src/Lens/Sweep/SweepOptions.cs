@@ -54,6 +54,20 @@ public sealed record SweepOptions
     public int ImagesPerLayer { get; init; } = 1;
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
+
+    /// <summary>
+    /// DeepFloyd IF only: a super-resolution folder (IFSuperResolutionPipeline, e.g. IF-II-L) run on every layer's
+    /// stage I image with that layer's lens embedding (and the negative embedding), continuing stage I's generator as
+    /// diffusers' two-stage usage does. layer-XX.png is then the stage II image, layer-XX-stage1.png stage I's. Loaded
+    /// with <see cref="Variant"/>, as stage I.
+    /// </summary>
+    public string? Stage2Dir { get; init; }
+    /// <summary>Stage II inference steps (null: diffusers' default, 50).</summary>
+    public int? Stage2Steps { get; init; }
+    /// <summary>Stage II guidance scale (null: diffusers' default, 4.0).</summary>
+    public double? Stage2Guidance { get; init; }
+    /// <summary>Stage II noise level of the upscaled image, in [0, the image noising scheduler's num_train_timesteps) (null: 250).</summary>
+    public int? NoiseLevel { get; init; }
 }
 
 /// <summary>What a sweep wrote.</summary>

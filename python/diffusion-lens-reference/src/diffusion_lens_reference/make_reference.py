@@ -37,6 +37,13 @@ Modes:
 
          python fixtures/make_reference.py schedulers
 
+  if2    Builds a tiny random-weight DeepFloyd IF stage II (IFSuperResolutionPipeline, no text encoder) under
+         fixtures/models/if2-tiny and records, on the committed if-tiny-b as stage I, diffusers' two-stage usage per
+         lens layer into fixtures/references/if2-tiny/ (stage I's pt images, stage II's draws, the upscaled+noised
+         image, one layer's UNet call and scheduler steps, the final images).
+
+         python fixtures/make_reference.py if2
+
 Needs: torch, diffusers, transformers, safetensors, numpy, Pillow (and beautifulsoup4 + ftfy for IF caption
 cleaning). Everything runs in float32 on the CPU unless --device/--dtype say otherwise, so the C# suite can
 compare at tight tolerances.
@@ -691,6 +698,217 @@ def load_if(folder: Path, variant: str | None, dtype=torch.float32):
                                       feature_extractor=None, watermarker=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# --------------------------------------------------------------------------------------------------------------
+# DeepFloyd IF stage II (super-resolution), run on a tiny IF stage I as diffusers' documented two-stage usage does
+# --------------------------------------------------------------------------------------------------------------
+IF2_CONFIGS = {
+    # IF-II-L-like (scripts/convert_if.py get_super_res_unet): 6 input channels (noisy image + upscaled stage I image),
+    # class_embed_type "timestep" (the noise level), text projection from the stage I T5 width (if-tiny-b: 24), only
+    # cross-attention, skip_time_act, out scale factors 1/0.7071, gelu time-embedding activation, a time_embedding_dim
+    # of its own; attention at the lowest resolution only; 24x24 stage I images upscaled to 48x48.
+    "if2-tiny": dict(
+        stage1="if-tiny-b",
+        unet=dict(
+            sample_size=48, layers_per_block=(1, 1, 2), block_out_channels=(16, 24, 32),
+            down_block_types=("ResnetDownsampleBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"),
+            mid_block_type="UNetMidBlock2DSimpleCrossAttn",
+            up_block_types=("SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "ResnetUpsampleBlock2D"),
+            in_channels=6, out_channels=6, cross_attention_dim=32, encoder_hid_dim=24, attention_head_dim=8,
+            addition_embed_type="text", addition_embed_type_num_heads=4, cross_attention_norm="group_norm",
+            resnet_time_scale_shift="scale_shift", act_fn="gelu", norm_num_groups=8, class_embed_type="timestep",
+            time_embedding_dim=32, time_embedding_act_fn="gelu", resnet_skip_time_act=True,
+            resnet_out_scale_factor=1 / 0.7071, mid_block_scale_factor=1 / 0.7071, only_cross_attention=True,
+        ),
+        # stage II settings unlike stage I's and unlike the defaults (50, 4.0, 250), so a mixed-up option shows
+        run=dict(steps=6, guidance=5.0, noise_level=300, trace_layer=1),
+    ),
+}
+
+
+def build_if2(name: str, cfg: dict, models_dir: Path) -> Path:
+    """A tiny IFSuperResolutionPipeline: random UNet, the schedulers as convert_if.py makes IF-II's, no text encoder."""
+    from diffusers import IFSuperResolutionPipeline
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel(**cfg["unet"]).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", beta_start=0.0001,
+                              beta_end=0.02, thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.0,
+                              prediction_type="epsilon", variance_type="learned_range")
+    image_noising_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
+                                            beta_start=0.0001, beta_end=0.02)
+    pipe = IFSuperResolutionPipeline(tokenizer=None, text_encoder=None, unet=unet, scheduler=scheduler,
+                                     image_noising_scheduler=image_noising_scheduler, safety_checker=None,
+                                     feature_extractor=None, watermarker=None, requires_safety_checker=False)
+    out = models_dir / name
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def load_if2(folder: Path, dtype=torch.float32):
+    from diffusers import IFSuperResolutionPipeline
+    pipe = IFSuperResolutionPipeline.from_pretrained(folder, text_encoder=None, tokenizer=None, torch_dtype=dtype,
+                                                     safety_checker=None, feature_extractor=None, watermarker=None,
+                                                     requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class Stage2Recorder(Recorder):
+    """Recorder plus what IFSuperResolutionPipeline draws (intermediate images, then the upscale noise), its
+    add_noise call, and the class labels of the first UNet call."""
+
+    def __enter__(self):
+        super().__enter__()
+        import diffusers.pipelines.deepfloyd_if.pipeline_if_superresolution as sr
+        self._sr, self._orig_sr_randn, self.draws = sr, sr.randn_tensor, []
+
+        def randn(*a, **kw):
+            t = self._orig_sr_randn(*a, **kw)
+            self.draws.append(t.detach().clone())
+            return t
+
+        sr.randn_tensor = randn
+        self._noising = self.pipe.image_noising_scheduler
+        self._orig_add, self.noised = self._noising.add_noise, None
+
+        def add_noise(original, noise, timesteps):
+            out = self._orig_add(original, noise, timesteps)
+            self.noised = dict(original=original.detach().clone(), noise=noise.detach().clone(),
+                               timesteps=timesteps.detach().clone(), out=out.detach().clone())
+            return out
+
+        self._noising.add_noise = add_noise
+        self.class_labels = None
+
+        def hook(module, args, kwargs, output):
+            if self.class_labels is None:
+                self.class_labels = kwargs["class_labels"].detach().clone()
+
+        self._h2 = self.pipe.unet.register_forward_hook(hook, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc):
+        super().__exit__(*exc)
+        self._sr.randn_tensor = self._orig_sr_randn
+        self._noising.add_noise = self._orig_add
+        self._h2.remove()
+
+
+class DrawCounter:
+    """Counts the draws stage I makes from the generator (its initial images and DDPM's variance noise)."""
+
+    def __enter__(self):
+        import diffusers.pipelines.deepfloyd_if.pipeline_if as p1
+        import diffusers.schedulers.scheduling_ddpm as ddpm_mod
+        self.mods, self.origs, self.shapes = [p1, ddpm_mod], [p1.randn_tensor, ddpm_mod.randn_tensor], []
+        for m, o in zip(self.mods, self.origs):
+            def randn(*a, _o=o, **kw):
+                t = _o(*a, **kw)
+                self.shapes.append(list(t.shape))
+                return t
+            m.randn_tensor = randn
+        return self
+
+    def __exit__(self, *exc):
+        for m, o in zip(self.mods, self.origs):
+            m.randn_tensor = o
+
+
+@torch.no_grad()
+def record_if2(stage1, stage2, out_dir: Path, model_entry: dict, stage1_entry: dict, s1run: dict, s2run: dict,
+               layers: list[int] | None, device: str, dtype) -> None:
+    """Per lens layer, diffusers' two-stage usage: stage I (output_type="pt") with the layer's lens embedding and the
+    negative embedding, then stage II on that image with the same embeddings and the SAME generator. Records the
+    stage I images handed over, stage II's draws, the upscaled+noised image, the final images, and for one layer the
+    first UNet call and every scheduler step (teacher forcing)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage1, stage2 = stage1.to(device), stage2.to(device)
+    tensors = {}
+    clean = s1run["clean_caption"]
+    negative_prompt = s1run.get("negative_prompt", "")
+    text, tok, hidden, lens = if_encode(stage1, LENS_PROMPT, clean, device)
+    _, _, _, neg_lens = if_encode(stage1, negative_prompt, clean, device)
+    negative_embeds = neg_lens[-1]
+    n_layers = len(hidden)
+    layers = list(range(n_layers)) if layers is None else layers
+    trace = s2run["trace_layer"]
+    tensors["negative_embeds"] = negative_embeds
+    stage2.scheduler.set_timesteps(s2run["steps"], device=device)
+    tensors["timesteps"] = stage2.scheduler.timesteps.to(torch.int64).cpu()
+    layer_files, stage1_files, draws_stage1, rec_trace = {}, {}, None, None
+    for L in layers:
+        tensors[f"lens.{L}"] = lens[L]
+        g = torch.Generator("cpu").manual_seed(s1run["seed"])
+        with DrawCounter() as dc:
+            images1 = stage1(prompt_embeds=lens[L], negative_prompt_embeds=negative_embeds,
+                             num_inference_steps=s1run["steps"], guidance_scale=s1run["guidance"],
+                             height=s1run["height"], width=s1run["width"], generator=g, output_type="pt",
+                             clean_caption=clean).images
+        draws_stage1 = dc.shapes
+        tensors[f"layer.{L}.stage1_images"] = images1
+        with Stage2Recorder(stage2) as rec:
+            img = stage2(image=images1, prompt_embeds=lens[L], negative_prompt_embeds=negative_embeds,
+                         num_inference_steps=s2run["steps"], guidance_scale=s2run["guidance"],
+                         noise_level=s2run["noise_level"], generator=g, output_type="np").images[0]
+        assert len(rec.draws) == 2, f"stage II drew {len(rec.draws)} times outside the scheduler (expected 2)"
+        assert torch.equal(rec.noised["noise"], rec.draws[1])
+        tensors[f"layer.{L}.upscaled"] = rec.noised["out"]
+        tensors[f"layer.{L}.image"] = torch.from_numpy(img)
+        name = f"layer-{L:02d}.png"
+        save_png(to_uint8(img), out_dir / name)
+        layer_files[str(L)] = name
+        stage1_np = (images1 / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()[0]
+        name1 = f"layer-{L:02d}-stage1.png"
+        save_png(to_uint8(stage1_np), out_dir / name1)
+        stage1_files[str(L)] = name1
+        if "stage2.init_images" not in tensors:
+            tensors["stage2.init_images"] = rec.draws[0]
+            tensors["stage2.upscale_noise"] = rec.draws[1]
+            tensors["stage2.noise_level"] = rec.noised["timesteps"].to(torch.int64)
+        if L == trace:
+            rec_trace = rec
+            tensors["trace.upscaled_before_noise"] = rec.noised["original"]
+            for k, v in rec.unet_call.items():
+                tensors[f"unet.{k}"] = v
+            tensors["unet.class_labels"] = rec.class_labels.to(torch.int64)
+            tensors["steps.images"] = torch.stack([s[3][0] for s in rec.steps])
+            tensors["steps.model_output"] = torch.stack([s[1][0] for s in rec.steps])
+            tensors["steps.noise"] = torch.stack([n[0] for n in rec.noises])
+    assert rec_trace is not None, f"trace layer {trace} is not among the recorded layers {layers}"
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind="if2", model=model_entry, stage1=dict(stage1_entry, run=s1run, pipeline=type(stage1).__name__),
+        generated_by=dict(versions(), device=device, dtype=str(dtype).replace("torch.", "")),
+        pipeline=type(stage2).__name__, scheduler=type(stage2.scheduler).__name__,
+        image_noising_scheduler=type(stage2.image_noising_scheduler).__name__,
+        prompt=LENS_PROMPT, negative_prompt=negative_prompt, clean_caption=clean, preprocessed_prompt=text,
+        seed=s1run["seed"], steps=s2run["steps"], guidance=s2run["guidance"], noise_level=s2run["noise_level"],
+        height=stage2.unet.config.sample_size, width=stage2.unet.config.sample_size,
+        num_layers=n_layers, layers=layers, trace_layer=trace, unet_calls=len(rec_trace.steps),
+        stage1_draw_shapes=draws_stage1, handover="stage I output_type='pt' (the raw sample) -> stage II image=",
+        images=dict(layers=layer_files, stage1=stage1_files), tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: {len(layers)} layers, stage I draws {len(draws_stage1)}, stage II {len(rec_trace.steps)} UNet calls")
+
+
+def cmd_if2(args) -> None:
+    """Builds fixtures/models/<name> (tiny IF stage II) and records fixtures/references/<name> on the committed stage I."""
+    torch.set_grad_enabled(False)
+    models_dir, refs_dir = ROOT / "models", ROOT / "references"
+    for name, cfg in IF2_CONFIGS.items():
+        print(f"building {name}")
+        folder = build_if2(name, cfg, models_dir)
+        s1name = cfg["stage1"]
+        s1cfg = IF_CONFIGS[s1name]
+        stage1 = load_if(models_dir / s1name, s1cfg["text_save"]["variant"])
+        stage2 = load_if2(folder)
+        record_if2(stage1, stage2, refs_dir / name, dict(path=f"fixtures/models/{name}", weights_sha256=weights_sha256(models_dir / name, None)), model_entry(s1name, s1cfg),
+                   s1cfg["run"], cfg["run"], None, "cpu", torch.float32)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1471,11 +1689,13 @@ def main(fixtures: Path | None = None) -> None:
     ks = sub.add_parser("keys", help="state-dict keys and shapes of real configurations, built on the meta device")
     ks.add_argument("--configs", default=str(ROOT / "real-configs"), help="folder of <pipeline>/model_index.json + configs")
     ks.add_argument("--out", default=None, help="where <pipeline>/<component>/keys.json go (default: --configs)")
+    sub.add_parser("if2", help="build the tiny IF stage II model (fixtures/models/if2-tiny) and record its two-stage "
+                   "references on the committed if-tiny-b (CPU float32)")
     args = ap.parse_args()
     if args.mode == "keys" and args.out is None:
         args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
-     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip}[args.mode](args)
+     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2}[args.mode](args)
 
 
 if __name__ == "__main__":

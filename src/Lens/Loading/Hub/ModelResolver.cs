@@ -14,6 +14,8 @@ internal static class ModelResolver
 {
     /// <summary>The components a Stable Diffusion or IF lens sweep loads.</summary>
     public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "unet", "vae", "scheduler" };
+    /// <summary>The components a DeepFloyd IF super-resolution stage loads (its text encoder is never used).</summary>
+    public static readonly string[] Stage2Components = { "unet", "scheduler", "image_noising_scheduler" };
 
     private static readonly string[] SmallFiles =
     {
@@ -28,8 +30,11 @@ internal static class ModelResolver
     /// <param name="variant">weights variant to prefer (e.g. "fp16"); null: plain weights, else fp16 (as WeightSet.FromFolder)</param>
     /// <param name="log">one line per downloaded file / note (null: silent)</param>
     /// <param name="progress">bytes of the file being downloaded: (file, done, total or -1)</param>
+    /// <param name="components">the components to fetch (default <see cref="NeededComponents"/>; IF stage II:
+    /// <see cref="Stage2Components"/>)</param>
     public static string Resolve(string model, string? revision = null, string? variant = null, Action<string>? log = null,
-        Action<string, long, long>? progress = null, HubCache? cache = null, string? endpoint = null, bool? offline = null, string? token = null)
+        Action<string, long, long>? progress = null, HubCache? cache = null, string? endpoint = null, bool? offline = null, string? token = null,
+        IReadOnlyList<string>? components = null)
     {
         if (Directory.Exists(model))
         {
@@ -73,7 +78,7 @@ internal static class ModelResolver
         var index = ModelIndex.Load(snapshot);
         // every component's configs and weight list first, so a refused variant downloads no weights at all
         var weights = new List<string>();
-        foreach (var comp in NeededComponents)
+        foreach (var comp in components ?? NeededComponents)
         {
             if (!index.Components.TryGetValue(comp, out var spec) || spec is null) continue;
             foreach (var f in SmallFiles)

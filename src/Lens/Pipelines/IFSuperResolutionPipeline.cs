@@ -1,0 +1,269 @@
+using DiffusionLens.Loading;
+using DiffusionLens.Models;
+using DiffusionLens.Schedulers;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Pipelines;
+
+/// <summary>Sampling settings of DeepFloyd IF's super-resolution stage (diffusers' __call__ defaults in <see cref="IFSuperResolutionPipeline"/>).</summary>
+internal sealed record SuperResolutionOptions(int Steps, double Guidance, int NoiseLevel, int Height, int Width);
+
+/// <summary>
+/// diffusers' IFSuperResolutionPipeline (DeepFloyd IF stage II, e.g. IF-II-L: 64 -> 256), as a lens needs it: it
+/// takes prompt embeddings (the lens's per-layer embedding and the negative embedding, made by stage I's T5; its own
+/// text encoder, if the folder has one, is never loaded) and stage I's images, and follows
+/// pipeline_if_superresolution.py: the intermediate images drawn first (batch, in_channels // 2, H, W), then the
+/// stage I images (in [-1, 1], diffusers' output_type="pt") upscaled with F.interpolate(bilinear, align_corners=True),
+/// noised by the image_noising_scheduler's add_noise at noise_level with noise drawn next from the same generator,
+/// and denoised with [intermediate, upscaled] concatenated on channels, class_labels = noise_level, the IF guidance
+/// (noise channels guided, the conditional half's variance) and the pipeline's scheduler. Output (x/2+0.5).clamp(0,1).
+/// No watermark, no safety checker. The loop is <see cref="DenoisingPipeline.Denoise"/>, shared with stage I.
+/// </summary>
+internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
+{
+    public const string ClassName = "IFSuperResolutionPipeline";
+    /// <summary>diffusers' IFSuperResolutionPipeline.__call__ defaults.</summary>
+    public const int DefaultSteps = 50;
+    public const double DefaultGuidance = 4.0;
+    public const int DefaultNoiseLevel = 250;
+
+    public required UNet2DConditionModel UNet { get; init; }
+    /// <summary>scheduler/scheduler_config.json: the denoising scheduler.</summary>
+    public required DiffusersConfig SchedulerConfig { get; init; }
+    /// <summary>image_noising_scheduler/scheduler_config.json: the DDPM schedule whose add_noise noises the upscaled image.</summary>
+    public required DiffusersConfig ImageNoisingSchedulerConfig { get; init; }
+
+    public string PipelineName => ClassName;
+    public string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+    /// <summary>The noising schedule's num_train_timesteps: a noise level must lie in [0, this).</summary>
+    public int NoiseLevelLimit => ImageNoisingSchedulerConfig.Int("num_train_timesteps", 1000);
+    /// <summary>Channels of the image being denoised (diffusers: unet.config.in_channels // 2).</summary>
+    public int ImageChannels => UNet.InChannels / 2;
+    /// <summary>The UNet's sample_size (IF-II-L: 256), diffusers' default height and width.</summary>
+    public int DefaultSize => UNet.SampleSize ?? throw new LensException($"{Path.Combine(ModelDir, "unet", "config.json")}: no sample_size; pass --height and --width");
+
+    /// <summary>The options with diffusers' defaults for those not given.</summary>
+    public SuperResolutionOptions Options(int? steps, double? guidance, int? noiseLevel, int? height = null, int? width = null) =>
+        new(steps ?? DefaultSteps, guidance ?? DefaultGuidance, noiseLevel ?? DefaultNoiseLevel, height ?? DefaultSize, width ?? DefaultSize);
+
+    /// <summary>
+    /// Checks a super-resolution folder from its config files alone (no weights read): model_index.json names an
+    /// IFSuperResolutionPipeline; its unet config builds here on the meta device (<see cref="UNet2DConditionModel"/>
+    /// rejects what it does not implement), takes an even number of input channels and a timestep class embedding; its scheduler and image_noising_scheduler
+    /// are supported DDPM-family configs. Returns the index.
+    /// </summary>
+    public static Stage2Config Validate(string modelDir)
+    {
+        var index = ModelIndex.Load(modelDir);
+        var mi = Path.Combine(modelDir, "model_index.json");
+        if (index.ClassName != ClassName)
+            throw new LensException($"--stage2 {modelDir}: {mi} names the pipeline {index.ClassName}, not {ClassName} (a DeepFloyd IF super-resolution folder such as DeepFloyd/IF-II-L-v1.0)");
+        var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
+        // the UNet built on the meta device: every config value it does not implement fails here, and costs nothing
+        int sizeMultiple, encoderDim;
+        int? sampleSize;
+        using (Layers.ForLoading(torch.META, ScalarType.Float32))
+        using (var probe = UNet2DConditionModel.FromConfig(unet))
+        {
+            sizeMultiple = probe.SizeMultiple;
+            sampleSize = probe.SampleSize;
+            // the width of the prompt embeddings it takes: encoder_hid_proj's input, else the cross-attention width
+            encoderDim = unet.IntOrNull("encoder_hid_dim") ?? probe.CrossAttentionDims[0];
+        }
+        int inChannels = unet.Int("in_channels", 4);
+        if (inChannels % 2 != 0)
+            throw new LensException($"{unet.Path}: in_channels = {inChannels}; a super-resolution UNet takes the noisy image and the upscaled image concatenated (an even number, 6 for IF-II)");
+        if (unet.StrOrNull("class_embed_type") != "timestep")
+            throw new LensException($"{unet.Path}: 'class_embed_type' = {unet.StrOrNull("class_embed_type") ?? "null"}; IF's super-resolution UNet takes the noise level through class_embed_type timestep");
+        using (Scheduler.FromConfig(LoadConfig(index, "scheduler"))) { }
+        var noising = LoadConfig(index, "image_noising_scheduler");
+        using (new DDPMScheduler(noising)) { }
+        return new Stage2Config(index, inChannels / 2, sizeMultiple, sampleSize, encoderDim, noising.Int("num_train_timesteps", 1000));
+    }
+
+    /// <summary>What <see cref="Validate"/> read from a super-resolution folder's configs.</summary>
+    /// <param name="ImageChannels">in_channels / 2: the channels of the stage I image it upscales</param>
+    /// <param name="EncoderDim">the width of the prompt embeddings it takes (encoder_hid_dim, else cross_attention_dim)</param>
+    /// <param name="NoiseLevelLimit">the image noising scheduler's num_train_timesteps</param>
+    public sealed record Stage2Config(ModelIndex Index, int ImageChannels, int SizeMultiple, int? SampleSize, int EncoderDim, int NoiseLevelLimit);
+
+    private static DiffusersConfig LoadConfig(ModelIndex index, string component) =>
+        DiffusersConfig.Load(Path.Combine(index.Require(component), "scheduler_config.json"));
+
+    /// <summary>Loads the UNet (strict key-for-key) and the two scheduler configs; the text encoder is never loaded.</summary>
+    /// <param name="variant">weights variant, as for <see cref="LensPipeline.Load"/></param>
+    public static IFSuperResolutionPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
+    {
+        var index = Validate(modelDir).Index;
+        var dev = LensPipeline.ParseDevice(device);
+        var dt = LensPipeline.ParseDType(dtype);
+        var unetDir = index.Require("unet");
+        WeightSet.CheckPipelineVariant(modelDir, new[] { unetDir }, variant);
+        var unetVariant = WeightSet.ComponentVariant(unetDir, variant);
+        var pipe = new IFSuperResolutionPipeline
+        {
+            ModelDir = modelDir,
+            Device = dev,
+            DType = dt,
+            SchedulerConfig = LoadConfig(index, "scheduler"),
+            ImageNoisingSchedulerConfig = LoadConfig(index, "image_noising_scheduler"),
+            UNet = ComponentLoader.LoadUNet(unetDir, dev, dt, unetVariant),
+        };
+        pipe.Variant = variant;
+        pipe.WeightFiles = WeightSet.FromFolder(unetDir, unetVariant).FilePaths;
+        return pipe;
+    }
+
+    /// <summary>Height and width must be multiples of the UNet's total resnet upsampling, as for stage I.</summary>
+    public void CheckOptions(SuperResolutionOptions o)
+    {
+        if (o.Steps < 1) throw new LensException($"--stage2-steps must be at least 1 (got {o.Steps})");
+        if (!double.IsFinite(o.Guidance)) throw new LensException($"--stage2-guidance must be a finite number (got {o.Guidance})");
+        CheckNoiseLevel(o.NoiseLevel, NoiseLevelLimit);
+        int m = UNet.SizeMultiple;
+        if (o.Height < 8 || o.Width < 8) throw new LensException($"stage II image size {o.Height}x{o.Width} is too small");
+        if (o.Height % m != 0 || o.Width % m != 0)
+            throw new LensException($"stage II height and width must be multiples of {m} for this IF UNet (got {o.Height}x{o.Width})");
+    }
+
+    /// <summary>diffusers' check_inputs: noise_level must be a valid timestep of the image noising scheduler, [0, num_train_timesteps).</summary>
+    public static void CheckNoiseLevel(int noiseLevel, int numTrainTimesteps)
+    {
+        if (noiseLevel < 0 || noiseLevel >= numTrainTimesteps)
+            throw new LensException($"--noise-level {noiseLevel} must be a valid timestep of the image noising scheduler, in [0, {numTrainTimesteps})");
+    }
+
+    /// <summary>
+    /// Steps 5 and 7 of diffusers' __call__ for a batch of k images run as k single-image calls: the intermediate
+    /// images (noise [1, in_channels // 2, H, W] times init_noise_sigma, shared by the k rows) drawn first, then the
+    /// stage I images upscaled (bilinear, align_corners=True) and noised at the noise level with noise of one image's
+    /// shape drawn next (shared). Returns (intermediate images [k, C, H, W], noised upscaled images [k, C, H, W]).
+    /// </summary>
+    /// <param name="stage1Images">[k, C, h, w] stage I images in [-1, 1] (diffusers' output_type="pt")</param>
+    public (Tensor Intermediate, Tensor Upscaled) PrepareInputs(Tensor stage1Images, SuperResolutionOptions o, Scheduler scheduler, Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        long k = stage1Images.shape[0];
+        if (stage1Images.ndim != 4 || stage1Images.shape[1] != ImageChannels)
+            throw new LensException($"stage II takes [k, {ImageChannels}, h, w] stage I images, got [{string.Join(", ", stage1Images.shape)}]");
+        var intermediate = (Noise(generator, new long[] { 1, ImageChannels, o.Height, o.Width }) * scheduler.InitNoiseSigma)
+            .expand(k, -1, -1, -1).contiguous();
+        // preprocess_image: image.to(device, dtype=unet.dtype)
+        var image = stage1Images.to(DType, Device);
+        var upscaled = nn.functional.interpolate(image, new long[] { o.Height, o.Width }, mode: InterpolationMode.Bilinear, align_corners: true);
+        var noise = Noise(generator, new long[] { 1, ImageChannels, o.Height, o.Width }).expand(k, -1, -1, -1);
+        upscaled = AddNoise(upscaled, noise, o.NoiseLevel);
+        return (intermediate.MoveToOuterDisposeScope(), upscaled.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// diffusers' DDPMScheduler.add_noise of the image noising scheduler at one timestep for every row:
+    /// alphas_cumprod cast to the sample's dtype, sqrt(a_t) * x + sqrt(1 - a_t) * noise.
+    /// </summary>
+    public Tensor AddNoise(Tensor original, Tensor noise, int noiseLevel)
+    {
+        CheckNoiseLevel(noiseLevel, NoiseLevelLimit);
+        using var scope = NewDisposeScope();
+        using var noising = new DDPMScheduler(ImageNoisingSchedulerConfig);
+        long k = original.shape[0];
+        var alphasCumprod = noising.AlphasCumprod.to(original.device).to(original.dtype);
+        var timesteps = torch.full(new long[] { k }, noiseLevel, dtype: ScalarType.Int64, device: original.device);
+        var alphaProd = alphasCumprod.index_select(0, timesteps);
+        var sqrtAlphaProd = alphaProd.pow(0.5).flatten().reshape(k, 1, 1, 1);
+        var sqrtOneMinusAlphaProd = (1 - alphaProd).pow(0.5).flatten().reshape(k, 1, 1, 1);
+        return (sqrtAlphaProd * original + sqrtOneMinusAlphaProd * noise).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Upscales k stage I images, each with its own conditional embedding (and the shared unconditional one), as k
+    /// single-image diffusers calls sharing one generator stream. Returns [k, C, H, W] images in [-1, 1], not
+    /// clamped (output_type="pt"), on the device.
+    /// </summary>
+    /// <param name="generator">diffusers' generator: in the documented two-stage usage the one stage I drew from</param>
+    public Tensor GenerateImages(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
+        Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+    {
+        if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
+        if (stage1Images.shape[0] != conditional.Count)
+            throw new LensException($"image batch size: {stage1Images.shape[0]} must be same as prompt batch size {conditional.Count}");
+        CheckOptions(o);
+        using var noGrad = torch.no_grad();
+        using var outer = NewDisposeScope();
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        scheduler.ShareNoiseAcrossBatch = true;
+        var embeds = BatchEmbeds(conditional, unconditional, o.Guidance);
+        var (intermediate, upscaled) = PrepareInputs(stage1Images, o, scheduler, generator);
+        _upscaled = upscaled;
+        _noiseLevel = o.NoiseLevel;
+        try
+        {
+            return Denoise(scheduler, intermediate, embeds, o.Guidance, generator, onStep, timer).MoveToOuterDisposeScope();
+        }
+        finally { _upscaled = null; }
+    }
+
+    /// <summary><see cref="GenerateImages"/> postprocessed: [k, H, W, C] float32 in [0, 1] on the CPU (output_type="np").</summary>
+    public Tensor Generate(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
+        Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+    {
+        using var scope = NewDisposeScope();
+        var images = GenerateImages(stage1Images, conditional, unconditional, o, generator, onStep, timer);
+        return ToUnitHwc(images).MoveToOuterDisposeScope();
+    }
+
+    private Tensor? _upscaled;
+    private int _noiseLevel;
+
+    /// <summary>One step's guided model call inside <see cref="GenerateImages"/> (the upscaled images and noise level of that call).</summary>
+    internal override Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance) =>
+        GuidedPrediction(scheduler, sample, t, embeds, guidance,
+            _upscaled ?? throw new InvalidOperationException("stage II's model call needs the upscaled images: call GenerateImages, or pass them"),
+            _noiseLevel);
+
+    /// <summary>
+    /// One denoising step's model call as pipeline_if_superresolution.py makes it: model_input = cat([sample,
+    /// upscaled], 1), doubled with guidance, scaled by the scheduler; the UNet with class_labels = the noise level per
+    /// row; the IF guidance (<see cref="IFPipeline.CombineGuided"/>) on model_input.shape[1] // 2 noise channels.
+    /// </summary>
+    public Tensor GuidedPrediction(Scheduler scheduler, Tensor sample, long t, Tensor embeds, double guidance, Tensor upscaled, int noiseLevel)
+    {
+        using var scope = NewDisposeScope();
+        using var noGrad = torch.no_grad();
+        var modelInput = torch.cat(new[] { sample, upscaled.to(sample.dtype, sample.device) }, 1);
+        if (LensPipeline.UsesGuidance(guidance)) modelInput = torch.cat(new[] { modelInput, modelInput }, 0);
+        modelInput = scheduler.ScaleModelInput(modelInput, t);
+        var classLabels = torch.full(new long[] { modelInput.shape[0] }, noiseLevel, dtype: ScalarType.Int64, device: Device);
+        var output = UNet.Forward(modelInput, TimestepTensor(t), embeds, classLabels: classLabels);
+        return IFPipeline.CombineGuided(output, modelInput.shape[1] / 2, guidance, SchedulerConfig).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// The stage II counterpart of <see cref="LensPipeline.WarmUp"/> (CUDA first-call setup and the --batch auto probe):
+    /// one guided model call for one layer on zero images of the stage I and stage II sizes. Draws from no generator.
+    /// </summary>
+    /// <returns>the device memory the probe made the process reserve (driver view), or null where it cannot be measured</returns>
+    public long? WarmUp(Tensor conditional, Tensor unconditional, SuperResolutionOptions o, int stage1Height, int stage1Width)
+    {
+        CheckOptions(o);
+        var before = GpuMemory.Query();
+        using (var scope = NewDisposeScope())
+        using (torch.no_grad())
+        using (var scheduler = Scheduler.FromConfig(SchedulerConfig))
+        {
+            scheduler.SetTimesteps(o.Steps);
+            var sample = torch.zeros(new long[] { 1, ImageChannels, o.Height, o.Width }, dtype: DType, device: Device);
+            var stage1 = torch.zeros(new long[] { 1, ImageChannels, stage1Height, stage1Width }, dtype: DType, device: Device);
+            var upscaled = nn.functional.interpolate(stage1, new long[] { o.Height, o.Width }, mode: InterpolationMode.Bilinear, align_corners: true);
+            var embeds = BatchEmbeds(new[] { conditional }, unconditional, o.Guidance);
+            GuidedPrediction(scheduler, sample, scheduler.Timesteps[0], embeds, o.Guidance, upscaled, o.NoiseLevel);
+            if (Device.type == DeviceType.CUDA) cuda.synchronize(Device);
+        }
+        var after = GpuMemory.Query();
+        return before is { } b && after is { } a ? Math.Max(0, b.Free - a.Free) : null;
+    }
+
+    public override void Dispose() => UNet.Dispose();
+}
