@@ -1625,8 +1625,17 @@ def cmd_clipskip(args) -> None:
         pipe = load_sd(ROOT / "models" / name)
         n = pipe.text_encoder.config.num_hidden_layers
         tensors = {}
+        # encode_prompt(clip_skip=c) ends with self.text_encoder.text_model.final_layer_norm, which transformers 5
+        # CLIPTextModel no longer has (AttributeError): its lines are replayed here with the model's own final norm
+        tok = pipe.tokenizer(LENS_PROMPT, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt")
+        out = pipe.text_encoder(tok.input_ids, output_hidden_states=True)
+        _, final_norm = clip_parts(pipe.text_encoder)
         for clip_skip in range(0, n - 1):
-            embeds, _ = pipe.encode_prompt(LENS_PROMPT, "cpu", 1, False, clip_skip=clip_skip if clip_skip > 0 else None)
+            if clip_skip == 0:
+                embeds = out[0]  # clip_skip None: last_hidden_state
+            else:
+                embeds = final_norm(out[-1][-(clip_skip + 1)])
             tensors[f"clip_skip.{clip_skip}"] = embeds.contiguous()
         out = out_root / name
         out.mkdir(parents=True, exist_ok=True)
