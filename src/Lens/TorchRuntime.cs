@@ -35,6 +35,14 @@ public static class TorchRuntime
         {
             if (_done) return;
             _done = true;
+            try { PreloadLibTorch(); }
+            finally { if (OperatingSystem.IsLinux()) ConfigureCpuKernels(); }
+        }
+    }
+
+    private static void PreloadLibTorch()
+    {
+        {
             if (!OperatingSystem.IsLinux()) { Source = "bundled (not Linux)"; return; }
             if (BundledLibTorch() is string bundled) { Source = $"bundled ({bundled})"; return; }
             var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
@@ -63,6 +71,40 @@ public static class TorchRuntime
         var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
         if (string.IsNullOrEmpty(dir)) dir = FromPython();
         return !string.IsNullOrEmpty(dir) && Directory.Exists(dir) ? dir : null;
+    }
+
+    /// <summary>
+    /// Whether libtorch's oneDNN (mkldnn) CPU kernels are in use: "off" (the default here), "on" (<c>LENS_CPU_ONEDNN=1</c>)
+    /// or why it could not be switched.
+    /// </summary>
+    public static string CpuOneDnn { get; private set; } = "not set";
+
+    /// <summary>
+    /// Turns libtorch's oneDNN CPU kernels off (<c>at::globalContext().setUserEnabledMkldnn(false)</c>, what
+    /// <c>torch.backends.mkldnn.enabled = False</c> does): on an AMD EPYC host libtorch 2.10's oneDNN float32
+    /// convolution returned wrong values for a batch of two 24-channel 24x24 maps (max error 0.4 against float64 and
+    /// against PyTorch on another CPU; batch 1 and the native kernels were exact), so CPU results would depend on the
+    /// CPU model. <c>LENS_CPU_ONEDNN=1</c> keeps oneDNN (faster CPU convolutions). CUDA is not affected.
+    /// </summary>
+    internal static unsafe void ConfigureCpuKernels()
+    {
+        if (Environment.GetEnvironmentVariable("LENS_CPU_ONEDNN") == "1") { CpuOneDnn = "on (LENS_CPU_ONEDNN=1)"; return; }
+        try
+        {
+            var lib = NativeLibrary.Load("libtorch_cpu.so", typeof(TorchSharp.torch).Assembly, null);
+            if (NativeLibrary.TryGetExport(lib, "_ZN2at13globalContextEv", out var context)
+                && NativeLibrary.TryGetExport(lib, "_ZN2at7Context20setUserEnabledMkldnnEb", out var set))
+            {
+                var ctx = ((delegate* unmanaged<IntPtr>)context)();
+                ((delegate* unmanaged<IntPtr, byte, void>)set)(ctx, 0);
+                CpuOneDnn = "off";
+            }
+            else CpuOneDnn = "unchanged (libtorch_cpu exports no setUserEnabledMkldnn)";
+        }
+        catch (Exception e) when (e is DllNotFoundException or BadImageFormatException or EntryPointNotFoundException)
+        {
+            CpuOneDnn = $"unchanged ({e.GetType().Name})";
+        }
     }
 
     private static string? BundledLibTorch()
