@@ -306,6 +306,8 @@ internal sealed class Auditor
                 Batch = options.Batch,
                 Variant = claim.Variant ?? options.Variant,
                 CleanCaption = claim.CleanCaption,
+                Scheduler = claim.Scheduler,
+                SeedPolicy = claim.SeedPolicy ?? "reseed",
                 OutDir = runDir,
             });
             if (sweep.LayerImages.Count == 0) throw new LensException("the sweep wrote no layer images");

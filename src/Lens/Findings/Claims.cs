@@ -159,6 +159,11 @@ internal sealed record Claim
     public int? Height { get; init; }
     public int? Width { get; init; }
     public bool? CleanCaption { get; init; }
+    /// <summary>the scheduler to run instead of the model's own (a diffusers class name or alias, as lens sweep
+    /// --scheduler; e.g. "dpm++" for the paper's DPMSolverMultistepScheduler); null: the model's own</summary>
+    public string? Scheduler { get; init; }
+    /// <summary>"reseed" (default) or "continue" (one generator through the layers, as the paper's original code)</summary>
+    public string? SeedPolicy { get; init; }
     public AnalysisSpec? Analysis { get; init; }
     public IReadOnlyList<PublishedFigure> Published { get; init; } = Array.Empty<PublishedFigure>();
     public string? Note { get; init; }
@@ -226,6 +231,13 @@ internal sealed record ClaimsFile
             if (c.ExpectedOrder == ConceptOrder.Neither) throw new LensException($"{where}: expected_order must be first, second or simultaneous");
             if (c.Steps is <= 0) throw new LensException($"{where}: steps must be positive");
             if (c.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"{where}: guidance must be a number");
+            if (c.Scheduler is { } sched)
+            {
+                try { Schedulers.Scheduler.ResolveClassName(sched); }
+                catch (LensException e) { throw new LensException($"{where}: scheduler: {e.Message}"); }
+            }
+            if (c.SeedPolicy is not (null or "reseed" or "continue"))
+                throw new LensException($"{where}: seed_policy must be \"reseed\" or \"continue\", got '{c.SeedPolicy}'");
             AnalysisFor(c).Validate(where);
             try { ClipJudge.ConceptText(TemplateFor(c), "x"); }
             catch (LensException e) { throw new LensException($"{where}: {e.Message}"); }

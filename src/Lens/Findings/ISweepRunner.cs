@@ -22,6 +22,10 @@ internal sealed record SweepRequest
     /// <summary>weights variant (e.g. "fp16"), or null for the plain files</summary>
     public string? Variant { get; init; }
     public bool? CleanCaption { get; init; }
+    /// <summary>scheduler class name or alias instead of the model's own; null: the model's own</summary>
+    public string? Scheduler { get; init; }
+    /// <summary>"reseed" or "continue" (see SweepOptions.SeedPolicy)</summary>
+    public string SeedPolicy { get; init; } = "reseed";
     /// <summary>the folder to write layer-XX.png (and grid/manifest) into</summary>
     public required string OutDir { get; init; }
 

@@ -10,7 +10,7 @@ namespace DiffusionLens.Findings;
 /// </summary>
 internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
 {
-    private (string Dir, string Device, string DType, string? Variant)? _key;
+    private (string Dir, string Device, string DType, string? Variant, string? Scheduler)? _key;
     private LensPipeline? _pipe;
     private readonly Action<string>? _log;
 
@@ -24,13 +24,13 @@ internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
 
     public SweepOutput Run(SweepRequest request)
     {
-        var key = (Path.GetFullPath(request.ModelDir), request.Device, request.DType, request.Variant);
+        var key = (Path.GetFullPath(request.ModelDir), request.Device, request.DType, request.Variant, request.Scheduler);
         if (_pipe is null || _key != key)
         {
             _pipe?.Dispose(); // one model at a time
             _pipe = null;
             _log?.Invoke($"loading {request.ModelDir} ({request.DType} on {request.Device})");
-            _pipe = LensPipeline.Load(request.ModelDir, request.Device, request.DType, request.Variant);
+            _pipe = LensPipeline.Load(request.ModelDir, request.Device, request.DType, request.Variant, request.Scheduler);
             _key = key;
             Loads++;
         }
@@ -53,6 +53,8 @@ internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
             Variant = request.Variant,
             Batch = request.Batch,
             CleanCaption = request.Model == "if" ? request.CleanCaption : null,
+            Scheduler = request.Scheduler,
+            SeedPolicy = request.SeedPolicy,
             OutDir = request.OutDir,
         }, _log);
         return new SweepOutput

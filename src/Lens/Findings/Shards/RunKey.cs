@@ -39,6 +39,9 @@ internal static class RunKey
             ["width"] = claim.Width,
             ["clean_caption"] = claim.CleanCaption,
         };
+        // added later: present only when set, so the keys of runs recorded before them stay the same
+        if (claim.Scheduler is not null) o["scheduler"] = Schedulers.Scheduler.ResolveClassName(claim.Scheduler);
+        if (claim.SeedPolicy is not null and not "reseed") o["seed_policy"] = claim.SeedPolicy;
         return JsonSerializer.Serialize(o);
     }
 
