@@ -412,6 +412,46 @@ def append_benchmarks(results: dict, gpu: str, versions: str) -> None:
     log(f"appended {len(lines)} rows to {path}")
 
 
+def audit_devices(args, app: Path, out: Path) -> dict:
+    """Issue #9: `lens audit --devices cuda:0,cuda:1` against `--devices cuda:0` on the same claims (an SD 1.5-sized
+    random pipeline, 12 layers x --audit-steps, float16, --audit-seeds seeds, the tiny CLIP judge), wall time of the
+    whole command each; the ratio is two GPUs over one (about 0.5 is the goal)."""
+    import torch
+    n = torch.cuda.device_count()
+    if n < 2:
+        raise SystemExit(f"--audit-devices needs two GPUs ({n} visible)")
+    folder = ensure_model("sd", args)
+    claims = dict(format="lens-claims/1", description="issue #9 device scale-out benchmark",
+                  defaults=dict(template="a photo of {}", judge_dir=str(ROOT / "fixtures" / "judge" / "tiny-clip"),
+                                analysis=dict(metric="prob", threshold=0.5, rule="stay", min_fraction=0.5)),
+                  sources=dict(bench=dict(title="benchmark")),
+                  claims=[dict(id="bench-sd", title="bench", statement="bench", model="sd", model_dir=str(folder),
+                               prompts=["A few people are in the ocean splashing around"], concepts=["people", "ocean"],
+                               seeds=list(range(args.audit_seeds)), expected_order="first", layers="all",
+                               steps=args.audit_steps, guidance=7.5, published=[])])
+    cfile = out / "bench-claims.json"
+    cfile.write_text(json.dumps(claims, indent=1))
+    times = {}
+    for label, devices in (("1 GPU", "cuda:0"), ("2 GPUs", "cuda:0,cuda:1")):
+        dest = WORK / f"audit-{devices.replace(':', '').replace(',', '-')}"
+        shutil.rmtree(dest, ignore_errors=True)
+        cmd = ["dotnet", str(app / "lens.dll"), "audit", "--claims", str(cfile), "--out", str(dest), "--devices", devices,
+               "--dtype", "float16", "--fail-on", "none"]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        times[label] = time.perf_counter() - t0
+        log(f"  audit on {devices}: {times[label]:.1f}s (exit {p.returncode})")
+        if p.returncode != 0:
+            log(p.stdout[-2000:] + p.stderr[-3000:])
+            raise SystemExit(f"lens audit --devices {devices} failed")
+        runs = json.loads((dest / "audit.json").read_text())["claims"][0]["runs"]
+        if len(runs) != args.audit_seeds:
+            raise SystemExit(f"--devices {devices}: {len(runs)} runs, expected {args.audit_seeds}")
+    ratio = times["2 GPUs"] / times["1 GPU"]
+    log(f"  two GPUs / one GPU: {ratio:.2f}")
+    return dict(seeds=args.audit_seeds, steps=args.audit_steps, times=times, ratio=ratio)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--app", help="folder with lens.dll (ci/gpu-pack.sh)")
@@ -422,6 +462,9 @@ def main() -> None:
     ap.add_argument("--if-serial-layers", type=int, default=3, help="IF serial loops run over this many layers, scaled to 12")
     ap.add_argument("--if-unet-config", help="a real IF-I-XL unet/config.json to build the IF UNet from")
     ap.add_argument("--no-append", action="store_true", help="do not append to ci/BENCHMARKS.md")
+    ap.add_argument("--audit-devices", action="store_true", help="issue #9: lens audit on two GPUs against one (needs 2 GPUs)")
+    ap.add_argument("--audit-seeds", type=int, default=8)
+    ap.add_argument("--audit-steps", type=int, default=25)
     # internal: the diffusers worker process
     ap.add_argument("--worker", choices=["sd", "if"])
     ap.add_argument("--folder")
@@ -446,6 +489,21 @@ def main() -> None:
         versions = f"torch {torch.__version__}"
     log(f"{gpu}; {versions}")
     WORK.mkdir(parents=True, exist_ok=True)
+    if args.audit_devices:
+        r = audit_devices(args, Path(args.app), out)
+        (out / "bench-audit.json").write_text(json.dumps(dict(gpu=gpu, versions=versions, **r), indent=2))
+        if not args.no_append:
+            path = ROOT / "ci" / "BENCHMARKS.md"
+            date = datetime.date.today().isoformat()
+            text = path.read_text().rstrip("\n") + "\n"
+            if "## Issue #9: audit runs spread over GPUs" not in text:
+                text += ("\n## Issue #9: audit runs spread over GPUs (ci/bench.py --audit-devices)\n\n"
+                         "| date | GPUs | config | one GPU (s) | two GPUs (s) | two/one |\n| --- | --- | --- | --- | --- | --- |\n")
+            text += (f"| {date} | 2x {gpu} | sd 12 layers x {r['steps']} steps, {r['seeds']} seeds, float16, whole `lens audit` |"
+                     f" {r['times']['1 GPU']:.1f} | {r['times']['2 GPUs']:.1f} | {r['ratio']:.2f} |\n")
+            path.write_text(text)
+            shutil.copy(path, out / "BENCHMARKS.md")
+        return
     results: dict = {}
     t0 = time.perf_counter()
     for kind in (["sd", "if"] if args.only == "all" else [args.only]):
