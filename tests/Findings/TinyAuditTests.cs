@@ -45,3 +45,21 @@ public class TinyAuditTests
         Assert.Contains("data:image/png;base64,", html);
     }
 }
+
+/// <summary>Issue #9 on the tiny models themselves (real sweeps and the tiny ONNX CLIP judge, through the command):
+/// two shards merged give the unsharded audit.</summary>
+public class TinyShardMergeTests
+{
+    [Fact]
+    public void Two_tiny_model_shards_merged_equal_the_unsharded_audit()
+    {
+        Repo.RequireTinyClip();
+        using var tmp = new TempDir();
+        var claims = Repo.PathOf("fixtures", "claims", "tiny-claims.json");
+        Assert.Equal(0, new AuditCommand().Run(new[] { "--claims", claims, "--out", tmp.Sub("whole"), "--fail-on", "none" }));
+        Assert.Equal(0, new AuditCommand().Run(new[] { "--claims", claims, "--out", tmp.Sub("s0"), "--shard", "0/2", "--fail-on", "none" }));
+        Assert.Equal(0, new AuditCommand().Run(new[] { "--claims", claims, "--out", tmp.Sub("s1"), "--shard", "1/2", "--fail-on", "none" }));
+        Assert.Equal(0, new AuditCommand().Run(new[] { "merge", tmp.Sub("s1"), tmp.Sub("s0"), "--out", tmp.Sub("merged"), "--fail-on", "none" }));
+        Assert.Equal(ShardTests.Comparable(tmp.Sub("whole", "audit.json")), ShardTests.Comparable(tmp.Sub("merged", "audit.json")));
+    }
+}

@@ -92,6 +92,12 @@ internal sealed class ClipJudge : IConceptJudge, IDisposable
         {
             throw new LensException($"cannot load ONNX model {path}: {e.Message}");
         }
+        catch (Exception e) when (e is TypeInitializationException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            // e.g. an app folder without libonnxruntime.so (ci/gpu-pack.sh leaves it out: the GPU run does not judge)
+            throw new LensException($"the CLIP judge needs ONNX Runtime's native library, which this build could not load " +
+                                    $"({(e.InnerException ?? e).Message}); build with the Microsoft.ML.OnnxRuntime package beside the app");
+        }
         finally
         {
             options.Dispose();
