@@ -45,9 +45,7 @@ public static class TorchRuntime
         {
             if (!OperatingSystem.IsLinux()) { Source = "bundled (not Linux)"; return; }
             if (BundledLibTorch() is string bundled) { Source = $"bundled ({bundled})"; return; }
-            var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
-            string origin = "LENS_TORCH_LIB";
-            if (string.IsNullOrEmpty(dir)) { dir = FromPython(); origin = "python3's torch"; }
+            var (dir, origin) = FindTorchLib();
             if (string.IsNullOrEmpty(dir) || !File.Exists(Path.Combine(dir, "libtorch.so")))
             {
                 Source = $"none: this build carries no libtorch and {origin} gave none{(string.IsNullOrEmpty(dir) ? "" : $" ({dir} has no libtorch.so)")}";
@@ -68,9 +66,15 @@ public static class TorchRuntime
     public static string? LocateTorchLib()
     {
         if (TorchLibFolder is not null) return TorchLibFolder;
-        var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
-        if (string.IsNullOrEmpty(dir)) dir = FromPython();
+        var (dir, _) = FindTorchLib();
         return !string.IsNullOrEmpty(dir) && Directory.Exists(dir) ? dir : null;
+    }
+
+    /// <summary>torch/lib from <c>LENS_TORCH_LIB</c>, else from the python3 on the PATH; and which of the two it was.</summary>
+    private static (string? Dir, string Origin) FindTorchLib()
+    {
+        var dir = Environment.GetEnvironmentVariable("LENS_TORCH_LIB");
+        return string.IsNullOrEmpty(dir) ? (FromPython(), "python3's torch") : (dir, "LENS_TORCH_LIB");
     }
 
     /// <summary>

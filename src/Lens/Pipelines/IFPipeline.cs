@@ -95,13 +95,16 @@ internal sealed class IFPipeline : LensPipeline
             noisePred = uncondEps + guidance * (textParts[0] - uncondEps);
             if (textParts.Length > 1) noisePred = torch.cat(new[] { noisePred, textParts[1] }, 1);
         }
-        bool learnedVariance = schedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range";
-        if (!learnedVariance && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
+        if (!HasLearnedVariance(schedulerConfig) && noisePred.shape[1] != channels) noisePred = noisePred.split(channels, 1)[0];
         return noisePred;
     }
 
+    /// <summary>Whether the scheduler config's variance_type is learned / learned_range (the UNet predicts the variance too).</summary>
+    internal static bool HasLearnedVariance(DiffusersConfig schedulerConfig) =>
+        schedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range";
+
     private protected override int PredictionChannels(int sampleChannels) =>
-        SchedulerConfig.Str("variance_type", "fixed_small") is "learned" or "learned_range" ? UNet.OutChannels : sampleChannels;
+        HasLearnedVariance(SchedulerConfig) ? UNet.OutChannels : sampleChannels;
 
     public override void Dispose()
     {

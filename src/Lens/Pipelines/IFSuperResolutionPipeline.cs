@@ -148,12 +148,14 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         long k = stage1Images.shape[0];
         if (stage1Images.ndim != 4 || stage1Images.shape[1] != ImageChannels)
             throw new LensException($"stage II takes [k, {ImageChannels}, h, w] stage I images, got [{string.Join(", ", stage1Images.shape)}]");
-        var intermediate = (Noise(generator, new long[] { 1, ImageChannels, o.Height, o.Width }) * scheduler.InitNoiseSigma)
-            .expand(k, -1, -1, -1).contiguous();
+        // k single-image calls sharing one generator stream: each draw is one image's, repeated for the k rows
+        var plan = NoisePlan.Shared(generator, 1, (int)k);
+        var rowShape = new long[] { ImageChannels, o.Height, o.Width };
+        var intermediate = plan.Draw(rowShape, DType, Device) * scheduler.InitNoiseSigma;
         // preprocess_image: image.to(device, dtype=unet.dtype)
         var image = stage1Images.to(DType, Device);
         var upscaled = nn.functional.interpolate(image, new long[] { o.Height, o.Width }, mode: InterpolationMode.Bilinear, align_corners: true);
-        var noise = Noise(generator, new long[] { 1, ImageChannels, o.Height, o.Width }).expand(k, -1, -1, -1);
+        var noise = plan.Draw(rowShape, DType, Device);
         upscaled = AddNoise(upscaled, noise, o.NoiseLevel);
         return (intermediate.MoveToOuterDisposeScope(), upscaled.MoveToOuterDisposeScope());
     }
@@ -193,7 +195,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         using var outer = NewDisposeScope();
         using var scheduler = Scheduler.FromConfig(SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
-        scheduler.ShareNoiseAcrossBatch = true;
+        scheduler.BatchNoise = NoisePlan.Shared(generator, 1, conditional.Count);
         var embeds = BatchEmbeds(conditional, unconditional, o.Guidance);
         var (intermediate, upscaled) = PrepareInputs(stage1Images, o, scheduler, generator);
         _upscaled = upscaled;

@@ -113,7 +113,7 @@ public abstract partial class LensPipeline : DenoisingPipeline
     internal static void CheckScheduler(string pipelineClass, DiffusersConfig cfg, string? schedulerClass)
     {
         using var check = Scheduler.FromConfig(cfg, schedulerClass);
-        if (pipelineClass == "IFPipeline" && cfg.StrOrNull("variance_type") is "learned" or "learned_range"
+        if (pipelineClass == "IFPipeline" && IFPipeline.HasLearnedVariance(cfg)
             && check.ClassName is not ("DDPMScheduler" or "DPMSolverMultistepScheduler"))
             throw new LensException($"scheduler {check.ClassName} cannot run this IF model: its scheduler config has variance_type '{cfg.Str("variance_type")}', so the pipeline passes the predicted variance to the step, which only DDPMScheduler and DPMSolverMultistepScheduler take (diffusers fails the same way)");
     }

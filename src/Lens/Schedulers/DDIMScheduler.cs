@@ -52,32 +52,8 @@ internal sealed class DDIMScheduler : Scheduler
 
     public override void SetTimesteps(int numInferenceSteps)
     {
-        if (numInferenceSteps < 1) throw new LensException($"the number of inference steps must be positive, not {numInferenceSteps}");
-        int n = NumTrainTimesteps;
-        if (numInferenceSteps > n)
-            throw new LensException($"num_inference_steps {numInferenceSteps} cannot be larger than num_train_timesteps {n}");
+        Timesteps = SpacedTimesteps(numInferenceSteps, TimestepSpacing, StepsOffset);
         NumInferenceSteps = numInferenceSteps;
-        switch (TimestepSpacing)
-        {
-            case "linspace":
-                // np.linspace(0, N - 1, steps).round()[::-1].astype(np.int64)
-                Timesteps = NpLinspace(0, n - 1, numInferenceSteps).Select(NpRound).Reverse().ToArray();
-                break;
-            case "leading":
-            {
-                // (np.arange(0, steps) * (N // steps)).round()[::-1].astype(np.int64) + steps_offset
-                int ratio = n / numInferenceSteps;
-                Timesteps = Enumerable.Range(0, numInferenceSteps).Reverse().Select(i => (long)i * ratio + StepsOffset).ToArray();
-                break;
-            }
-            default: // trailing
-            {
-                // np.round(np.arange(N, 0, -N / steps)).astype(np.int64) - 1
-                double ratio = (double)n / numInferenceSteps;
-                Timesteps = NpArange(n, 0, -ratio).Select(t => NpRound(t) - 1).ToArray();
-                break;
-            }
-        }
     }
 
     public override Tensor Step(Tensor modelOutput, long timestep, Tensor sample, Generator? generator = null)

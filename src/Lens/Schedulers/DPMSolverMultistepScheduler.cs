@@ -99,6 +99,9 @@ internal sealed class DPMSolverMultistepScheduler : Scheduler
         _modelOutputs = new Tensor?[SolverOrder];
     }
 
+    /// <summary>Leading spacing with steps_offset can end at t = num_train_timesteps: the sigma is interpolated (clamped).</summary>
+    internal override bool TakesTimestepAtTrainCount => true;
+
     public override void SetTimesteps(int numInferenceSteps)
     {
         if (numInferenceSteps < 1) throw new LensException($"the number of inference steps must be positive, not {numInferenceSteps}");

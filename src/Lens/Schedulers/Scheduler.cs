@@ -64,6 +64,12 @@ internal abstract class Scheduler : IDisposable
     /// <summary>Standard deviation of the initial noise (1.0 except for EulerDiscreteScheduler, whose value depends on the
     /// inference sigmas: read it after <see cref="SetTimesteps"/>, as the pipelines do).</summary>
     public virtual double InitNoiseSigma => 1.0;
+    /// <summary>
+    /// Whether a schedule may hold t = num_train_timesteps (DPM-Solver++ with leading spacing and steps_offset, as
+    /// diffusers runs it: its sigmas are interpolated); the others index alphas_cumprod[t] and fail there, diffusers too.
+    /// </summary>
+    internal virtual bool TakesTimestepAtTrainCount => false;
+
     /// <summary>diffusers' <c>order</c> (1 for every supported scheduler).</summary>
     public virtual int Order => 1;
 
@@ -76,17 +82,11 @@ internal abstract class Scheduler : IDisposable
     /// <summary>The dtype of diffusers' <c>scheduler.timesteps</c>: int64, or float32 for EulerDiscreteScheduler.</summary>
     public virtual ScalarType TimestepDType => ScalarType.Int64;
 
-    /// <summary>
-    /// The batch holds copies of one single-image run (e.g. the lens layers of one prompt and seed): every row gets the
-    /// noise that run draws, one draw of batch size 1 a step, as diffusers draws it for a single image. Off by default
-    /// (one draw of the whole batch's shape, as diffusers does for a batch).
-    /// </summary>
-    public bool ShareNoiseAcrossBatch { get; set; }
 
     /// <summary>
     /// The batch holds several single-prompt calls (lens layers, images per prompt): each row's step noise is drawn as
     /// its own call draws it (<see cref="NoisePlan"/>), and the generator passed to <see cref="Step"/> is not used.
-    /// Null: one draw of the whole batch's shape from that generator (or <see cref="ShareNoiseAcrossBatch"/>).
+    /// Null: one draw of the whole batch's shape from that generator, as diffusers draws it for a batch.
     /// </summary>
     public NoisePlan? BatchNoise { get; set; }
 
@@ -246,6 +246,37 @@ internal abstract class Scheduler : IDisposable
         return torch.tensor(betas, dtype: ScalarType.Float32);
     }
 
+    /// <summary>
+    /// DDPM's and DDIM's <c>set_timesteps(num_inference_steps)</c> (the same code in both diffusers classes): checks the
+    /// count, then the discrete timesteps of <paramref name="spacing"/> ("linspace", "leading" with
+    /// <paramref name="stepsOffset"/>, "trailing"), in the order they are used.
+    /// </summary>
+    protected long[] SpacedTimesteps(int numInferenceSteps, string spacing, int stepsOffset)
+    {
+        if (numInferenceSteps < 1) throw new LensException($"the number of inference steps must be positive, not {numInferenceSteps}");
+        int n = NumTrainTimesteps;
+        if (numInferenceSteps > n)
+            throw new LensException($"num_inference_steps {numInferenceSteps} cannot be larger than num_train_timesteps {n}");
+        switch (spacing)
+        {
+            case "linspace":
+                // np.linspace(0, N - 1, steps).round()[::-1].astype(np.int64)
+                return NpLinspace(0, n - 1, numInferenceSteps).Select(NpRound).Reverse().ToArray();
+            case "leading":
+            {
+                // (np.arange(0, steps) * (N // steps)).round()[::-1].astype(np.int64) + steps_offset
+                int ratio = n / numInferenceSteps;
+                return Enumerable.Range(0, numInferenceSteps).Reverse().Select(i => (long)i * ratio + stepsOffset).ToArray();
+            }
+            default: // trailing
+            {
+                // np.round(np.arange(N, 0, -N / steps)).astype(np.int64) - 1
+                double ratio = (double)n / numInferenceSteps;
+                return NpArange(n, 0, -ratio).Select(t => NpRound(t) - 1).ToArray();
+            }
+        }
+    }
+
     // ---- numpy timestep helpers ----
 
     /// <summary>numpy.round (half to even).</summary>
@@ -291,8 +322,8 @@ internal abstract class Scheduler : IDisposable
 
     /// <summary>
     /// randn_tensor(like.shape, generator=generator, device=like.device, dtype=dtype or like.dtype): a CPU generator draws
-    /// on the CPU and the noise is moved to the device. With <see cref="ShareNoiseAcrossBatch"/> one row is drawn and
-    /// broadcast to the batch.
+    /// on the CPU and the noise is moved to the device. With <see cref="BatchNoise"/> each call's rows are drawn as that
+    /// call draws them.
     /// </summary>
     protected Tensor DrawNoise(Tensor like, Generator? generator, ScalarType? dtype = null)
     {
@@ -313,10 +344,7 @@ internal abstract class Scheduler : IDisposable
                 else throw new LensException($"cannot generate a {device.type} tensor from a generator on {genType}");
             }
         }
-        var shape = (long[])like.shape.Clone();
-        if (ShareNoiseAcrossBatch) shape[0] = 1;
-        var noise = torch.randn(shape, dtype: dtype ?? like.dtype, device: randDevice, generator: generator);
-        if (ShareNoiseAcrossBatch && like.shape[0] != 1) noise = noise.expand(like.shape);
+        var noise = torch.randn(like.shape, dtype: dtype ?? like.dtype, device: randDevice, generator: generator);
         return noise.device.type == device.type && noise.device.index == device.index ? noise : noise.to(device);
     }
 

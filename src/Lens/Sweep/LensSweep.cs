@@ -56,8 +56,7 @@ public static class LensSweep
         LayerSelection.Parse(o.Layers, numLayers);
         if (o.Steps is { } steps && steps < 1) throw new LensException($"--steps must be at least 1 (got {steps})");
         if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
-        if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
-        if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
+        CheckSeedOptions(o);
         var schedulerConfig = DiffusersConfig.Load(Path.Combine(index.Require("scheduler"), "scheduler_config.json"));
         var schedulerClass = o.Scheduler is null ? null : Schedulers.Scheduler.ResolveClassName(o.Scheduler);
         LensPipeline.CheckScheduler(index.ClassName, schedulerConfig, schedulerClass);
@@ -84,6 +83,13 @@ public static class LensSweep
                 : $"height and width must be divisible by 8 (got {h}x{w}), as diffusers requires");
     }
 
+    /// <summary>--seed-policy and --images-per-layer, checked before loading and again by a sweep on a loaded pipeline.</summary>
+    private static void CheckSeedOptions(SweepOptions o)
+    {
+        if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
+        if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
+    }
+
     /// <summary>
     /// The step count against the scheduler's schedule: every timestep it would use must be a training timestep
     /// (e.g. PNDM with steps_offset 1 at 1000 steps reaches t = 1000 of a 1000-step schedule, where diffusers fails
@@ -98,10 +104,7 @@ public static class LensSweep
             throw new LensException($"--steps {steps}: {scheduler.GetType().Name} cannot make a schedule of {steps} steps from {scheduler.NumTrainTimesteps} training timesteps ({e.Message})");
         }
         long last = scheduler.Timesteps.Length == 0 ? 0 : scheduler.Timesteps.Max();
-        // DPM-Solver++ takes t = num_train_timesteps (leading spacing with steps_offset) as diffusers does: its sigmas are
-        // interpolated; the others index alphas_cumprod[t] and fail there (diffusers too)
-        bool interpolates = scheduler is Schedulers.DPMSolverMultistepScheduler;
-        if ((last >= scheduler.NumTrainTimesteps && !interpolates) || scheduler.Timesteps.Min() < 0)
+        if ((last >= scheduler.NumTrainTimesteps && !scheduler.TakesTimestepAtTrainCount) || scheduler.Timesteps.Min() < 0)
             throw new LensException($"--steps {steps}: {scheduler.GetType().Name}'s schedule reaches timestep {last}, outside its {scheduler.NumTrainTimesteps} training timesteps; use fewer steps");
     }
 
@@ -179,8 +182,7 @@ public static class LensSweep
         var total = Stopwatch.StartNew();
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
-        if (o.SeedPolicy is not ("reseed" or "continue")) throw new LensException($"--seed-policy must be reseed or continue (got '{o.SeedPolicy}')");
-        if (o.ImagesPerLayer < 1) throw new LensException($"--images-per-layer must be at least 1 (got {o.ImagesPerLayer})");
+        CheckSeedOptions(o);
         var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width)
             { ImagesPerPrompt = o.ImagesPerLayer };
         int perLayerImages = o.ImagesPerLayer;

@@ -1330,13 +1330,16 @@ def cmd_guidance(args) -> None:
     for name, case in GUIDANCE_CASES.items():
         folder = models_dir / name
         print(f"recording guidance references of {name}")
-        cfg = SD_CONFIGS.get(name) or IF_CONFIGS[name]
-        entry = model_entry(name, cfg)
-        if name.startswith("sd"):
-            record_guidance(load_sd(folder), "sd", out_root / name, entry, case)
-        else:
-            variant = IF_CONFIGS[name]["text_save"]["variant"]
-            record_guidance(load_if(folder, variant), "if", out_root / name, entry, case)
+        pipe, kind = load_tiny(name)
+        record_guidance(pipe, kind, out_root / name, model_entry(name, SD_CONFIGS.get(name) or IF_CONFIGS[name]), case)
+
+
+def load_tiny(name: str):
+    """A committed tiny model (fixtures/models/<name>) as its pipeline, with the variant it is built with, and its kind."""
+    folder = ROOT / "models" / name
+    if name in SD_CONFIGS:
+        return load_sd(folder), "sd"
+    return load_if(folder, IF_CONFIGS[name]["text_save"]["variant"]), "if"
 
 
 SEED_CASES = {
@@ -1393,15 +1396,9 @@ def cmd_seeds(args) -> None:
     torch.set_grad_enabled(False)
     out_root = Path(args.out)
     for name, case in SEED_CASES.items():
-        folder = ROOT / "models" / name
         print(f"recording seed-policy references of {name}")
-        variant = None if name.startswith("sd") else IF_CONFIGS[name]["text_save"]["variant"]
-        entry = dict(path=f"fixtures/models/{name}", **(dict(variant=variant) if variant else {}),
-                     weights_sha256=weights_sha256(folder, variant))
-        if name.startswith("sd"):
-            record_seeds(load_sd(folder), "sd", out_root / name, entry, case)
-        else:
-            record_seeds(load_if(folder, IF_CONFIGS[name]["text_save"]["variant"]), "if", out_root / name, entry, case)
+        pipe, kind = load_tiny(name)
+        record_seeds(pipe, kind, out_root / name, model_entry(name, SD_CONFIGS.get(name) or IF_CONFIGS[name]), case)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -1622,7 +1619,7 @@ def cmd_clipskip(args) -> None:
     torch.set_grad_enabled(False)
     out_root = Path(args.out)
     for name in ("sd-tiny-12", "sd-tiny-b"):
-        pipe = load_sd(ROOT / "models" / name)
+        pipe, _ = load_tiny(name)
         n = pipe.text_encoder.config.num_hidden_layers
         tensors = {}
         # encode_prompt(clip_skip=c) ends with self.text_encoder.text_model.final_layer_norm, which transformers 5
@@ -1640,8 +1637,7 @@ def cmd_clipskip(args) -> None:
         out = out_root / name
         out.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(out / "tensors.safetensors"))
-        ref = dict(format=1, kind="sd", model=dict(path=f"fixtures/models/{name}",
-                                                   weights_sha256=weights_sha256(ROOT / "models" / name, None)),
+        ref = dict(format=1, kind="sd", model=model_entry(name, SD_CONFIGS[name]),
                    generated_by=dict(versions(), device="cpu", dtype="float32"), prompt=LENS_PROMPT,
                    num_layers=n, clip_skips=list(range(0, n - 1)), tensors="tensors.safetensors")
         (out / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
