@@ -14,20 +14,9 @@ namespace DiffusionLens.Tests.Parity;
 /// </summary>
 public class SchedulerChoiceTests
 {
-    // Stable Diffusion 1.5's scheduler/scheduler_config.json
-    private const string Sd15 = """
-        {"_class_name": "PNDMScheduler", "_diffusers_version": "0.6.0", "beta_end": 0.012, "beta_schedule": "scaled_linear",
-         "beta_start": 0.00085, "num_train_timesteps": 1000, "set_alpha_to_one": false, "skip_prk_steps": true,
-         "steps_offset": 1, "trained_betas": null, "clip_sample": false}
-        """;
+    private const string Sd15 = SchedulerConfigJson.Sd15;
 
-    // DeepFloyd IF-I's scheduler/scheduler_config.json
-    private const string If = """
-        {"_class_name": "DDPMScheduler", "_diffusers_version": "0.16.0", "beta_end": 0.02, "beta_schedule": "squaredcos_cap_v2",
-         "beta_start": 0.0001, "clip_sample": true, "clip_sample_range": 1.0, "dynamic_thresholding_ratio": 0.95,
-         "num_train_timesteps": 1000, "prediction_type": "epsilon", "sample_max_value": 1.5, "thresholding": true,
-         "trained_betas": null, "variance_type": "learned_range"}
-        """;
+    private const string If = SchedulerConfigJson.IfI;
 
     private static DiffusersConfig Cfg(string json) => DiffusersConfig.FromJson(json, "scheduler_config.json");
     private static string With(string json, string extra) => json.TrimEnd().TrimEnd('}') + ", " + extra + "}";
