@@ -158,8 +158,10 @@ def ensure_model(kind: str, args) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------ diffusers side
-def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, serial_layers: int, out: Path) -> dict:
-    """Runs in its own process; returns its measurements as JSON on stdout's last line."""
+def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, serial_layers: int, out: Path,
+                     plan: str = "full") -> dict:
+    """Runs in its own process; returns its measurements as JSON on stdout's last line. plan "batched": one batched
+    call only (ci/kernel_trace.py traces it)."""
     import torch
     from diffusers.utils import make_image_grid
     from diffusers.utils.torch_utils import randn_tensor
@@ -245,6 +247,9 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
         return total
 
     torch.cuda.reset_peak_memory_stats()
+    if plan == "batched":
+        run("batched_cold", steps, None, False)
+        return res
     run("batched_cold", steps, None, False)
     run("batched_warm", steps, None, False)
     res["max_memory_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
@@ -259,11 +264,12 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
     return res
 
 
-def time_diffusers(kind: str, folder: Path, layers: list[int], steps: int, serial_layers: int, out: Path) -> dict:
+def time_diffusers(kind: str, folder: Path, layers: list[int], steps: int, serial_layers: int, out: Path,
+                   plan: str = "full", env: dict | None = None) -> dict:
     cmd = [sys.executable, __file__, "--worker", kind, "--folder", str(folder), "--worker-layers", ",".join(map(str, layers)),
-           "--worker-steps", str(steps), "--worker-serial", str(serial_layers), "--out", str(out)]
+           "--worker-steps", str(steps), "--worker-serial", str(serial_layers), "--worker-plan", plan, "--out", str(out)]
     t0 = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"diffusers worker failed: {r.stderr[-3000:]}")
     res = json.loads(r.stdout.strip().splitlines()[-1])
@@ -273,7 +279,7 @@ def time_diffusers(kind: str, folder: Path, layers: list[int], steps: int, seria
 
 # ------------------------------------------------------------------------------------------------ C# side
 def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, batch: str, out: Path, name: str,
-                profile: bool = False) -> dict:
+                profile: bool = False, env: dict | None = None) -> dict:
     d = out / f"cs-{kind}-{name}"
     shutil.rmtree(d, ignore_errors=True)
     cmd = ["dotnet", str(app / "lens.dll"), "sweep", "--model", str(folder), "--prompt", PROMPT, "--seed", str(SEED),
@@ -283,7 +289,7 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
         cmd += ["--height", "512", "--width", "512", "--guidance", "7.5"]
     else:
         cmd += ["--height", "64", "--width", "64", "--guidance", "7.0", "--clean-caption", "false"]
-    env = dict(os.environ)
+    env = dict(env or os.environ)
     if profile:
         env["LENS_PROFILE"] = "1"
     t0 = time.perf_counter()
@@ -471,12 +477,13 @@ def main() -> None:
     ap.add_argument("--worker-layers")
     ap.add_argument("--worker-steps", type=int)
     ap.add_argument("--worker-serial", type=int)
+    ap.add_argument("--worker-plan", default="full", choices=["full", "batched"])
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.worker:
         res = diffusers_worker(args.worker, Path(args.folder), [int(x) for x in args.worker_layers.split(",")],
-                               args.worker_steps, args.worker_serial, out)
+                               args.worker_steps, args.worker_serial, out, args.worker_plan)
         print(json.dumps(res))
         return
     import torch
