@@ -52,7 +52,9 @@ def build_tracer(work: Path) -> Path:
     defs = {"LENS_KERNEL_RECORD": newest("CUpti_ActivityKernel"), "LENS_MEMCPY_RECORD": newest("CUpti_ActivityMemcpy"),
             "LENS_MEMSET_RECORD": newest("CUpti_ActivityMemset")}
     so = work / "liblens_cupti_trace.so"
-    cmd = ["gcc", "-O2", "-shared", "-fPIC", f"-I{inc_dir}", *[f"-D{k}={v}" for k, v in defs.items()],
+    # the wheel's headers lack crt/host_defines.h (the CUDA toolkit's include folder has it)
+    extra_inc = [f"-I{d}" for d in (os.environ.get("CUDA_HOME", "/usr/local/cuda") + "/include",) if Path(d, "crt").is_dir()]
+    cmd = ["gcc", "-O2", "-shared", "-fPIC", f"-I{inc_dir}", *extra_inc, *[f"-D{k}={v}" for k, v in defs.items()],
            str(HERE / "kernel-trace" / "lens_cupti_trace.c"), "-o", str(so), f"-L{Path(lib).parent}",
            f"-l:{Path(lib).name}", f"-Wl,-rpath,{Path(lib).parent}"]
     subprocess.run(cmd, check=True)
