@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "A few people are in the ocean splashing around"
 SEED = 17
 WORK = Path(os.environ.get("LENS_BENCH_DIR", "/tmp/lens-bench"))
+RUNS = WORK / "runs"  # every run's images and manifest (--out gets the summaries only)
 
 # --- Stable Diffusion 1.5 (runwayml/stable-diffusion-v1-5 unet/vae/text_encoder/scheduler configs) ---
 SD_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
@@ -219,7 +220,7 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
         return images
 
     def run(name: str, n_steps: int, rows: list[int] | None, serial: bool) -> float:
-        d = out / f"diffusers-{kind}-{name}"
+        d = RUNS / f"diffusers-{kind}-{name}"
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
         torch.cuda.synchronize()
@@ -280,8 +281,9 @@ def time_diffusers(kind: str, folder: Path, layers: list[int], steps: int, seria
 # ------------------------------------------------------------------------------------------------ C# side
 def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, batch: str, out: Path, name: str,
                 profile: bool = False, env: dict | None = None) -> dict:
-    d = out / f"cs-{kind}-{name}"
+    d = RUNS / f"cs-{kind}-{name}"
     shutil.rmtree(d, ignore_errors=True)
+    d.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["dotnet", str(app / "lens.dll"), "sweep", "--model", str(folder), "--prompt", PROMPT, "--seed", str(SEED),
            "--steps", str(steps), "--layers", layers, "--device", "cuda", "--dtype", "float16", "--batch", batch,
            "--quiet", "--out", str(d)]
@@ -302,6 +304,22 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     cold = t["total"] - t["load"]
     return dict(process_s=wall, cold_s=cold, warm_s=cold - t.get("warmup", 0), batch=m["batch"],
                 gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t)
+
+
+def same_images(a: Path, b: Path) -> dict | None:
+    """Layer PNGs of two C# runs compared pixel by pixel: how many are identical, and the largest difference."""
+    try:
+        from PIL import Image, ImageChops
+    except ImportError:
+        return None
+    same = worst = n = 0
+    for f in sorted(a.glob("layer-*.png")):
+        if not (b / f.name).exists():
+            continue
+        diff = ImageChops.difference(Image.open(f).convert("RGB"), Image.open(b / f.name).convert("RGB")).getextrema()
+        m = max(hi for _, hi in diff)
+        n, same, worst = n + 1, same + (m == 0), max(worst, m)
+    return dict(compared=n, identical=same, max_pixel_diff=worst) if n else None
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -387,6 +405,11 @@ def report(kind: str, r: dict, serial: int) -> None:
         rows.append(("per denoising step at full batch (from the two runs)", (dbw - d2) / (steps - 2),
                      (a["warm_s"] - a2["warm_s"]) / (steps - 2)))
     rows.append(("model load", df.get("load_s"), a.get("timings", {}).get("load")))
+    ident = same_images(RUNS / f"cs-{kind}-batch1", RUNS / f"cs-{kind}-auto")
+    if ident:
+        r["identity"] = ident
+        log(f"--batch auto (batch {a.get('batch')}) vs --batch 1: {ident['identical']}/{ident['compared']} layer images identical, "
+            f"largest pixel difference {ident['max_pixel_diff']}")
     rows.append(("peak GPU memory GiB (diffusers reserved / C# driver view)", df.get("max_memory_reserved_gib"),
                  a.get("gpu_memory_peak_gib")))
     rows.append(("peak GPU memory GiB, driver view both", df.get("driver_used_gib"), a.get("gpu_memory_peak_gib")))

@@ -75,6 +75,11 @@ def load_trace(prefix: Path) -> tuple[list[str], list[tuple[int, int, int, int]]
 
 def summarize(prefix: Path) -> dict:
     names, recs = load_trace(prefix)
+    # the timeline from the end of loading (the last host-to-device copy longer than 1 ms: weights) on, so that the
+    # span and idle time are the generation's, not the load's
+    loads = [e for s, e, i, k in recs if k == 1 and names[i] == "memcpy HtoD" and e - s > 1_000_000]
+    if loads:
+        recs = [r for r in recs if r[0] >= max(loads)]
     per = defaultdict(lambda: [0.0, 0])
     busy, cur_s, cur_e = 0, None, None
     for s, e, i, _ in recs:
@@ -178,8 +183,8 @@ def main() -> None:
         print(f"\n[{args.kind}] C# --batch 1, {b_steps} steps (identity check) ...", flush=True)
         bench.time_csharp(Path(args.app), args.kind, folder, layer_arg, b_steps, "1", out, "batch1")
         same, worst = 0, 0
-        for f in sorted((out / f"cs-{args.kind}-batch1").glob("layer-*.png")):
-            a, b = Image.open(f).convert("RGB"), Image.open(out / f"cs-{args.kind}-trace{b_steps}" / f.name).convert("RGB")
+        for f in sorted((bench.RUNS / f"cs-{args.kind}-batch1").glob("layer-*.png")):
+            a, b = Image.open(f).convert("RGB"), Image.open(bench.RUNS / f"cs-{args.kind}-trace{b_steps}" / f.name).convert("RGB")
             diff = ImageChops.difference(a, b).getextrema()
             m = max(hi for _, hi in diff)
             same += m == 0

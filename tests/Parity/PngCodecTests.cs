@@ -144,6 +144,43 @@ public class PngCodecTests
         }
     }
 
+    [Theory]
+    [InlineData(1, "Up")]
+    [InlineData(6, "Adaptive")]
+    [InlineData(9, "None")]
+    public void Large_images_compressed_in_parallel_strips_round_trip_and_are_one_valid_zlib_stream(int level, string filterName)
+    {
+        // above Png.ParallelMinBytes: strips of rows deflated on several threads, joined with sync flushes
+        int w = 1000, h = 700, channels = 3;
+        Assert.True((long)(w * channels + 1) * h >= Png.ParallelMinBytes);
+        var rng = new Random(level);
+        var px = new byte[w * h * channels];
+        for (int i = 0; i < px.Length; i++) px[i] = (i / (w * channels)) % 3 == 0 ? (byte)rng.Next(256) : (byte)(i % 251);
+        var png = Png.Encode(px, w, h, channels, level, Enum.Parse<PngFilter>(filterName));
+        var got = Png.Decode(png, "parallel.png");
+        Assert.True(px.AsSpan().SequenceEqual(got.Pixels), $"level {level} {filterName}: pixels differ after the round trip");
+        // an independent inflater reads the whole IDAT as one zlib stream to its end (the Adler-32 is checked by it)
+        int idat = png.AsSpan().IndexOf("IDAT"u8);
+        int len = System.Buffers.Binary.BinaryPrimitives.ReadInt32BigEndian(png.AsSpan(idat - 4));
+        using var z = new ZLibStream(new MemoryStream(png, idat + 4, len), CompressionMode.Decompress);
+        var all = new MemoryStream();
+        z.CopyTo(all);
+        Assert.Equal((long)(w * channels + 1) * h, all.Length);
+    }
+
+    [Fact]
+    public void Adler32_matches_rfc1950_values()
+    {
+        Assert.Equal(0x11E60398u, Png.Adler32("Wikipedia"u8)); // the worked example of the Adler-32 article
+        Assert.Equal(1u, Png.Adler32(ReadOnlySpan<byte>.Empty));
+        // long input crosses the 5552-byte reduction boundary: compare with the textbook byte-at-a-time definition
+        var data = new byte[20000];
+        new Random(3).NextBytes(data);
+        uint a = 1, b = 0;
+        foreach (var x in data) { a = (a + x) % 65521; b = (b + a) % 65521; }
+        Assert.Equal((b << 16) | a, Png.Adler32(data));
+    }
+
     [Fact]
     public void Adaptive_filtering_uses_all_five_filter_types_and_each_decodes()
     {

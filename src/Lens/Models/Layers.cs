@@ -39,8 +39,13 @@ internal static class Layers
 
     public static Linear Linear(long inFeatures, long outFeatures, bool hasBias = true)
     {
-        if (_target is not Target t) return nn.Linear(inFeatures, outFeatures, hasBias);
-        return nn.Linear(Empty(new[] { outFeatures, inFeatures }, t), hasBias ? Empty(new[] { outFeatures }, t) : null);
+        if (_target is not Target t)
+        {
+            // torch.nn.Linear's initialisation (the same draws as before), its parameters in the module that computes as at::linear
+            var init = nn.Linear(inFeatures, outFeatures, hasBias);
+            return new Linear(init.weight!, hasBias ? init.bias : null);
+        }
+        return new Linear(Empty(new[] { outFeatures, inFeatures }, t), hasBias ? Empty(new[] { outFeatures }, t) : null);
     }
 
     public static Conv2d Conv2d(long inChannels, long outChannels, long kernelSize, long stride = 1, long padding = 0, bool bias = true)

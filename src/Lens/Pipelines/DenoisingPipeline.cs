@@ -29,14 +29,21 @@ public abstract class DenoisingPipeline : IDisposable
     /// <summary>sha256 (hex) of each weights file, keyed by its path relative to the model folder; hashed once per pipeline.</summary>
     internal SortedDictionary<string, string> WeightHashes()
     {
-        if (_hashes is not null) return _hashes;
-        var h = new SortedDictionary<string, string>(StringComparer.Ordinal);
-        foreach (var f in WeightFiles)
+        lock (_hashLock) return _hashes ??= HashWeights();
+    }
+
+    private readonly object _hashLock = new();
+
+    private SortedDictionary<string, string> HashWeights()
+    {
+        // files in parallel (IF's T5 and UNet shards), each read once
+        var hashed = new System.Collections.Concurrent.ConcurrentDictionary<string, string>();
+        Parallel.ForEach(WeightFiles, f =>
         {
             using var s = File.OpenRead(f);
-            h[Path.GetRelativePath(ModelDir, f).Replace('\\', '/')] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(s));
-        }
-        return _hashes = h;
+            hashed[Path.GetRelativePath(ModelDir, f).Replace('\\', '/')] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(s));
+        });
+        return new SortedDictionary<string, string>(hashed, StringComparer.Ordinal);
     }
 
     /// <summary>

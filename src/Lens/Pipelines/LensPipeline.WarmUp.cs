@@ -7,15 +7,18 @@ namespace DiffusionLens.Pipelines;
 public abstract partial class LensPipeline
 {
     /// <summary>
-    /// A warm-up (CUDA only: cuBLAS/cuDNN handles, lazily loaded kernels and the allocator's first growth happen here,
-    /// not in the first timed step) that doubles as the memory probe of <c>--batch auto</c>: one guided model call for
-    /// one layer (diffusers' batch of two) on a zero sample, and the sample-to-image step (SD: a VAE decode) of one
-    /// image. Nothing it computes is kept, and it draws from no generator, so it cannot change any image.
+    /// A warm-up (CUDA only: cuBLAS/cuDNN handles, lazily loaded kernels, per-shape algorithm choices and the
+    /// allocator's growth happen here, not in the first timed step) that doubles as the memory probe of
+    /// <c>--batch auto</c>: one guided model call for <paramref name="images"/> images (diffusers' batch of two per
+    /// image) on a zero sample, and the sample-to-image step (SD: a VAE decode) of as many images. The sweep probes with
+    /// one image, then warms up at the batch it runs, so the timed steps meet no new shape. Nothing it computes is kept,
+    /// and it draws from no generator, so it cannot change any image.
     /// </summary>
     /// <returns>the device memory the probe made the process reserve (driver view), or null where it cannot be measured</returns>
-    internal long? WarmUp(Tensor conditional, Tensor unconditional, GenerationOptions o)
+    internal long? WarmUp(Tensor conditional, Tensor unconditional, GenerationOptions o, int images = 1)
     {
         var shape = NoiseShape(o);
+        shape[0] = images;
         var before = GpuMemory.Query();
         using (var scope = NewDisposeScope())
         using (torch.no_grad())
@@ -23,7 +26,7 @@ public abstract partial class LensPipeline
         {
             scheduler.SetTimesteps(o.Steps);
             var sample = torch.zeros(shape, dtype: DType, device: Device);
-            var embeds = torch.cat(new[] { unconditional.to(DType, Device), conditional.to(DType, Device) }, 0);
+            var embeds = BatchEmbeds(Enumerable.Repeat(conditional, images).ToList(), unconditional, o.Guidance);
             GuidedPrediction(scheduler, sample, scheduler.Timesteps[0], embeds, o.Guidance);
             ToImage(sample);
             if (Device.type == DeviceType.CUDA) cuda.synchronize(Device);

@@ -60,9 +60,11 @@ internal static class Png
         // IDAT: written as one chunk, its length and CRC patched in once the zlib stream is complete
         long idatStart = output.Position;
         output.Write("\0\0\0\0IDAT"u8);
-        using (var z = new ZLibStream(output, new ZLibCompressionOptions { CompressionLevel = zlibLevel }, leaveOpen: true))
+        int rb = (int)rowBytes;
+        long filteredBytes = (1 + rowBytes) * height;
+        if (zlibLevel == 0 || filteredBytes < ParallelMinBytes || Environment.ProcessorCount < 2)
         {
-            int rb = (int)rowBytes;
+            using var z = new ZLibStream(output, new ZLibCompressionOptions { CompressionLevel = zlibLevel }, leaveOpen: true);
             var line = new byte[1 + rb];
             var trial = rowFilter == PngFilter.Adaptive ? new byte[1 + rb] : null;
             for (int y = 0; y < height; y++)
@@ -73,6 +75,8 @@ internal static class Png
                 z.Write(line);
             }
         }
+        else
+            WriteParallelZlib(output, pixels.ToArray(), width, height, channels, zlibLevel, rowFilter);
         long idatEnd = output.Position;
         var buf = output.GetBuffer();
         int idatLength = checked((int)(idatEnd - idatStart - 8));
@@ -83,6 +87,66 @@ internal static class Png
         output.Write(crcBytes);
         WriteChunk(output, "IEND"u8, default);
         return output.ToArray();
+    }
+
+    /// <summary>Filtered image data from this size up is compressed in strips on several threads.</summary>
+    internal const long ParallelMinBytes = 1 << 20;
+
+    /// <summary>
+    /// The zlib stream of the filtered rows, compressed in strips of rows on the thread pool (as pigz does): each strip
+    /// is raw deflate ending in a sync flush (byte-aligned, not final) except the last, which ends the stream; the
+    /// strips, concatenated between the zlib header and the Adler-32 of all the data, are one valid zlib stream. Strips
+    /// do not share a dictionary, which costs a little size, never pixels.
+    /// </summary>
+    private static void WriteParallelZlib(Stream output, byte[] pixels, int width, int height, int channels, int zlibLevel, PngFilter filter)
+    {
+        int rb = width * channels, line = rb + 1;
+        var filtered = new byte[(long)line * height];
+        int strips = (int)Math.Clamp(filtered.LongLength / (256 << 10), 2, Environment.ProcessorCount);
+        int rowsPer = (height + strips - 1) / strips;
+        strips = (height + rowsPer - 1) / rowsPer;
+        var parts = new byte[strips][];
+        Parallel.For(0, strips, i =>
+        {
+            int y0 = i * rowsPer, y1 = Math.Min(height, y0 + rowsPer);
+            var trial = filter == PngFilter.Adaptive ? new byte[line] : null;
+            var row = new byte[line];
+            for (int y = y0; y < y1; y++)
+            {
+                var cur = pixels.AsSpan(y * rb, rb);
+                var prev = y == 0 ? default : pixels.AsSpan((y - 1) * rb, rb);
+                FilterRow(filter, cur, prev, y == 0, channels, row, trial);
+                row.CopyTo(filtered, (long)y * line);
+            }
+            var ms = new MemoryStream();
+            using (var d = new DeflateStream(ms, new ZLibCompressionOptions { CompressionLevel = zlibLevel }, leaveOpen: true))
+            {
+                d.Write(filtered, y0 * line, (y1 - y0) * line);
+                d.Flush(); // Z_SYNC_FLUSH: everything so far, byte-aligned, no final block
+                if (i < strips - 1) parts[i] = ms.ToArray(); // taken before Dispose adds the final block
+            }
+            if (i == strips - 1) parts[i] = ms.ToArray(); // the last strip ends the stream (Z_FINISH)
+        });
+        output.Write([0x78, 0x01]); // deflate, 32K window, no dictionary (FLEVEL is informational)
+        foreach (var part in parts) output.Write(part);
+        Span<byte> adler = stackalloc byte[4];
+        BinaryPrimitives.WriteUInt32BigEndian(adler, Adler32(filtered));
+        output.Write(adler);
+    }
+
+    /// <summary>Adler-32 (RFC 1950) of <paramref name="data"/>.</summary>
+    internal static uint Adler32(ReadOnlySpan<byte> data)
+    {
+        const uint Mod = 65521;
+        uint a = 1, b = 0;
+        while (data.Length > 0)
+        {
+            int n = Math.Min(data.Length, 5552); // the most bytes before b can overflow 32 bits
+            foreach (var x in data[..n]) { a += x; b += a; }
+            a %= Mod; b %= Mod;
+            data = data[n..];
+        }
+        return (b << 16) | a;
     }
 
     private static void FilterRow(PngFilter filter, ReadOnlySpan<byte> cur, ReadOnlySpan<byte> prev, bool first, int bpp,

@@ -195,6 +195,19 @@ public static class LensSweep
         var timer2 = new PhaseTimer(pipe.Device);
         bool onCuda = pipe.Device.type == DeviceType.CUDA;
 
+        // the weights' sha256 for the manifest, read on a worker thread while the GPU works (not on the critical path)
+        var hashClock = Stopwatch.StartNew();
+        var hashes = Task.Run(() => { var h = pipe.WeightHashes(); var s = hashClock.Elapsed.TotalSeconds; return (h, s); });
+        var hashes2 = stage2 is null ? null : Task.Run(stage2.WeightHashes);
+
+        // CUDA: first-call setup (cuBLAS/cuDNN handles, lazily loaded kernels, per-shape algorithm choices, allocator
+        // growth) outside the timed phases, stated in the manifest as timings_s.warmup; it also probes the memory of one
+        // layer for --batch auto. On the CPU there is nothing to warm up and auto means 1.
+        double warmupS = 0;
+        var warm = Stopwatch.StartNew();
+        if (onCuda) pipe.EncodeLayers(o.NegativePrompt, o.CleanCaption).Dispose(); // the text encoder's first call
+        warmupS += warm.Elapsed.TotalSeconds;
+
         var enc = Stopwatch.StartNew();
         using var prompt = pipe.EncodeLayers(o.Prompt, o.CleanCaption);
         using var negative = pipe.EncodeLayers(o.NegativePrompt, o.CleanCaption);
@@ -204,25 +217,42 @@ public static class LensSweep
         log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} layer(s) at {gen.Width}x{gen.Height}, {gen.Steps} steps"
             + (gen2 is null ? "" : $", then stage II at {gen2.Width}x{gen2.Height}, {gen2.Steps} steps, noise level {gen2.NoiseLevel}"));
 
-        // CUDA: first-call setup outside the timed denoise (stated in the manifest as timings_s.warmup), and the
-        // memory probe of --batch auto. On the CPU there is nothing to warm up and auto means 1.
-        double warmupS = 0;
         int batch = o.Batch;
         if (onCuda)
         {
-            var w = Stopwatch.StartNew();
-            long? probe;
+            warm.Restart();
             using (var first = pipe.Lens(prompt.Hidden[layers[0]]))
             {
-                probe = pipe.WarmUp(first, uncond, gen);
-                // stage II's images are larger: the batch is the smaller of what fits each stage
-                if (stage2 is not null && stage2.WarmUp(first, uncond, gen2!, gen.Height, gen.Width) is long probe2)
-                    probe = probe is long p1 ? Math.Max(p1, probe2) : probe2;
+                long? probe = null;
+                bool probed = o.AutoBatch || stage2 is not null;
+                if (probed)
+                {
+                    probe = pipe.WarmUp(first, uncond, gen);
+                    // stage II's images are larger: the batch is the smaller of what fits each stage
+                    if (stage2 is not null && stage2.WarmUp(first, uncond, gen2!, gen.Height, gen.Width) is long probe2)
+                        probe = probe is long p1 ? Math.Max(p1, probe2) : probe2;
+                }
+                // the probe measured one layer of one image: a layer of N images takes N times the rows
+                if (o.AutoBatch) batch = Math.Max(1, LensPipeline.AutoBatch(probe, layers.Length * perLayerImages) / perLayerImages);
+                // then the shapes the sweep runs (a second pass only where they differ from the probe's)
+                int warmImages = Math.Min(batch, layers.Length) * perLayerImages;
+                while (!probed || warmImages > 1)
+                {
+                    try
+                    {
+                        pipe.WarmUp(first, uncond, gen, warmImages);
+                        break;
+                    }
+                    catch (Exception e) when (o.AutoBatch && batch > 1 && e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
+                    {
+                        batch = Math.Max(1, batch / 2);
+                        warmImages = Math.Min(batch, layers.Length) * perLayerImages;
+                        log?.Invoke($"--batch auto: out of device memory warming up, trying {batch} layer(s) per batch");
+                    }
+                }
             }
-            warmupS = w.Elapsed.TotalSeconds;
+            warmupS += warm.Elapsed.TotalSeconds;
             timer.SampleMemory();
-            // the probe measured one layer of one image: a layer of N images takes N times the rows
-            if (o.AutoBatch) batch = Math.Max(1, LensPipeline.AutoBatch(probe, layers.Length * perLayerImages) / perLayerImages);
         }
         else if (o.AutoBatch) batch = 1;
         if (o.AutoBatch) log?.Invoke($"--batch auto: {batch} layer(s) per UNet batch");
@@ -336,6 +366,10 @@ public static class LensSweep
         writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); Grid.Compose(images, perLayerImages > 1 ? perLayerImages : null).SavePng(output.PathOf("grid.png"), PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
         Task.WaitAll(writes);
         double imageEncodeS = writes.Sum(t => t.Result);
+        var hashWait = Stopwatch.StartNew();
+        var (weightHashes, hashS) = hashes.Result;
+        var weightHashes2 = hashes2?.Result;
+        double hashWaitS = hashWait.Elapsed.TotalSeconds;
 
         var manifest = new SweepManifest
         {
@@ -358,7 +392,7 @@ public static class LensSweep
             Dtype = o.DType,
             Device = o.Device,
             Variant = pipe.Variant,
-            WeightsSha256 = pipe.WeightHashes(),
+            WeightsSha256 = weightHashes,
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             NumLayers = pipe.NumLayers,
@@ -381,7 +415,7 @@ public static class LensSweep
                 Height = gen2.Height,
                 Width = gen2.Width,
                 Variant = stage2.Variant,
-                WeightsSha256 = stage2.WeightHashes(),
+                WeightsSha256 = weightHashes2!,
                 LoadS = Math.Round(stage2LoadS, 4),
                 DenoiseS = Math.Round(timer2.Seconds.GetValueOrDefault("denoise"), 4),
             },
@@ -395,6 +429,8 @@ public static class LensSweep
                 Decode = Math.Round(timer.Seconds.GetValueOrDefault("decode"), 4),
                 WriteImages = 0, // set below, once the manifest itself is written
                 ImageEncodingBackground = Math.Round(imageEncodeS, 4),
+                WeightsHashBackground = Math.Round(hashS, 4),
+                WeightsHashWait = Math.Round(hashWaitS, 4),
                 StepSeconds = timer.Profile ? timer.StepSeconds.Select(x => Math.Round(x, 5)).ToArray() : null,
                 StepQueueSeconds = timer.Profile ? timer.StepQueueSeconds.Select(x => Math.Round(x, 5)).ToArray() : null,
                 PerLayer = perLayer,

@@ -89,7 +89,8 @@ internal sealed record SweepTimings
 {
     public required double Load { get; init; }
     public required double Encode { get; init; }
-    /// <summary>CUDA only: one UNet call and one decode at batch 1 before the timed denoise (first-call setup; the --batch auto probe).</summary>
+    /// <summary>CUDA only, before the timed phases: the text encoder's first call, the --batch auto probe (one UNet call
+    /// and one decode for one image) and one UNet call and decode at the batch the sweep runs (first-call setup).</summary>
     public double Warmup { get; init; }
     /// <summary>All denoising loops together, and that divided by the steps of all batches.</summary>
     public double Denoise { get; init; }
@@ -100,6 +101,10 @@ internal sealed record SweepTimings
     public double WriteImages { get; init; }
     /// <summary>Seconds the background PNG encoders worked in all (overlapping the denoising; not on the critical path).</summary>
     public double ImageEncodingBackground { get; init; }
+    /// <summary>Seconds hashing the weights files took on a worker thread (started after loading, overlapping the sweep).</summary>
+    public double WeightsHashBackground { get; init; }
+    /// <summary>Seconds the manifest waited for those hashes (on the critical path; part of <see cref="WriteImages"/>).</summary>
+    public double WeightsHashWait { get; init; }
     /// <summary>LENS_PROFILE=1 only: each step's seconds (synchronised) and the host-side seconds to queue it.</summary>
     public double[]? StepSeconds { get; init; }
     public double[]? StepQueueSeconds { get; init; }

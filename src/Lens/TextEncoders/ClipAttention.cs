@@ -16,10 +16,10 @@ namespace DiffusionLens.TextEncoders;
 /// </summary>
 internal sealed class ClipAttention : nn.Module<Tensor, Tensor?, Tensor>
 {
-    private readonly Linear k_proj;
-    private readonly Linear v_proj;
-    private readonly Linear q_proj;
-    private readonly Linear out_proj;
+    private readonly Models.Linear k_proj;
+    private readonly Models.Linear v_proj;
+    private readonly Models.Linear q_proj;
+    private readonly Models.Linear out_proj;
     private readonly long _numHeads;
     private readonly long _headDim;
 

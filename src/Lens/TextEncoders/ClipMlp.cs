@@ -7,8 +7,8 @@ namespace DiffusionLens.TextEncoders;
 /// <summary>transformers <c>CLIPMLP</c>: fc1 -&gt; ACT2FN[hidden_act] -&gt; fc2.</summary>
 internal sealed class ClipMlp : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear fc1;
-    private readonly Linear fc2;
+    private readonly Models.Linear fc1;
+    private readonly Models.Linear fc2;
     private readonly Func<Tensor, Tensor> _act;
 
     public ClipMlp(ClipTextConfig config, Device? device = null, ScalarType dtype = ScalarType.Float32)

@@ -12,10 +12,10 @@ namespace DiffusionLens.TextEncoders;
 /// </summary>
 internal sealed class T5Attention : nn.Module<Tensor, Tensor, Tensor>
 {
-    private readonly Linear q;
-    private readonly Linear k;
-    private readonly Linear v;
-    private readonly Linear o;
+    private readonly Models.Linear q;
+    private readonly Models.Linear k;
+    private readonly Models.Linear v;
+    private readonly Models.Linear o;
     private readonly Embedding? relative_attention_bias;
 
     private readonly long _nHeads;

@@ -11,8 +11,8 @@ namespace DiffusionLens.TextEncoders;
 /// </summary>
 internal sealed class T5DenseActDense : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear wi;
-    private readonly Linear wo;
+    private readonly Models.Linear wi;
+    private readonly Models.Linear wo;
     private readonly Func<Tensor, Tensor> _act;
 
     public T5DenseActDense(T5Config config, Device? device = null, ScalarType dtype = ScalarType.Float32, ScalarType? woDtype = null)

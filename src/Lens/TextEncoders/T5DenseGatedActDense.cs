@@ -10,9 +10,9 @@ namespace DiffusionLens.TextEncoders;
 /// </summary>
 internal sealed class T5DenseGatedActDense : nn.Module<Tensor, Tensor>
 {
-    private readonly Linear wi_0;
-    private readonly Linear wi_1;
-    private readonly Linear wo;
+    private readonly Models.Linear wi_0;
+    private readonly Models.Linear wi_1;
+    private readonly Models.Linear wo;
     private readonly Func<Tensor, Tensor> _act;
 
     public T5DenseGatedActDense(T5Config config, Device? device = null, ScalarType dtype = ScalarType.Float32, ScalarType? woDtype = null)

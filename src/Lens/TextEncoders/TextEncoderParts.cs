@@ -12,11 +12,11 @@ namespace DiffusionLens.TextEncoders;
 /// </summary>
 internal static class TextEncoderParts
 {
-    public static Linear Linear(long inFeatures, long outFeatures, bool bias, Device? device, ScalarType dtype)
+    public static Models.Linear Linear(long inFeatures, long outFeatures, bool bias, Device? device, ScalarType dtype)
     {
         var w = new Parameter(torch.zeros(new[] { outFeatures, inFeatures }, dtype: dtype, device: device), requires_grad: false);
         var b = bias ? new Parameter(torch.zeros(new[] { outFeatures }, dtype: dtype, device: device), requires_grad: false) : null;
-        return nn.Linear(w, b);
+        return new Models.Linear(w, b);
     }
 
     /// <remarks>nn.Embedding initialises its weight (normal_), which is cheap next to the linear layers; TorchSharp's
