@@ -21,6 +21,52 @@ public class SpeedPathTests
     private static string Model(string name) => Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", name);
 
     [Fact]
+    public void BatchedImageConversionEqualsThePerImageConversion()
+    {
+        // values on and next to the rounding boundaries of (x*255).round(), in float16 as the pipelines produce them
+        using var scope = NewDisposeScope();
+        var g = new Generator(5);
+        var x = torch.rand(new long[] { 3, 17, 13, 3 }, generator: g);
+        x[0, 0, .., 0] = torch.arange(13) / 255.0 + 0.5 / 255.0; // exact halves: round half to even
+        x = x.to(ScalarType.Float16);
+        var batched = Reports.RgbImage.FromUnitNhwc(x);
+        Assert.Equal(3, batched.Length);
+        for (int i = 0; i < 3; i++)
+        {
+            var single = Reports.RgbImage.FromUnitHwc(x[i]);
+            Assert.Equal((single.Width, single.Height), (batched[i].Width, batched[i].Height));
+            Assert.True(single.Pixels.AsSpan().SequenceEqual(batched[i].Pixels), $"image {i} differs");
+        }
+    }
+
+    private static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && (a == b).all().item<bool>();
+
+    [Fact]
+    public void LinearComputesAsAtLinear_AddmmForTwoDAndContiguousInput()
+    {
+        // PyTorch's at::linear: addmm (bias in the GEMM) for 2-D and contiguous N-D input, matmul + add otherwise; the
+        // module must give exactly those numbers in each case (float64 and float32 on the CPU)
+        using var scope = NewDisposeScope();
+        var g = new Generator(7);
+        foreach (var dtype in new[] { ScalarType.Float64, ScalarType.Float32 })
+        {
+            var w = torch.randn(new long[] { 5, 8 }, dtype: dtype, generator: g);
+            var b = torch.randn(new long[] { 5 }, dtype: dtype, generator: g);
+            var linear = new Models.Linear(new TorchSharp.Modules.Parameter(w.clone(), false), new TorchSharp.Modules.Parameter(b.clone(), false));
+            var x2 = torch.randn(new long[] { 6, 8 }, dtype: dtype, generator: g);
+            Assert.True(Same(torch.addmm(b, x2, w.t(), 1, 1), linear.forward(x2)));
+            var x3 = torch.randn(new long[] { 2, 3, 8 }, dtype: dtype, generator: g);
+            Assert.True(Same(torch.addmm(b, x3.reshape(6, 8), w.t(), 1, 1).view(2, 3, 5), linear.forward(x3)));
+            var strided = torch.randn(new long[] { 3, 2, 8 }, dtype: dtype, generator: g).transpose(0, 1);
+            Assert.False(strided.is_contiguous());
+            Assert.True(Same(strided.matmul(w.t()).add_(b), linear.forward(strided)));
+            var noBias = new Models.Linear(new TorchSharp.Modules.Parameter(w.clone(), false), null);
+            Assert.True(Same(x3.matmul(w.t()), noBias.forward(x3)));
+            Assert.Equal(new long[] { 2, 3, 5 }, linear.forward(x3).shape);
+        }
+    }
+
+    [Fact]
     public void LayersBuiltForLoadingAreUninitialisedInTheTargetDtype_OtherwiseAsBefore()
     {
         var cfg = DiffusersConfig.Load(Path.Combine(Model("sd-tiny-12"), "unet", "config.json"));

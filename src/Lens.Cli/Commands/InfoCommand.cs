@@ -24,6 +24,7 @@ internal sealed class InfoCommand : ICommand
             ["version"] = typeof(LensException).Assembly.GetName().Version?.ToString(),
             ["libtorch"] = TorchRuntime.Source,
             ["cpu_onednn"] = TorchRuntime.CpuOneDnn,
+            ["cuda_alloc_conf"] = TorchRuntime.CudaAllocConf,
             ["cuda_available"] = cuda,
             ["cudnn_available"] = cuda && torch.cuda.is_cudnn_available(),
             ["cuda_devices"] = cuda ? torch.cuda.device_count() : 0,

@@ -24,6 +24,20 @@ public sealed class RgbImage
         if (Pixels.Length != width * height * 3) throw new ArgumentException("pixel buffer does not match the size");
     }
 
+    /// <summary>
+    /// A batch [N,H,W,3] of float images in [0,1] as <see cref="FromUnitHwc"/> converts each, in ONE conversion of the
+    /// whole batch (one pass per op instead of four small ops per image, which the sweep paid ~30 ms an image for).
+    /// </summary>
+    internal static RgbImage[] FromUnitNhwc(Tensor nhwc)
+    {
+        using var scope = NewDisposeScope();
+        var u8 = (nhwc.to(ScalarType.Float32).cpu() * 255).round().to(ScalarType.Byte).contiguous();
+        int n = (int)u8.shape[0], h = (int)u8.shape[1], w = (int)u8.shape[2];
+        var all = u8.data<byte>().ToArray();
+        int size = h * w * 3;
+        return Enumerable.Range(0, n).Select(i => new RgbImage(w, h, all.AsSpan(i * size, size).ToArray())).ToArray();
+    }
+
     /// <summary>A [H,W,3] float image in [0,1] (diffusers' output_type="np" form): (x*255).round() to uint8.</summary>
     public static RgbImage FromUnitHwc(Tensor hwc)
     {

@@ -201,8 +201,9 @@ public static class LensSweep
         var hashes2 = stage2 is null ? null : Task.Run(stage2.WeightHashes);
 
         // CUDA: first-call setup (cuBLAS/cuDNN handles, lazily loaded kernels, per-shape algorithm choices, allocator
-        // growth) outside the timed phases, stated in the manifest as timings_s.warmup; it also probes the memory of one
-        // layer for --batch auto. On the CPU there is nothing to warm up and auto means 1.
+        // growth) outside the timed phases, stated in the manifest as timings_s.warmup; for --batch auto it is also the
+        // test of the batch (all layers first, halved on out-of-memory). On the CPU there is nothing to warm up and auto
+        // means 1.
         double warmupS = 0;
         var warm = Stopwatch.StartNew();
         if (onCuda) pipe.EncodeLayers(o.NegativePrompt, o.CleanCaption).Dispose(); // the text encoder's first call
@@ -223,30 +224,29 @@ public static class LensSweep
             warm.Restart();
             using (var first = pipe.Lens(prompt.Hidden[layers[0]]))
             {
-                long? probe = null;
-                bool probed = o.AutoBatch || stage2 is not null;
-                if (probed)
+                bool warmed = false;
+                if (stage2 is not null)
                 {
-                    probe = pipe.WarmUp(first, uncond, gen);
-                    // stage II's images are larger: the batch is the smaller of what fits each stage
-                    if (stage2 is not null && stage2.WarmUp(first, uncond, gen2!, gen.Height, gen.Width) is long probe2)
+                    // stage II's images are larger: the batch is the smaller of what fits each stage, from one-layer probes
+                    long? probe = pipe.WarmUp(first, uncond, gen);
+                    if (stage2.WarmUp(first, uncond, gen2!, gen.Height, gen.Width) is long probe2)
                         probe = probe is long p1 ? Math.Max(p1, probe2) : probe2;
+                    // the probe measured one layer of one image: a layer of N images takes N times the rows
+                    if (o.AutoBatch) batch = Math.Max(1, LensPipeline.AutoBatch(probe, layers.Length * perLayerImages) / perLayerImages);
+                    warmed = Math.Min(batch, layers.Length) * perLayerImages == 1;
                 }
-                // the probe measured one layer of one image: a layer of N images takes N times the rows
-                if (o.AutoBatch) batch = Math.Max(1, LensPipeline.AutoBatch(probe, layers.Length * perLayerImages) / perLayerImages);
-                // then the shapes the sweep runs (a second pass only where they differ from the probe's)
-                int warmImages = Math.Min(batch, layers.Length) * perLayerImages;
-                while (!probed || warmImages > 1)
+                else if (o.AutoBatch) batch = layers.Length; // the largest batch first; the warm-up at it is the test
+                // the shapes the sweep runs: one UNet call and one decode at the batch (halved while --batch auto does not fit)
+                while (!warmed)
                 {
                     try
                     {
-                        pipe.WarmUp(first, uncond, gen, warmImages);
-                        break;
+                        pipe.WarmUp(first, uncond, gen, Math.Min(batch, layers.Length) * perLayerImages);
+                        warmed = true;
                     }
                     catch (Exception e) when (o.AutoBatch && batch > 1 && e.Message.Contains("out of memory", StringComparison.OrdinalIgnoreCase))
                     {
                         batch = Math.Max(1, batch / 2);
-                        warmImages = Math.Min(batch, layers.Length) * perLayerImages;
                         log?.Invoke($"--batch auto: out of device memory warming up, trying {batch} layer(s) per batch");
                     }
                 }
@@ -333,13 +333,14 @@ public static class LensSweep
             using (unit)
             using (unit1)
             {
+                var rgb = RgbImage.FromUnitNhwc(unit);
+                var rgb1 = unit1 is null ? null : RgbImage.FromUnitNhwc(unit1);
                 for (int j = 0; j < chunk.Length; j++)
                 {
                     var names = new string[perLayerImages];
                     for (int i = 0; i < perLayerImages; i++)
                     {
-                        RgbImage img;
-                        using (var hwc = unit[j * perLayerImages + i]) img = RgbImage.FromUnitHwc(hwc);
+                        var img = rgb[j * perLayerImages + i];
                         var name = perLayerImages == 1 ? $"layer-{chunk[j]:D2}.png" : $"layer-{chunk[j]:D2}-{i}.png";
                         var path = output.PathOf(name);
                         writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
@@ -350,8 +351,7 @@ public static class LensSweep
                     layerFiles[chunk[j]] = names;
                     if (unit1 is not null)
                     {
-                        RgbImage img1;
-                        using (var hwc1 = unit1[j]) img1 = RgbImage.FromUnitHwc(hwc1);
+                        var img1 = rgb1![j];
                         var name1 = $"layer-{chunk[j]:D2}-stage1.png";
                         var path1 = output.PathOf(name1);
                         writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img1.SavePng(path1, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));

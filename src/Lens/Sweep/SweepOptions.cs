@@ -40,8 +40,10 @@ public sealed record SweepOptions
     /// <summary>Layers denoised together in one UNet batch. 1 reproduces diffusers' batch of 2 exactly.</summary>
     public int Batch { get; init; } = 1;
     /// <summary>
-    /// <c>--batch auto</c> (the CLI's default on CUDA): the largest layer batch that fits in free device memory, measured
-    /// by a probe (<see cref="Pipelines.LensPipeline.AutoBatch"/>), halved on out-of-memory; 1 on the CPU. Overrides <see cref="Batch"/>.
+    /// <c>--batch auto</c> (the CLI's default on CUDA): the largest layer batch that fits in free device memory: all
+    /// layers first, halved while the warm-up at that batch (one UNet call and one decode) runs out of memory (with a
+    /// DeepFloyd IF stage II: estimated from one-layer probes of both stages, <see cref="Pipelines.LensPipeline.AutoBatch"/>);
+    /// 1 on the CPU. Overrides <see cref="Batch"/>.
     /// </summary>
     public bool AutoBatch { get; init; }
     /// <summary>
