@@ -135,7 +135,7 @@ public class SchedulerParityTests
     /// Every key of the C# effective config has diffusers' value; every key of diffusers' config is either one of the
     /// C# keys or a key of the source file that the class does not take (diffusers keeps those as hidden config).
     /// </summary>
-    private static void CheckEffectiveConfig(Scheduler s, JsonObject diffusers, JsonObject file)
+    internal static void CheckEffectiveConfig(Scheduler s, JsonObject diffusers, JsonObject file)
     {
         foreach (var (key, value) in s.EffectiveConfig)
         {

@@ -132,6 +132,36 @@ public class TokenizerUnitTests
     }
 
     [Fact]
+    public void Clip_Sd2TokenizerConfigPadsWithBang()
+    {
+        // SD 2.x's tokenizer folder: CLIP's BPE files and a tokenizer_config.json with pad_token "!" (no
+        // special_tokens_map.json here). The padding is the vocab id of "!", not the EOS; the ids up to the EOS are SD 1.x's.
+        string dir = TempDir();
+        try
+        {
+            string src = SharedTokenizerDir("clip-vit-large-patch14");
+            File.Copy(Path.Combine(src, "vocab.json"), Path.Combine(dir, "vocab.json"));
+            File.Copy(Path.Combine(src, "merges.txt"), Path.Combine(dir, "merges.txt"));
+            const string added = """{"__type": "AddedToken", "content": "<|endoftext|>", "lstrip": false, "normalized": true, "rstrip": false, "single_word": false}""";
+            File.WriteAllText(Path.Combine(dir, "tokenizer_config.json"),
+                $$"""{"do_lower_case": true, "eos_token": {{added}}, "unk_token": {{added}}, "model_max_length": 77, "pad_token": "!", "tokenizer_class": "CLIPTokenizer"}""");
+            var tok = ClipTokenizer.FromFolder(dir);
+            var vocab = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(src, "vocab.json")))!;
+            int bang = vocab["!"]!.GetValue<int>();
+            Assert.Equal("!", tok.PadToken);
+            Assert.Equal(bang, tok.PadTokenId);
+            Assert.NotEqual(tok.EosTokenId, tok.PadTokenId);
+            var (ids, mask) = tok.Encode("a photo of a cat");
+            var (sd1, sd1Mask) = Clip.Value.Encode("a photo of a cat");
+            int eos = Array.IndexOf(sd1, (long)Clip.Value.EosTokenId);
+            Assert.Equal(sd1[..(eos + 1)], ids[..(eos + 1)]);
+            Assert.All(ids[(eos + 1)..], id => Assert.Equal(bang, id));
+            Assert.Equal(sd1Mask, mask);
+        }
+        finally { Directory.Delete(dir, true); }
+    }
+
+    [Fact]
     public void Clip_ModelMaxLengthFromConfig_AndTokenizerSubfolder()
     {
         string root = TempDir();

@@ -178,6 +178,26 @@ public abstract partial class LensPipeline : DenoisingPipeline
     internal Tensor GenerateImages(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
         IReadOnlyList<Generator> generators, Action<int, int>? onStep = null, PhaseTimer? timer = null)
     {
+        using var noGrad = torch.no_grad();
+        using var outer = NewDisposeScope();
+        var sample = GenerateSamples(conditional, unconditional, o, generators, onStep, timer);
+        var decode = Stopwatch.StartNew();
+        var images = ToImage(sample);
+        if (timer is not null)
+        {
+            timer.Sync();
+            timer.Add("decode", decode.Elapsed.TotalSeconds);
+        }
+        return images.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// <see cref="GenerateImages"/> before the decode: the denoised samples, [k*N, C, h, w] in the pipeline's dtype on its
+    /// device (SD: the final latents, diffusers' <c>output_type="latent"</c>; IF: the images).
+    /// </summary>
+    internal Tensor GenerateSamples(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
+        IReadOnlyList<Generator> generators, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+    {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
         if (generators.Count != 1 && generators.Count != conditional.Count)
             throw new ArgumentException($"{generators.Count} generators for {conditional.Count} embeddings");
@@ -202,14 +222,7 @@ public abstract partial class LensPipeline : DenoisingPipeline
         // prompt only when guidance runs
         var embeds = BatchEmbeds(conditional.SelectMany(c => Enumerable.Repeat(c, n)).ToList(), unconditional, o.Guidance);
         sample = Denoise(scheduler, sample, embeds, o.Guidance, null, onStep, timer);
-        var decode = Stopwatch.StartNew();
-        var images = ToImage(sample);
-        if (timer is not null)
-        {
-            timer.Sync();
-            timer.Add("decode", decode.Elapsed.TotalSeconds);
-        }
-        return images.MoveToOuterDisposeScope();
+        return sample.MoveToOuterDisposeScope();
     }
 
 

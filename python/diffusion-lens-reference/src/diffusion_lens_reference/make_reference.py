@@ -44,6 +44,18 @@ Modes:
 
          python fixtures/make_reference.py if2
 
+  sd2    Builds a tiny random-weight SD 2.x-style pipeline under fixtures/models/sd2-tiny (gelu CLIP text encoder, a
+         tokenizer that pads with "!" as SD 2's does, UNet with linear projections, per-block head counts and upcast
+         attention, SD 2.1's own scheduler file: DDIM with v_prediction) and records, on the CPU in float32, its full
+         per-layer reference into fixtures/references/sd2-tiny/ (as `tiny` does), its tokenizer's ids into
+         fixtures/references-sd2/tokenizer.json, and a lens sweep of a few layers under each scheduler (DDIM, the
+         model's own; DPM-Solver++, Euler and PNDM built with from_config) and both seed policies (reseed: a generator
+         seeded anew for every layer; continue: one generator consumed layer after layer) into
+         fixtures/references-sd2/<ddim|dpm++|euler|pndm>-<reseed|continue>/ (token ids, timesteps, each layer's lens
+         embedding, final latents and image, PNGs). --no-build records from the committed model.
+
+         python fixtures/make_reference.py sd2
+
 Needs: torch, diffusers, transformers, safetensors, numpy, Pillow (and beautifulsoup4 + ftfy for IF caption
 cleaning). Everything runs in float32 on the CPU unless --device/--dtype say otherwise, so the C# suite can
 compare at tight tolerances.
@@ -290,16 +302,39 @@ def save_png(arr_uint8: np.ndarray, path: Path) -> None:
 
 
 
-def make_clip_tokenizer(tok_dir: Path):
-    """Loads CLIP's BPE files as Stable Diffusion 1.5's tokenizer/ folder holds them (no tokenizer.json)."""
+def make_clip_tokenizer(tok_dir: Path, pad_token: str = "<|endoftext|>"):
+    """Loads CLIP's BPE files as Stable Diffusion 1.5's tokenizer/ folder holds them (no tokenizer.json); SD 2.x's
+    pads with "!" instead."""
     import tempfile
     tmp = Path(tempfile.mkdtemp())
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(tok_dir / f, tmp / f)
     (tmp / "tokenizer_config.json").write_text(json.dumps(dict(
         tokenizer_class="CLIPTokenizer", model_max_length=77, do_lower_case=True, errors="replace",
-        bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token="<|endoftext|>")))
+        bos_token="<|startoftext|>", eos_token="<|endoftext|>", unk_token="<|endoftext|>", pad_token=pad_token)))
     return CLIPTokenizer.from_pretrained(tmp)
+
+
+def write_sd_tokenizer_files(folder: Path, tok_dir: Path, pad_token: str) -> None:
+    """A tokenizer/ folder exactly in the form Stable Diffusion's checkpoints ship it (SD 1.5 and SD 2.1 alike, only
+    the pad token differs): vocab.json, merges.txt, tokenizer_config.json and special_tokens_map.json (transformers 4's
+    files; no tokenizer.json)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(tok_dir / f, folder / f)
+    def added(content, typed):
+        return dict(({"__type": "AddedToken"} if typed else {}), content=content, lstrip=False, normalized=True,
+                    rstrip=False, single_word=False)
+    config = {"add_prefix_space": False, "bos_token": added("<|startoftext|>", True), "do_lower_case": True,
+              "eos_token": added("<|endoftext|>", True), "errors": "replace", "model_max_length": 77,
+              "name_or_path": "openai/clip-vit-large-patch14", "pad_token": pad_token,
+              "special_tokens_map_file": "./special_tokens_map.json", "tokenizer_class": "CLIPTokenizer",
+              "unk_token": added("<|endoftext|>", True)}
+    special = {"bos_token": added("<|startoftext|>", False), "eos_token": added("<|endoftext|>", False),
+               "pad_token": pad_token, "unk_token": added("<|endoftext|>", False)}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
 def make_t5_tokenizer(spiece: Path):
@@ -512,10 +547,16 @@ def build_sd(name: str, cfg: dict, tok_dir: Path, models_dir: Path) -> Path:
     unet = UNet2DConditionModel(**cfg["unet"]).eval()
     torch.manual_seed(2)
     vae = AutoencoderKL(**cfg["vae"]).eval()
-    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-                              skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
-                              **cfg["scheduler"])
-    tokenizer = make_clip_tokenizer(tok_dir)
+    # a scheduler_config.json given whole (a real checkpoint's file, e.g. SD 2.1's DDIM) is written as it is
+    sched_file = cfg.get("scheduler_file")
+    if sched_file is not None:
+        scheduler = getattr(diffusers, sched_file["_class_name"]).from_config(sched_file)
+    else:
+        scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                  num_train_timesteps=1000, skip_prk_steps=True, set_alpha_to_one=False, steps_offset=1,
+                                  **cfg["scheduler"])
+    pad_token = cfg.get("pad_token", "<|endoftext|>")
+    tokenizer = make_clip_tokenizer(tok_dir, pad_token)
     if cfg["text_dtype"] is not None:
         round_params(text_encoder, cfg["text_dtype"])
     if cfg["vae_dtype"] is not None:
@@ -530,6 +571,10 @@ def build_sd(name: str, cfg: dict, tok_dir: Path, models_dir: Path) -> Path:
     for f in ("vocab.json", "merges.txt"):
         shutil.copy(tok_dir / f, out / "tokenizer" / f)
     (out / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)  # as SD 1.5 ships it; keeps the fixture small
+    if "pad_token" in cfg:  # the checkpoint's own tokenizer files, as SD 2.1 ships them
+        write_sd_tokenizer_files(out / "tokenizer", tok_dir, pad_token)
+    if sched_file is not None:
+        (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(sched_file, indent=2) + "\n")
     te_file = out / "text_encoder" / "model.safetensors"
     has_prefix = any(k.startswith("text_model.") for k in load_file(str(te_file)))
     if cfg["text_prefix"] and not has_prefix:
@@ -1644,6 +1689,135 @@ def cmd_clipskip(args) -> None:
         print(f"  {out}: clip_skip 0..{n - 2}")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# sd2 (issue #8): a tiny SD 2.x-style pipeline under every scheduler and both seed policies
+# --------------------------------------------------------------------------------------------------------------
+SD2_NAME = "sd2-tiny"
+# SD 2.x-style (stabilityai/stable-diffusion-2-1): CLIP text encoder with gelu (OpenCLIP ViT-H as transformers'
+# CLIPTextModel, saved with the "text_model." prefix as the checkpoint has it; F16 here only to keep the file small),
+# a tokenizer that pads with "!" (pad id 0, not the eos), a UNet with linear projections, per-block head counts in
+# attention_head_dim and upcast attention, and 2.1's own scheduler file: DDIM with v_prediction.
+SD2_CONFIG = dict(
+    text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=6, num_attention_heads=2, projection_dim=16,
+              hidden_act="gelu"),
+    text_prefix=True, text_dtype=torch.float16, vae_dtype=None, pad_token="!",
+    unet=dict(
+        sample_size=12, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=(2, 4), norm_num_groups=8, use_linear_projection=True,
+        upcast_attention=True,
+    ),
+    vae=dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        norm_num_groups=8, sample_size=24,
+    ),
+    scheduler_file=SCHEDULER_CONFIGS["sd21v"],
+    # the full per-layer reference (references/sd2-tiny) under the model's own DDIM; a "!" in the negative prompt is
+    # split out as the pad token
+    run=dict(steps=10, guidance=7.5, seed=23, height=24, width=32, negative_prompt="blurry, low quality!"),
+)
+# the sweeps recorded into references-sd2/<scheduler>-<policy>/: DDIMScheduler is the model's own, the others are
+# built with SchedulerClass.from_config(pipe.scheduler.config) as a user switches them (DPM-Solver++ order 2 by default)
+SD2_SCHEDULERS = ("DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "PNDMScheduler")
+SD2_POLICIES = ("reseed", "continue")
+SD2_CASE = dict(steps=8, guidance=7.5, seed=31, height=24, width=32, negative_prompt="blurry, low quality!",
+                layers=[0, 2, 5])
+SD2_TOKEN_PROMPTS = CLIP_PROMPTS + ["a cat!", "wow!! amazing !", "!", "hello world! ! !!!"]
+
+
+@torch.no_grad()
+def record_sd2_case(pipe, own_config, cls: str, policy: str, out_dir: Path, entry: dict, case: dict) -> None:
+    """One lens sweep as the Diffusion Lens loop runs it: for each layer in order, the pipeline called with that layer's
+    lens embedding (and the negative prompt's full-depth embedding) and a CPU generator: reseed: seeded anew for every
+    layer; continue: ONE generator seeded once and consumed call after call. Records each layer's lens embedding,
+    final latents and image (float, and PNG), the token ids and the timesteps."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pipe.scheduler = getattr(diffusers, cls).from_config(own_config)
+    prompt, negative_prompt, seed, steps = LENS_PROMPT, case["negative_prompt"], case["seed"], case["steps"]
+    tok, _, lens = sd_encode(pipe, prompt, "cpu")
+    neg_tok, _, neg_lens = sd_encode(pipe, negative_prompt, "cpu")
+    tensors = dict(input_ids=tok.input_ids, negative_input_ids=neg_tok.input_ids, negative_embeds=neg_lens[-1])
+    probe = getattr(diffusers, cls).from_config(own_config)
+    probe.set_timesteps(steps)
+    tensors["timesteps"] = probe.timesteps.clone()  # int64, float32 for Euler
+    gen = torch.Generator("cpu").manual_seed(seed)
+    layer_files = {}
+    for L in case["layers"]:
+        if policy == "reseed":
+            gen = torch.Generator("cpu").manual_seed(seed)
+        latents = pipe(prompt_embeds=lens[L], negative_prompt_embeds=neg_lens[-1], generator=gen,
+                       num_inference_steps=steps, guidance_scale=case["guidance"], height=case["height"],
+                       width=case["width"], output_type="latent").images
+        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+        img_np = pipe.image_processor.postprocess(image, output_type="np")[0]
+        tensors[f"lens.{L}"] = lens[L]
+        tensors[f"layer.{L}.final_latents"] = latents
+        tensors[f"layer.{L}.image"] = torch.from_numpy(img_np)
+        layer_files[str(L)] = f"layer-{L:02d}.png"
+        save_png(to_uint8(img_np), out_dir / layer_files[str(L)])
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    effective = {k: json_safe(v) for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
+    ref = dict(
+        format=1, kind="sd", model=entry, generated_by=dict(versions(), device="cpu", dtype="float32"),
+        pipeline=type(pipe).__name__, scheduler=cls, scheduler_config=effective, seed_policy=policy,
+        prompt=prompt, negative_prompt=negative_prompt, seed=seed, steps=steps, guidance=case["guidance"],
+        height=case["height"], width=case["width"], num_layers=len(lens), layers=case["layers"],
+        pad_token=pipe.tokenizer.pad_token, pad_token_id=pipe.tokenizer.pad_token_id,
+        eos_token_id=pipe.tokenizer.eos_token_id, images=dict(layers=layer_files), tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: {cls}, {policy}, layers {case['layers']}")
+
+
+def record_sd2_tokenizer(tokenizer, out_file: Path, entry: dict) -> None:
+    """The SD 2.x tokenizer's ids (max_length padding with "!") for the CLIP prompts and a few with "!" in the text."""
+    rows = []
+    for p in SD2_TOKEN_PROMPTS:
+        enc = tokenizer(p, padding="max_length", max_length=tokenizer.model_max_length, truncation=True)
+        rows.append(dict(prompt=p, input_ids=enc.input_ids, attention_mask=enc.attention_mask))
+    out_file.write_text(json.dumps(dict(generated_by=versions(), tokenizer=type(tokenizer).__name__,
+                                        model=entry["path"], pad_token=tokenizer.pad_token,
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                                        cases=rows), indent=1, ensure_ascii=False) + "\n")
+
+
+def cmd_sd2(args) -> None:
+    """Builds fixtures/models/sd2-tiny (unless --no-build: the committed one), records its full per-layer reference
+    into references/sd2-tiny/ and, into --out (references-sd2/), its tokenizer's ids and a lens sweep under every
+    scheduler and both seed policies (CPU float32)."""
+    torch.set_grad_enabled(False)
+    models_dir = ROOT / "models"
+    tok_dir = models_dir / "sd-tiny-12" / "tokenizer"  # CLIP's BPE files, as every SD checkpoint ships them
+    if not args.no_build:
+        print(f"building {SD2_NAME}")
+        build_sd(SD2_NAME, SD2_CONFIG, tok_dir, models_dir)
+    pipe = load_sd(models_dir / SD2_NAME)
+    tokenizer = pipe.tokenizer
+    vocab = tokenizer.get_vocab()
+    if tokenizer.pad_token != "!" or tokenizer.pad_token_id != vocab["!"] or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        raise SystemExit(f"{SD2_NAME}: the tokenizer pads with {tokenizer.pad_token!r} (id {tokenizer.pad_token_id}), "
+                         f"not with '!' (id {vocab.get('!')}) as SD 2.x's does")
+    if type(pipe.scheduler).__name__ != "DDIMScheduler" or pipe.scheduler.config.prediction_type != "v_prediction":
+        raise SystemExit(f"{SD2_NAME}: the scheduler is not SD 2.1's DDIM with v_prediction")
+    entry = model_entry(SD2_NAME, SD2_CONFIG)
+    r = SD2_CONFIG["run"]
+    record_sd(pipe, ROOT / "references" / SD2_NAME, entry, LENS_PROMPT, r["negative_prompt"], r["seed"], r["steps"],
+              r["guidance"], r["height"], r["width"], None, "cpu", torch.float32)
+    out_root = Path(args.out)
+    out_root.mkdir(parents=True, exist_ok=True)
+    record_sd2_tokenizer(tokenizer, out_root / "tokenizer.json", entry)
+    own_config = dict(pipe.scheduler.config)
+    for cls in SD2_SCHEDULERS:
+        for policy in SD2_POLICIES:
+            short = {"DDIMScheduler": "ddim", "DPMSolverMultistepScheduler": "dpm++", "EulerDiscreteScheduler": "euler",
+                     "PNDMScheduler": "pndm"}[cls]
+            record_sd2_case(pipe, own_config, cls, policy, out_root / f"{short}-{policy}", entry, SD2_CASE)
+
+
 def main(fixtures: Path | None = None) -> None:
     """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
     global ROOT
@@ -1696,11 +1870,16 @@ def main(fixtures: Path | None = None) -> None:
     ks.add_argument("--out", default=None, help="where <pipeline>/<component>/keys.json go (default: --configs)")
     sub.add_parser("if2", help="build the tiny IF stage II model (fixtures/models/if2-tiny) and record its two-stage "
                    "references on the committed if-tiny-b (CPU float32)")
+    s2 = sub.add_parser("sd2", help="build the tiny SD 2.x-style model (fixtures/models/sd2-tiny) and record its "
+                        "references: every layer (references/sd2-tiny) and a lens sweep under every scheduler and both "
+                        "seed policies (references-sd2/<scheduler>-<policy>; CPU float32)")
+    s2.add_argument("--out", default=str(ROOT / "references-sd2"))
+    s2.add_argument("--no-build", action="store_true", help="record from the committed fixtures/models/sd2-tiny")
     args = ap.parse_args()
     if args.mode == "keys" and args.out is None:
         args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
-     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2}[args.mode](args)
+     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2, "sd2": cmd_sd2}[args.mode](args)
 
 
 if __name__ == "__main__":
