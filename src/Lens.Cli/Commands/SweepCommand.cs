@@ -20,6 +20,10 @@ internal sealed class SweepCommand : ICommand
           --guidance X           classifier-free guidance scale (default 7.5 for SD, 7.0 for IF)
           --height N --width N   image size (default: the model's sample size)
           --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
+          --layer-numbering N    lens: layers 0..N-1, layer L = the output of encoder layer L (layer-XX.png);
+                                 hidden-state: transformers' hidden_states 0..N, the paper's numbering, where 0 is
+                                 the embedding output and k the output of layer k-1 (hidden-KK.png); --layers and
+                                 manifest.json use the chosen numbering (default lens)
           --device cpu|cuda|cuda:N (default cpu)
           --dtype float32|float16|bfloat16 (default float32)
           --scheduler NAME       run this scheduler instead of the model's own, built from the model's scheduler
@@ -52,18 +56,19 @@ internal sealed class SweepCommand : ICommand
           --overwrite            replace a non-empty output folder
           --quiet                print nothing but warnings and errors (no progress, no summary line); progress is
                                  one updating line on a terminal, plain lines when stderr is redirected
-          --out DIR              output folder: layer-XX.png, grid.png, manifest.json (with --stage2 also
-                                 layer-XX-stage1.png)
+          --out DIR              output folder: layer-XX.png (or hidden-KK.png), grid.png, manifest.json (with
+                                 --stage2 also layer-XX-stage1.png)
         """;
 
     public int Run(IReadOnlyList<string> args)
     {
         var a = CliArgs.Parse(Name, args,
-            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
+            new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "layer-numbering", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
                 "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
+        var numbering = LayerNumbering.Check(a.Get("layer-numbering", LayerNumbering.Lens));
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
         var modelDir = ModelDefaults.Resolve(a.Get("model"), a.Get("revision"), a.Flag("quiet"), variant: a.Get("variant"));
@@ -81,6 +86,7 @@ internal sealed class SweepCommand : ICommand
             Height = a.IntOrNull("height"),
             Width = a.IntOrNull("width"),
             Layers = a.Get("layers", "all"),
+            LayerNumbering = numbering,
             Device = device,
             DType = a.Get("dtype", "float32"),
             Variant = a.Get("variant"),

@@ -6,7 +6,8 @@ namespace DiffusionLens.Findings;
 
 /// <summary>
 /// Which encoder layers a claim sweeps: <c>"all"</c>, a list of layer numbers, or <c>{"from": 0, "to": 22, "step": 2}</c>
-/// (inclusive). <see cref="Layers"/> is null for all layers.
+/// (inclusive). <see cref="Layers"/> is null for all layers. Always lens layers (0..N-1, the output of encoder layer
+/// L): audits sweep in lens numbering; the paper's hidden-state indices map by <see cref="HiddenStateMapping"/>.
 /// </summary>
 [JsonConverter(typeof(LayerSelectionConverter))]
 internal sealed record LayerSelection(IReadOnlyList<int>? Layers)

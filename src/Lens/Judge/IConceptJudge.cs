@@ -52,6 +52,8 @@ internal static class SweepImages
             if (!int.TryParse(m.Groups[1].Value, out var layer)) throw new LensException($"layer number out of range: {f}");
             list.Add(new LayerImage(layer, f));
         }
+        if (list.Count == 0 && Directory.EnumerateFiles(folder, "hidden-*.png").Any())
+            throw new LensException($"{folder} holds a sweep in hidden-state numbering (hidden-KK.png); layer images are scored in lens numbering only: run lens sweep with --layer-numbering lens (the default; hidden state k is lens layer k-1)");
         if (list.Count == 0) throw new LensException($"no layer-XX.png images in {folder}");
         var dup = list.GroupBy(l => l.Layer).FirstOrDefault(g => g.Count() > 1);
         if (dup is not null) throw new LensException($"layer {dup.Key} has more than one image in {folder}: {string.Join(", ", dup.Select(d => System.IO.Path.GetFileName(d.Path)))}");

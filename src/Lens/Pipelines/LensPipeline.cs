@@ -19,8 +19,15 @@ public sealed class PromptLayers : IDisposable
     public long[]? AttentionMask { get; init; }
     /// <summary>Hidden[L] = output of encoder layer/block L, [1, T, D].</summary>
     public required IReadOnlyList<Tensor> Hidden { get; init; }
+    /// <summary>The embedding output, the input of encoder layer 0 (transformers' <c>hidden_states[0]</c>; CLIP: token +
+    /// position embeddings, T5: the embedded tokens), [1, T, D].</summary>
+    public required Tensor Embeddings { get; init; }
     /// <summary>Disposes the hidden-state tensors.</summary>
-    public void Dispose() { foreach (var h in Hidden) h.Dispose(); }
+    public void Dispose()
+    {
+        Embeddings.Dispose();
+        foreach (var h in Hidden) h.Dispose();
+    }
 }
 
 /// <summary>Sampling settings of one generation.</summary>

@@ -49,7 +49,8 @@ internal sealed class PromptEncoder : IDisposable
         };
     }
 
-    /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
+    /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer and the
+    /// embedding output.</summary>
     public PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null) =>
         EncodeLayers(Tokenizer, TextEncoder, Device, prompt, cleanCaption);
 
@@ -65,7 +66,8 @@ internal sealed class PromptEncoder : IDisposable
         var maskT = tokenizer.UsesAttentionMask ? torch.tensor(mask, dtype: ScalarType.Int64).unsqueeze(0).to(device) : null;
         var output = encoder.Encode(idsT, maskT); // its tensors live in this scope; the hidden states are moved out
         var hidden = output.Hidden.Select(h => h.MoveToOuterDisposeScope()).ToList();
-        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden };
+        var embeddings = output.Embeddings.MoveToOuterDisposeScope();
+        return new PromptLayers { Text = text, InputIds = ids, AttentionMask = mask, Hidden = hidden, Embeddings = embeddings };
     }
 
     internal static Tensor Lens(ITextEncoder encoder, Tensor hidden)

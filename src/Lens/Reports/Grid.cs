@@ -1,7 +1,7 @@
 namespace DiffusionLens.Reports;
 
 /// <summary>
-/// The sweep's contact sheet: every layer image in order, each under its label ("layer 3"), on a white sheet.
+/// The sweep's contact sheet: every layer image in order, each under its label ("layer 3", "hidden state 4"), on a white sheet.
 /// Small images are enlarged by an integer factor so that tiles are at least <see cref="MinTile"/> pixels wide.
 /// </summary>
 internal static class Grid
@@ -18,6 +18,9 @@ internal static class Grid
         int cols = columns ?? Math.Min(tiles.Count, tiles.Count <= 4 ? tiles.Count : (int)Math.Ceiling(Math.Sqrt(tiles.Count * 1.5)));
         int rows = (tiles.Count + cols - 1) / cols;
         int textScale = Math.Max(1, Math.Min(3, tw / 64));
+        // a long label ("hidden state 12") is drawn smaller rather than past its tile
+        int longest = tiles.Max(t => t.Label.Length);
+        while (textScale > 1 && PixelFont.MeasureWidth(new string('x', longest), textScale) > tw) textScale--;
         int labelH = PixelFont.GlyphHeight * textScale + 2 * Pad;
         var sheet = new RgbImage(cols * (tw + Pad) + Pad, rows * (th + labelH) + Pad);
         sheet.Fill(255, 255, 255);

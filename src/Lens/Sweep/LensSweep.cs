@@ -11,7 +11,8 @@ namespace DiffusionLens.Sweep;
 /// The Diffusion Lens sweep: encode the prompt ONCE keeping every layer, pass each selected layer through the
 /// encoder's final layer norm, and generate one image per layer with that as the conditional embedding (the
 /// unconditional embedding stays the full-depth encoding of the negative prompt), all from the same seed.
-/// Writes layer-XX.png, grid.png and manifest.json.
+/// Writes layer-XX.png (hidden-KK.png in hidden-state numbering, see <see cref="SweepOptions.LayerNumbering"/>),
+/// grid.png and manifest.json.
 /// </summary>
 public static class LensSweep
 {
@@ -46,6 +47,7 @@ public static class LensSweep
     public static void Validate(SweepOptions o)
     {
         if (o.Scheduler is not null) Schedulers.Scheduler.ResolveClassName(o.Scheduler); // a typo fails before the model is read
+        LayerNumbering.Check(o.LayerNumbering);
         var index = ModelIndex.Load(o.ModelDir);
         bool isIf = index.ClassName == "IFPipeline";
         if (!isIf && index.ClassName != "StableDiffusionPipeline")
@@ -53,7 +55,7 @@ public static class LensSweep
                 + (index.ClassName == IFSuperResolutionPipeline.ClassName ? " (a super-resolution stage: pass it with --stage2, and the IF stage I folder with --model)" : ""));
         var te = DiffusersConfig.Load(Path.Combine(index.Require("text_encoder"), "config.json"));
         int numLayers = isIf ? te.Int("num_layers", 6) : te.Int("num_hidden_layers", 12);
-        LayerSelection.Parse(o.Layers, numLayers);
+        LayerSelection.Parse(o.Layers, numLayers, o.LayerNumbering);
         if (o.Steps is { } steps && steps < 1) throw new LensException($"--steps must be at least 1 (got {steps})");
         if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
         CheckSeedOptions(o);
@@ -188,7 +190,9 @@ public static class LensSweep
         int perLayerImages = o.ImagesPerLayer;
         if (gen.Steps < 1) throw new LensException($"--steps must be at least 1 (got {gen.Steps})");
         if (gen.Height < 8 || gen.Width < 8) throw new LensException($"image size {gen.Height}x{gen.Width} is too small");
-        var layers = LayerSelection.Parse(o.Layers, pipe.NumLayers);
+        var numbering = LayerNumbering.Check(o.LayerNumbering);
+        var layers = LayerSelection.Parse(o.Layers, pipe.NumLayers, numbering);
+        bool lensNumbering = numbering == LayerNumbering.Lens;
         var gen2 = stage2?.Options(o.Stage2Steps, o.Stage2Guidance, o.NoiseLevel);
         if (gen2 is not null) stage2!.CheckOptions(gen2);
         var timer = new PhaseTimer(pipe.Device);
@@ -215,14 +219,14 @@ public static class LensSweep
         using var uncond = pipe.Lens(negative.Hidden[^1]);
         timer.Sync();
         double encodeS = enc.Elapsed.TotalSeconds;
-        log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} layer(s) at {gen.Width}x{gen.Height}, {gen.Steps} steps"
+        log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} {(lensNumbering ? "layer(s)" : "hidden state(s)")} at {gen.Width}x{gen.Height}, {gen.Steps} steps"
             + (gen2 is null ? "" : $", then stage II at {gen2.Width}x{gen2.Height}, {gen2.Steps} steps, noise level {gen2.NoiseLevel}"));
 
         int batch = o.Batch;
         if (onCuda)
         {
             warm.Restart();
-            using (var first = pipe.Lens(prompt.Hidden[layers[0]]))
+            using (var first = pipe.Lens(LayerNumbering.State(prompt, numbering, layers[0])))
             {
                 bool warmed = false;
                 if (stage2 is not null)
@@ -283,7 +287,7 @@ public static class LensSweep
         {
             var chunk = layers.Skip(start).Take(batch).ToArray();
             var t0 = Stopwatch.StartNew();
-            var conds = chunk.Select(l => pipe.Lens(prompt.Hidden[l])).ToList();
+            var conds = chunk.Select(l => pipe.Lens(LayerNumbering.State(prompt, numbering, l))).ToList();
             // forks: a retried batch (out of memory) starts again from the same states
             var chunkGenerators = layerGenerators.Count == 0 ? null
                 : layerGenerators.Skip(start).Take(chunk.Length).Select(Schedulers.NoisePlan.Fork).ToList();
@@ -301,7 +305,7 @@ public static class LensSweep
                     if (pct / 10 != lastReported || step == of)
                     {
                         lastReported = pct / 10;
-                        log?.Invoke($"  layer {string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] {stage}step {step}/{of}");
+                        log?.Invoke($"  layer {(lensNumbering ? "" : "hidden state ")}{string.Join(",", chunk)} [{start + chunk.Length}/{layers.Length}] {stage}step {step}/{of}");
                     }
                 };
                 if (stage2 is null)
@@ -338,21 +342,23 @@ public static class LensSweep
                 for (int j = 0; j < chunk.Length; j++)
                 {
                     var names = new string[perLayerImages];
+                    var stem = LayerNumbering.FileStem(numbering, chunk[j]);
+                    var label = LayerNumbering.Label(numbering, chunk[j]);
                     for (int i = 0; i < perLayerImages; i++)
                     {
                         var img = rgb[j * perLayerImages + i];
-                        var name = perLayerImages == 1 ? $"layer-{chunk[j]:D2}.png" : $"layer-{chunk[j]:D2}-{i}.png";
+                        var name = perLayerImages == 1 ? $"{stem}.png" : $"{stem}-{i}.png";
                         var path = output.PathOf(name);
                         writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
                         names[i] = name;
-                        images.Add((perLayerImages == 1 ? $"layer {chunk[j]}" : $"layer {chunk[j]}-{i}", img));
+                        images.Add((perLayerImages == 1 ? label : $"{label}-{i}", img));
                     }
                     files[chunk[j]] = names[0];
                     layerFiles[chunk[j]] = names;
                     if (unit1 is not null)
                     {
                         var img1 = rgb1![j];
-                        var name1 = $"layer-{chunk[j]:D2}-stage1.png";
+                        var name1 = $"{stem}-stage1.png";
                         var path1 = output.PathOf(name1);
                         writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img1.SavePng(path1, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
                         stage1Files[chunk[j]] = name1;
@@ -396,7 +402,9 @@ public static class LensSweep
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             NumLayers = pipe.NumLayers,
+            LayerNumbering = numbering,
             Layers = layers,
+            Lens = lensNumbering ? SweepManifest.LensDescription : SweepManifest.HiddenStateLensDescription,
             Files = new SortedDictionary<string, string>(files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
             SeedPolicy = o.SeedPolicy,
             ImagesPerLayer = perLayerImages,
@@ -446,6 +454,7 @@ public static class LensSweep
         {
             OutDir = output.FinalPath,
             Layers = layers,
+            LayerNumbering = numbering,
             LayerImages = files.ToDictionary(kv => kv.Key, kv => Path.Combine(output.FinalPath, kv.Value)),
             GridPath = Path.Combine(output.FinalPath, "grid.png"),
             ManifestPath = Path.Combine(output.FinalPath, "manifest.json"),

@@ -45,9 +45,14 @@ internal sealed record SweepManifest
     /// <summary>What was asked for: "auto" or the number.</summary>
     public string? BatchRequested { get; init; }
     public required int NumLayers { get; init; }
+    /// <summary>"lens" (layers 0..N-1, layer-XX.png) or "hidden-state" (transformers' hidden_states 0..N, 0 = the
+    /// embedding output, hidden-KK.png): how <see cref="Layers"/>, <see cref="Files"/> and the other keys number layers.</summary>
+    public string LayerNumbering { get; init; } = "lens";
     public required int[] Layers { get; init; }
-    public string Lens { get; init; } = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt";
-    /// <summary>Layer index (as a string) to its PNG file name (with a stage II: the stage II image).</summary>
+    public string Lens { get; init; } = LensDescription;
+    public const string LensDescription = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt";
+    public const string HiddenStateLensDescription = "final_layer_norm(transformers' hidden_states[k]: k = 0 the embedding output, k >= 1 the output of encoder layer k-1) as the conditional embedding; unconditional = full-depth negative prompt";
+    /// <summary>Layer (or hidden-state) index, as a string, to its PNG file name (with a stage II: the stage II image).</summary>
     public required SortedDictionary<string, string> Files { get; init; }
     /// <summary>reseed (every layer's call from a generator seeded with the seed) or continue (one generator, layer after layer).</summary>
     public string SeedPolicy { get; init; } = "reseed";

@@ -19,8 +19,14 @@ public sealed record SweepOptions
     public int? Height { get; init; }
     /// <summary>Image width in pixels; null: the model's default size.</summary>
     public int? Width { get; init; }
-    /// <summary>"all", "0,3,5" or "0:12:2".</summary>
+    /// <summary>"all", "0,3,5" or "0:12:2", in <see cref="LayerNumbering"/>.</summary>
     public string Layers { get; init; } = "all";
+    /// <summary>
+    /// How <see cref="Layers"/> and the outputs number layers: "lens" (default; 0..N-1, layer L = the output of encoder
+    /// layer L, files layer-XX.png) or "hidden-state" (0..N, transformers' <c>hidden_states[k]</c>: 0 = the embedding
+    /// output, k = the output of layer k-1; files hidden-KK.png).
+    /// </summary>
+    public string LayerNumbering { get; init; } = "lens";
     /// <summary>"cpu", "cuda" or "cuda:N".</summary>
     public string Device { get; init; } = "cpu";
     /// <summary>"float32", "float16" or "bfloat16".</summary>
@@ -77,9 +83,11 @@ public sealed record SweepResult
 {
     /// <summary>The output folder.</summary>
     public required string OutDir { get; init; }
-    /// <summary>The layers rendered (0-based).</summary>
+    /// <summary>The layers rendered (0-based, in <see cref="LayerNumbering"/>).</summary>
     public required int[] Layers { get; init; }
-    /// <summary>Layer to its image (layer-XX.png).</summary>
+    /// <summary>"lens" or "hidden-state": how <see cref="Layers"/> and <see cref="LayerImages"/> number layers.</summary>
+    public string LayerNumbering { get; init; } = "lens";
+    /// <summary>Layer (or hidden-state index) to its image (layer-XX.png, or hidden-KK.png).</summary>
     public required IReadOnlyDictionary<int, string> LayerImages { get; init; }
     /// <summary>The labelled grid of every layer's image (grid.png).</summary>
     public required string GridPath { get; init; }

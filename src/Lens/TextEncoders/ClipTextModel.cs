@@ -8,7 +8,7 @@ namespace DiffusionLens.TextEncoders;
 /// <summary>
 /// transformers <c>CLIPTextModel</c> (its <c>CLIPTextTransformer</c>; module keys without the "text_model." prefix):
 /// embeddings -&gt; encoder layers with causal self-attention -&gt; final_layer_norm.
-/// <see cref="Encode"/> returns every encoder layer's output so any of them can be pushed through
+/// <see cref="Encode"/> returns the embedding output and every encoder layer's output so any of them can be pushed through
 /// <see cref="FinalLayerNorm"/> (the Diffusion Lens). The pooled output is not computed (the pipelines do not use it).
 /// </summary>
 internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
@@ -73,7 +73,7 @@ internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         var mask = BuildMask(attentionMask, ids.shape[0], ids.shape[1], h.device);
         var hidden = encoder.ForwardAllLayers(h, mask);
         var last = final_layer_norm.forward(hidden[^1]);
-        return new ClipTextOutput(TextEncoderParts.MoveAllToOuter(hidden), last.MoveToOuterDisposeScope());
+        return new ClipTextOutput(h.MoveToOuterDisposeScope(), TextEncoderParts.MoveAllToOuter(hidden), last.MoveToOuterDisposeScope());
     }
 
     TextEncoderOutput ITextEncoder.Encode(Tensor inputIds, Tensor? attentionMask) => Encode(inputIds, attentionMask);

@@ -7,7 +7,7 @@ namespace DiffusionLens.TextEncoders;
 
 /// <summary>
 /// transformers <c>T5EncoderModel</c>: shared embedding -&gt; T5 blocks -&gt; encoder.final_layer_norm.
-/// <see cref="Encode"/> returns every block's output so any of them can be pushed through <see cref="FinalLayerNorm"/>.
+/// <see cref="Encode"/> returns the embedding output and every block's output so any of them can be pushed through <see cref="FinalLayerNorm"/>.
 /// The input embedding is tied: checkpoints store "shared.weight", "encoder.embed_tokens.weight" or both. The encoder
 /// reads encoder.embed_tokens whenever the file has it: a transformers model untied by tie_word_embeddings=false
 /// (newer T5Stack owns its embed_tokens) uses it, and an older, tied one loads shared.weight and then
@@ -87,9 +87,9 @@ internal sealed class T5EncoderModel : nn.Module<Tensor, Tensor>, ITextEncoder
     {
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
-        var hidden = encoder.ForwardAllLayers(inputIds, attentionMask);
+        var hidden = encoder.ForwardAllLayers(inputIds, attentionMask, out var embeddings);
         var last = encoder.FinalLayerNorm(hidden[^1]);
-        return new T5EncoderOutput(TextEncoderParts.MoveAllToOuter(hidden), last.MoveToOuterDisposeScope());
+        return new T5EncoderOutput(embeddings.MoveToOuterDisposeScope(), TextEncoderParts.MoveAllToOuter(hidden), last.MoveToOuterDisposeScope());
     }
 
     TextEncoderOutput ITextEncoder.Encode(Tensor inputIds, Tensor? attentionMask) => Encode(inputIds, attentionMask);

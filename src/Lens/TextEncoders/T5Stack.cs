@@ -39,6 +39,15 @@ internal sealed class T5Stack : nn.Module<Tensor, Tensor?, Tensor>
     /// <summary>Every block's output, in order (index L = output of block L, before the final norm).</summary>
     public List<Tensor> ForwardAllLayers(Tensor inputIds, Tensor? attentionMask)
     {
+        var outputs = ForwardAllLayers(inputIds, attentionMask, out var embeddings);
+        embeddings.Dispose();
+        return outputs;
+    }
+
+    /// <summary>Every block's output, and in <paramref name="embeddings"/> the embedding output (the input of block 0,
+    /// transformers' <c>hidden_states[0]</c>: embed_tokens(ids), its dropout a no-op in eval).</summary>
+    public List<Tensor> ForwardAllLayers(Tensor inputIds, Tensor? attentionMask, out Tensor embeddings)
+    {
         var ids = inputIds.reshape(-1, inputIds.shape[^1]);
         long batch = ids.shape[0], seq = ids.shape[1];
         var outputs = new List<Tensor>(block.Count);
@@ -66,6 +75,7 @@ internal sealed class T5Stack : nn.Module<Tensor, Tensor?, Tensor>
                 outputs.Add(h);
             }
             foreach (var o in outputs) o.MoveToOuterDisposeScope();
+            embeddings = inputsEmbeds.MoveToOuterDisposeScope();
         }
         return outputs;
     }

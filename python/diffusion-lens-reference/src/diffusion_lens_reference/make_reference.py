@@ -55,6 +55,12 @@ Modes:
          embedding, final latents and image, PNGs). --no-build records from the committed model.
 
          python fixtures/make_reference.py sd2
+  numbering
+         Records, for sd-tiny-12 and if-tiny-a, transformers' hidden_states[0] (the embedding output) and
+         hidden_states[1] (output_hidden_states=True) with their final-layer-norm lens, into
+         fixtures/references-numbering/<name>/ (lens sweep --layer-numbering hidden-state; NumberingParityTests).
+
+         python fixtures/make_reference.py numbering
 
 Needs: torch, diffusers, transformers, safetensors, numpy, Pillow (and beautifulsoup4 + ftfy for IF caption
 cleaning). Everything runs in float32 on the CPU unless --device/--dtype say otherwise, so the C# suite can
@@ -1818,6 +1824,62 @@ def cmd_sd2(args) -> None:
             record_sd2_case(pipe, own_config, cls, policy, out_root / f"{short}-{policy}", entry, SD2_CASE)
 
 
+NUMBERING_MODELS = ("sd-tiny-12", "if-tiny-a")
+
+
+@torch.no_grad()
+def cmd_numbering(args) -> None:
+    """transformers' own hidden-state numbering (issue #8, lens sweep --layer-numbering hidden-state) of the committed
+    tiny models (CPU float32), into references-numbering/<name>/: with output_hidden_states=True, hidden_states[0] is
+    the embedding output (CLIP: token + position embeddings; T5: embed_tokens(ids) after its dropout, a no-op in eval)
+    and hidden_states[1] the output of encoder layer 0; each is recorded with its lens (the model's final layer norm:
+    CLIP final_layer_norm, T5 encoder.final_layer_norm). Tokenized as the pipelines tokenize (IF: with its caption
+    cleaning setting)."""
+    torch.set_grad_enabled(False)
+    out_root = Path(args.out)
+    for name in NUMBERING_MODELS:
+        pipe, kind = load_tiny(name)
+        cfg = SD_CONFIGS.get(name) or IF_CONFIGS[name]
+        tensors, extra = {}, {}
+        if kind == "sd":
+            tok = pipe.tokenizer(LENS_PROMPT, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                                 truncation=True, return_tensors="pt")
+            use_mask = getattr(pipe.text_encoder.config, "use_attention_mask", False)
+            out = pipe.text_encoder(tok.input_ids, attention_mask=tok.attention_mask if use_mask else None,
+                                    output_hidden_states=True)
+            _, final_norm = clip_parts(pipe.text_encoder)
+            n = pipe.text_encoder.config.num_hidden_layers
+        else:
+            clean = cfg["run"]["clean_caption"]
+            text = pipe._text_preprocessing(LENS_PROMPT, clean_caption=clean)
+            tok = pipe.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_attention_mask=True,
+                                 add_special_tokens=True, return_tensors="pt")
+            te = pipe.text_encoder
+            out = te(tok.input_ids, attention_mask=tok.attention_mask, output_hidden_states=True)
+            final_norm = te.encoder.final_layer_norm
+            n = te.config.num_layers
+            tensors["attention_mask"] = tok.attention_mask.to(torch.int64)
+            extra = dict(clean_caption=clean, processed_prompt=text[0])
+        hidden_states = out.hidden_states
+        if hidden_states is None or len(hidden_states) != n + 1:
+            raise SystemExit(f"{name}: the text encoder returned no {n + 1} hidden_states with output_hidden_states=True")
+        tensors["input_ids"] = tok.input_ids.to(torch.int64)
+        for k in (0, 1):
+            tensors[f"hidden_states.{k}"] = hidden_states[k].float()
+            tensors[f"lens.{k}"] = final_norm(hidden_states[k]).float()
+        out_dir = out_root / name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+        ref = dict(format=1, kind=kind, model=model_entry(name, cfg),
+                   generated_by=dict(versions(), device="cpu", dtype="float32"), prompt=LENS_PROMPT, **extra,
+                   num_layers=n, hidden_state_indices=[0, 1],
+                   note="hidden_states[k] of transformers (output_hidden_states=True): 0 = the embedding output, "
+                        "k >= 1 = the output of encoder layer k-1; lens.k = the final layer norm applied to it",
+                   tensors="tensors.safetensors")
+        (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+        print(f"  {out_dir}: hidden_states[0] and [1] of {n + 1} with their lens")
+
+
 def main(fixtures: Path | None = None) -> None:
     """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
     global ROOT
@@ -1865,6 +1927,9 @@ def main(fixtures: Path | None = None) -> None:
     sc.add_argument("--out", default=str(ROOT / "references-schedulers"))
     cs = sub.add_parser("clipskip", help="record diffusers' clip_skip prompt embeddings of the SD tiny models (CPU float32)")
     cs.add_argument("--out", default=str(ROOT / "references-clipskip"))
+    nb = sub.add_parser("numbering", help="record transformers' hidden_states[0] (the embedding output) and [1] with "
+                        "their final-layer-norm lens for sd-tiny-12 and if-tiny-a (CPU float32)")
+    nb.add_argument("--out", default=str(ROOT / "references-numbering"))
     ks = sub.add_parser("keys", help="state-dict keys and shapes of real configurations, built on the meta device")
     ks.add_argument("--configs", default=str(ROOT / "real-configs"), help="folder of <pipeline>/model_index.json + configs")
     ks.add_argument("--out", default=None, help="where <pipeline>/<component>/keys.json go (default: --configs)")
@@ -1879,7 +1944,8 @@ def main(fixtures: Path | None = None) -> None:
     if args.mode == "keys" and args.out is None:
         args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
-     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2, "sd2": cmd_sd2}[args.mode](args)
+     "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2, "sd2": cmd_sd2,
+     "numbering": cmd_numbering}[args.mode](args)
 
 
 if __name__ == "__main__":
