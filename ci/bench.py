@@ -290,7 +290,7 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     if kind == "sd":
         cmd += ["--height", "512", "--width", "512", "--guidance", "7.5"]
     else:
-        cmd += ["--height", "64", "--width", "64", "--guidance", "7.0", "--clean-caption", "false"]
+        cmd += ["--height", "64", "--width", "64", "--guidance", "7.0", "--clean-caption", "false", "--variant", "fp16"]
     env = dict(env or os.environ)
     if profile:
         env["LENS_PROFILE"] = "1"
