@@ -204,7 +204,7 @@ public class Sd2ParityTests
         }
         var projections = pipe.UNet.named_modules().Where(m => m.name.EndsWith(".proj_in") || m.name.EndsWith(".proj_out")).ToList();
         Assert.NotEmpty(projections);
-        Assert.All(projections, m => Assert.IsType<TorchSharp.Modules.Linear>(m.module));
+        Assert.All(projections, m => Assert.IsType<DiffusionLens.Models.Linear>(m.module));
 
         int scale = 1 << (Config("vae")["block_out_channels"]!.AsArray().Count - 1);
         Assert.Equal(unet["sample_size"]!.GetValue<int>() * scale, pipe.Defaults.Height);

@@ -36,13 +36,10 @@ public abstract class DenoisingPipeline : IDisposable
 
     private SortedDictionary<string, string> HashWeights()
     {
-        // files in parallel (IF's T5 and UNet shards), each read once
+        // files in parallel (IF's T5 and UNet shards), each read once, or not at all when the cache knows it unchanged
         var hashed = new System.Collections.Concurrent.ConcurrentDictionary<string, string>();
         Parallel.ForEach(WeightFiles, f =>
-        {
-            using var s = File.OpenRead(f);
-            hashed[Path.GetRelativePath(ModelDir, f).Replace('\\', '/')] = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(s));
-        });
+            hashed[Path.GetRelativePath(ModelDir, f).Replace('\\', '/')] = Loading.WeightHashCache.Default.Sha256(f));
         return new SortedDictionary<string, string>(hashed, StringComparer.Ordinal);
     }
 
