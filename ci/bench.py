@@ -408,6 +408,8 @@ def report(kind: str, r: dict, serial: int) -> None:
     ident = same_images(RUNS / f"cs-{kind}-batch1", RUNS / f"cs-{kind}-auto")
     if ident:
         r["identity"] = ident
+        rows.append((f"--batch auto vs --batch 1: layer images identical (of {ident['compared']})", None, ident["identical"]))
+        rows.append(("--batch auto vs --batch 1: largest pixel difference (of 255)", None, ident["max_pixel_diff"]))
         log(f"--batch auto (batch {a.get('batch')}) vs --batch 1: {ident['identical']}/{ident['compared']} layer images identical, "
             f"largest pixel difference {ident['max_pixel_diff']}")
     rows.append(("peak GPU memory GiB (diffusers reserved / C# driver view)", df.get("max_memory_reserved_gib"),
