@@ -19,7 +19,8 @@ Diffusers side (one fresh process per model; everything it times writes PNGs, as
   serial    the tutorial's loop, one pipeline call per layer (warm); IF: over --if-serial-layers layers, scaled to 12
   one image IF: one layer, one call (warm)
 C# side: `lens sweep` in a fresh process per run; "cold" = timings_s.total - load (it includes the sweep's warm-up
-phase), "warm" = that minus timings_s.warmup. --batch 1 (diffusers' exact batch of two) and --batch auto.
+phase and the checks before loading), "warm" = that minus timings_s.warmup and timings_s.prepare (since 2026-12-01;
+rows before that date subtract warmup only). --batch 1 (diffusers' exact batch of two) and --batch auto.
 Peak GPU memory: diffusers torch.cuda.max_memory_reserved; both sides also the driver's view (total - free, incl. the
 CUDA context) at the end of the batched run / the largest the sweep saw (manifest gpu_memory_peak_gib).
 
@@ -302,7 +303,9 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     m = json.loads((d / "manifest.json").read_text())
     t = m["timings_s"]
     cold = t["total"] - t["load"]
-    return dict(process_s=wall, cold_s=cold, warm_s=cold - t.get("warmup", 0), batch=m["batch"],
+    # warm: without the first-call setup a warm process would not repeat (CUDA warm-up; the option checks and the
+    # process's first libtorch call before loading, timings_s.prepare, none for a sweep on a loaded pipeline)
+    return dict(process_s=wall, cold_s=cold, warm_s=cold - t.get("warmup", 0) - t.get("prepare", 0), batch=m["batch"],
                 gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t)
 
 

@@ -24,16 +24,17 @@ public static class LensSweep
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         Validate(o);
         using var output = new OutputFolder(o.OutDir, o.Overwrite);
+        double prepareS = sw.Elapsed.TotalSeconds;
         // stage II first: its weights are checked before stage I's text encoder (T5-XXL for IF-I-XL) is read
         using var stage2 = o.Stage2Dir is null ? null : LoadStage2(o, log);
-        double stage2LoadS = sw.Elapsed.TotalSeconds;
+        double stage2LoadS = sw.Elapsed.TotalSeconds - prepareS;
         log?.Invoke($"loading {o.ModelDir} ({o.DType} on {o.Device}) ...");
         using var pipe = LensPipeline.Load(o.ModelDir, o.Device, o.DType, o.Variant, o.Scheduler);
         if (pipe.Device.type == DeviceType.CUDA) torch.cuda.synchronize(pipe.Device); // the load's queued copies count as load
         pipe.Tokenizer.Warn = warn;
         log?.Invoke($"loaded in {sw.Elapsed.TotalSeconds:F1} s");
-        double loadS = sw.Elapsed.TotalSeconds - stage2LoadS;
-        var result = Run(pipe, o, output, log, loadS, stage2, stage2LoadS);
+        double loadS = sw.Elapsed.TotalSeconds - stage2LoadS - prepareS;
+        var result = Run(pipe, o, output, log, loadS, stage2, stage2LoadS, prepareS);
         output.Commit();
         return result;
     }
@@ -176,7 +177,7 @@ public static class LensSweep
     public const int PngZlibLevel = 1;
 
     private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS,
-        IFSuperResolutionPipeline? stage2 = null, double stage2LoadS = 0)
+        IFSuperResolutionPipeline? stage2 = null, double stage2LoadS = 0, double prepareS = 0)
     {
         if (o.Stage2Dir is null && stage2 is not null) throw new ArgumentException("a stage II was given but the options name none", nameof(stage2));
         if (stage2 is not null && pipe is not IFPipeline)
@@ -429,6 +430,7 @@ public static class LensSweep
             },
             TimingsS = new SweepTimings
             {
+                Prepare = Math.Round(prepareS, 4),
                 Load = Math.Round(loadS, 4),
                 Encode = Math.Round(encodeS, 4),
                 Warmup = Math.Round(warmupS, 4),
@@ -448,7 +450,7 @@ public static class LensSweep
         };
         // image writing on the critical path: waiting for the background PNGs, the grid, and the manifest
         double writeS = writeClock.Elapsed.TotalSeconds;
-        manifest = manifest with { TimingsS = manifest.TimingsS with { WriteImages = Math.Round(writeS, 4), Total = Math.Round(total.Elapsed.TotalSeconds + loadS + stage2LoadS, 4) } };
+        manifest = manifest with { TimingsS = manifest.TimingsS with { WriteImages = Math.Round(writeS, 4), Total = Math.Round(total.Elapsed.TotalSeconds + prepareS + loadS + stage2LoadS, 4) } };
         File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJson());
         return new SweepResult
         {

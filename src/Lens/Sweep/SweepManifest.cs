@@ -92,6 +92,9 @@ internal sealed record SweepManifest
 /// </summary>
 internal sealed record SweepTimings
 {
+    /// <summary>Before loading: the options checked against the config files, the output folder, the first libtorch
+    /// call of the process (a sweep on an already loaded pipeline has none).</summary>
+    public double Prepare { get; init; }
     public required double Load { get; init; }
     public required double Encode { get; init; }
     /// <summary>CUDA only, before the timed phases: the text encoder's first call, the --batch auto probe (one UNet call
@@ -115,7 +118,7 @@ internal sealed record SweepTimings
     public double[]? StepQueueSeconds { get; init; }
     /// <summary>Layer index (as a string) to the seconds its batch took, divided by the batch's size.</summary>
     public required SortedDictionary<string, double> PerLayer { get; init; }
-    /// <summary>Load included.</summary>
+    /// <summary>Everything: prepare, load (and stage II's), and the sweep.</summary>
     public required double Total { get; init; }
 }
 
