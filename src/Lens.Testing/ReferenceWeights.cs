@@ -18,7 +18,7 @@ public static class ReferenceWeights
     public static string[] Components(string kind) => kind switch
     {
         "if" => new[] { "text_encoder", "unet" },
-        "if2" => new[] { "unet" }, // IF stage II: no text encoder of its own
+        "if2" or "if2-seeds" => new[] { "unet" }, // IF stage II: no text encoder of its own
         _ => new[] { "text_encoder", "unet", "vae" },
     };
 

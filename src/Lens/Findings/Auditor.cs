@@ -308,6 +308,10 @@ internal sealed class Auditor
                 CleanCaption = claim.CleanCaption,
                 Scheduler = claim.Scheduler,
                 SeedPolicy = claim.SeedPolicy ?? "reseed",
+                Stage2Dir = plan.Stage2Dir,
+                Stage2Steps = claim.Stage2Steps,
+                Stage2Guidance = claim.Stage2Guidance,
+                NoiseLevel = claim.Stage2NoiseLevel,
                 OutDir = runDir,
             });
             if (sweep.LayerImages.Count == 0) throw new LensException("the sweep wrote no layer images");

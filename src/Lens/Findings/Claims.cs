@@ -165,6 +165,21 @@ internal sealed record Claim
     public string? Scheduler { get; init; }
     /// <summary>"reseed" (default) or "continue" (one generator through the layers, as the paper's original code)</summary>
     public string? SeedPolicy { get; init; }
+    /// <summary>DeepFloyd IF only: a human name of the stage II (super-resolution) checkpoint run on every layer's
+    /// stage I image, e.g. "DeepFloyd/IF-II-L-v1.0"; the judge then scores the stage II images (lens sweep --stage2)</summary>
+    public string? Stage2ModelName { get; init; }
+    /// <summary>environment variable holding the stage II diffusers folder (checked first)</summary>
+    public string? Stage2ModelEnv { get; init; }
+    /// <summary>stage II diffusers folder relative to the claims file (used when stage2_model_env is unset or not set)</summary>
+    public string? Stage2ModelDir { get; init; }
+    /// <summary>stage II denoising steps (lens sweep --stage2-steps; null: diffusers' 50)</summary>
+    public int? Stage2Steps { get; init; }
+    /// <summary>stage II guidance (--stage2-guidance; null: diffusers' 4.0)</summary>
+    public double? Stage2Guidance { get; init; }
+    /// <summary>the noise level of the upscaled stage I image (--noise-level; null: diffusers' 250)</summary>
+    public int? Stage2NoiseLevel { get; init; }
+    /// <summary>Whether the claim runs a stage II (names its folder).</summary>
+    [JsonIgnore] public bool HasStage2 => Stage2ModelEnv is not null || Stage2ModelDir is not null;
     public AnalysisSpec? Analysis { get; init; }
     public IReadOnlyList<PublishedFigure> Published { get; init; } = Array.Empty<PublishedFigure>();
     public string? Note { get; init; }
@@ -239,6 +254,7 @@ internal sealed record ClaimsFile
             }
             if (c.SeedPolicy is not (null or "reseed" or "continue"))
                 throw new LensException($"{where}: seed_policy must be \"reseed\" or \"continue\", got '{c.SeedPolicy}'");
+            ValidateStage2(c, where);
             AnalysisFor(c).Validate(where);
             try { ClipJudge.ConceptText(TemplateFor(c), "x"); }
             catch (LensException e) { throw new LensException($"{where}: {e.Message}"); }
@@ -253,6 +269,44 @@ internal sealed record ClaimsFile
                     throw new LensException($"{where}: prompt_seeds needs prompt, concept and seeds <= of_seeds");
             }
         }
+    }
+
+    /// <summary>
+    /// The stage II fields: only on a DeepFloyd IF claim ("model": "if"); stage2_steps, stage2_guidance and
+    /// stage2_noise_level only with a stage II folder (stage2_model_env or stage2_model_dir); their values as lens
+    /// sweep checks them (the noise level's upper bound is the model's, checked by the sweep).
+    /// </summary>
+    private static void ValidateStage2(Claim c, string where)
+    {
+        var given = new (bool, string)[]
+        {
+            (c.Stage2ModelName is not null, "stage2_model_name"), (c.Stage2ModelEnv is not null, "stage2_model_env"),
+            (c.Stage2ModelDir is not null, "stage2_model_dir"), (c.Stage2Steps is not null, "stage2_steps"),
+            (c.Stage2Guidance is not null, "stage2_guidance"), (c.Stage2NoiseLevel is not null, "stage2_noise_level"),
+        }.Where(x => x.Item1).Select(x => x.Item2).ToList();
+        if (given.Count == 0) return;
+        if (c.Model != "if")
+            throw new LensException($"{where}: {string.Join(", ", given)} appl{(given.Count == 1 ? "ies" : "y")} to a DeepFloyd IF stage II only (\"model\": \"if\"); this claim's model is '{c.Model}'");
+        if (!c.HasStage2)
+            throw new LensException($"{where}: {string.Join(", ", given)} need{(given.Count == 1 ? "s" : "")} the stage II folder: stage2_model_env or stage2_model_dir");
+        if (c.Stage2Steps is <= 0) throw new LensException($"{where}: stage2_steps must be positive");
+        if (c.Stage2Guidance is { } g && !double.IsFinite(g)) throw new LensException($"{where}: stage2_guidance must be a number");
+        if (c.Stage2NoiseLevel is < 0) throw new LensException($"{where}: stage2_noise_level must be at least 0");
+    }
+
+    /// <summary>The claim's stage II folder (null, null without a stage II): the stage2_model_env variable if set, else
+    /// stage2_model_dir relative to the claims file; null with the reason when neither gives one.</summary>
+    public (string? Dir, string? Reason) ResolveStage2Dir(Claim c, Func<string, string?> getEnv)
+    {
+        if (!c.HasStage2) return (null, null);
+        if (c.Stage2ModelEnv is { } env && getEnv(env) is { Length: > 0 } fromEnv)
+            return Directory.Exists(fromEnv) ? (fromEnv, null) : (null, $"{env}={fromEnv} is not a folder");
+        if (c.Stage2ModelDir is { } rel)
+        {
+            var dir = System.IO.Path.GetFullPath(System.IO.Path.Combine(Folder, rel));
+            return Directory.Exists(dir) ? (dir, null) : (null, $"stage II model folder {dir} not found");
+        }
+        return (null, $"{c.Stage2ModelEnv} is not set (a diffusers folder of the stage II {c.Stage2ModelName ?? "super-resolution model"})");
     }
 
     /// <summary>The claim's diffusers folder: the model_env variable if set, else model_dir relative to the claims

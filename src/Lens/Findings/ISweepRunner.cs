@@ -26,6 +26,13 @@ internal sealed record SweepRequest
     public string? Scheduler { get; init; }
     /// <summary>"reseed" or "continue" (see SweepOptions.SeedPolicy)</summary>
     public string SeedPolicy { get; init; } = "reseed";
+    /// <summary>DeepFloyd IF: the stage II (super-resolution) folder run on every layer's stage I image (then the layer
+    /// images are the stage II images), or null</summary>
+    public string? Stage2Dir { get; init; }
+    /// <summary>stage II steps, guidance and noise level (null: diffusers' defaults)</summary>
+    public int? Stage2Steps { get; init; }
+    public double? Stage2Guidance { get; init; }
+    public int? NoiseLevel { get; init; }
     /// <summary>the folder to write layer-XX.png (and grid/manifest) into</summary>
     public required string OutDir { get; init; }
 

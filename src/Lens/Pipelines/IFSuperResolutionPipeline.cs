@@ -135,21 +135,29 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
     }
 
     /// <summary>
-    /// Steps 5 and 7 of diffusers' __call__ for a batch of k images run as k single-image calls: the intermediate
-    /// images (noise [1, in_channels // 2, H, W] times init_noise_sigma, shared by the k rows) drawn first, then the
-    /// stage I images upscaled (bilinear, align_corners=True) and noised at the noise level with noise of one image's
-    /// shape drawn next (shared). Returns (intermediate images [k, C, H, W], noised upscaled images [k, C, H, W]).
+    /// Steps 5 and 7 of diffusers' __call__ for a batch of k images run as k single-image calls sharing one generator
+    /// stream (each draw one image's, repeated for the k rows): see the <see cref="NoisePlan"/> overload.
     /// </summary>
     /// <param name="stage1Images">[k, C, h, w] stage I images in [-1, 1] (diffusers' output_type="pt")</param>
-    public (Tensor Intermediate, Tensor Upscaled) PrepareInputs(Tensor stage1Images, SuperResolutionOptions o, Scheduler scheduler, Generator generator)
+    public (Tensor Intermediate, Tensor Upscaled) PrepareInputs(Tensor stage1Images, SuperResolutionOptions o, Scheduler scheduler, Generator generator) =>
+        PrepareInputs(stage1Images, o, scheduler, NoisePlan.Shared(generator, 1, (int)stage1Images.shape[0]));
+
+    /// <summary>
+    /// Steps 5 and 7 of diffusers' __call__ for a batch that holds several calls (<paramref name="plan"/>: each call's
+    /// rows and generator): the intermediate images (noise [rows, in_channels // 2, H, W] times init_noise_sigma) drawn
+    /// first by every call, then the stage I images upscaled (bilinear, align_corners=True) and noised at the noise
+    /// level with noise of the same shape drawn next. Returns (intermediate images, noised upscaled images), both
+    /// [plan rows, C, H, W].
+    /// </summary>
+    /// <param name="stage1Images">[plan rows, C, h, w] stage I images in [-1, 1] (diffusers' output_type="pt")</param>
+    public (Tensor Intermediate, Tensor Upscaled) PrepareInputs(Tensor stage1Images, SuperResolutionOptions o, Scheduler scheduler, NoisePlan plan)
     {
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
-        long k = stage1Images.shape[0];
         if (stage1Images.ndim != 4 || stage1Images.shape[1] != ImageChannels)
             throw new LensException($"stage II takes [k, {ImageChannels}, h, w] stage I images, got [{string.Join(", ", stage1Images.shape)}]");
-        // k single-image calls sharing one generator stream: each draw is one image's, repeated for the k rows
-        var plan = NoisePlan.Shared(generator, 1, (int)k);
+        if (stage1Images.shape[0] != plan.BatchRows)
+            throw new ArgumentException($"{stage1Images.shape[0]} stage I images for a noise plan of {plan.BatchRows} rows");
         var rowShape = new long[] { ImageChannels, o.Height, o.Width };
         var intermediate = plan.Draw(rowShape, DType, Device) * scheduler.InitNoiseSigma;
         // preprocess_image: image.to(device, dtype=unet.dtype)
@@ -185,35 +193,88 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
     /// </summary>
     /// <param name="generator">diffusers' generator: in the documented two-stage usage the one stage I drew from</param>
     public Tensor GenerateImages(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
-        Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+        Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null) =>
+        GenerateImages(stage1Images, conditional, unconditional, o, [generator], 1, onStep, timer);
+
+    /// <summary>
+    /// Upscales the images of k stage I calls of <paramref name="imagesPerCall"/> images each (embedding-major, as
+    /// <see cref="LensPipeline.GenerateImages"/> returns them), each call's images with its own conditional embedding,
+    /// reproducing, for each call, diffusers' <c>IFSuperResolutionPipeline(image=its N images,
+    /// prompt_embeds=cond.repeat(N, 1, 1), negative_prompt_embeds=uncond.repeat(N, 1, 1), num_images_per_prompt=1,
+    /// generator=g)</c> — one stage II image per stage I image, all N drawn together from the call's generator
+    /// (diffusers' check_inputs wants the image batch equal to the prompt batch, so the embeddings are repeated rather
+    /// than num_images_per_prompt raised). Returns [k*N, C, H, W] images in [-1, 1], not clamped, on the device.
+    /// </summary>
+    /// <param name="generators">one generator for every call (reseed: the calls draw the same noise), or one per call,
+    /// each in its state at the start of that call's stage II (used, not copied)</param>
+    public Tensor GenerateImages(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
+        IReadOnlyList<Generator> generators, int imagesPerCall, Action<int, int>? onStep = null, PhaseTimer? timer = null)
     {
         if (conditional.Count == 0) throw new ArgumentException("nothing to generate");
-        if (stage1Images.shape[0] != conditional.Count)
-            throw new LensException($"image batch size: {stage1Images.shape[0]} must be same as prompt batch size {conditional.Count}");
+        if (imagesPerCall < 1) throw new ArgumentOutOfRangeException(nameof(imagesPerCall), imagesPerCall, "at least one image per call");
+        if (generators.Count != 1 && generators.Count != conditional.Count)
+            throw new ArgumentException($"{generators.Count} generators for {conditional.Count} embeddings");
+        int n = imagesPerCall;
+        if (stage1Images.shape[0] != (long)conditional.Count * n)
+            throw new LensException($"image batch size: {stage1Images.shape[0]} must be same as prompt batch size {conditional.Count * n}");
         CheckOptions(o);
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
         using var scheduler = Scheduler.FromConfig(SchedulerConfig);
         scheduler.SetTimesteps(o.Steps);
-        scheduler.BatchNoise = NoisePlan.Shared(generator, 1, conditional.Count);
-        var embeds = BatchEmbeds(conditional, unconditional, o.Guidance);
-        var (intermediate, upscaled) = PrepareInputs(stage1Images, o, scheduler, generator);
+        var plan = generators.Count == 1
+            ? NoisePlan.Shared(generators[0], n, conditional.Count)
+            : new NoisePlan(generators.Select(g => new NoisePlan.Group(g, n)).ToList());
+        scheduler.BatchNoise = plan;
+        var embeds = BatchEmbeds(conditional.SelectMany(c => Enumerable.Repeat(c, n)).ToList(), unconditional, o.Guidance);
+        var (intermediate, upscaled) = PrepareInputs(stage1Images, o, scheduler, plan);
         _upscaled = upscaled;
         _noiseLevel = o.NoiseLevel;
         try
         {
-            return Denoise(scheduler, intermediate, embeds, o.Guidance, generator, onStep, timer).MoveToOuterDisposeScope();
+            return Denoise(scheduler, intermediate, embeds, o.Guidance, null, onStep, timer).MoveToOuterDisposeScope();
         }
         finally { _upscaled = null; }
     }
 
     /// <summary><see cref="GenerateImages"/> postprocessed: [k, H, W, C] float32 in [0, 1] on the CPU (output_type="np").</summary>
     public Tensor Generate(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
-        Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+        Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null) =>
+        Generate(stage1Images, conditional, unconditional, o, [generator], 1, onStep, timer);
+
+    /// <summary><see cref="GenerateImages"/> of k calls of N images postprocessed: [k*N, H, W, C] float32 in [0, 1] on the CPU.</summary>
+    public Tensor Generate(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
+        IReadOnlyList<Generator> generators, int imagesPerCall, Action<int, int>? onStep = null, PhaseTimer? timer = null)
     {
         using var scope = NewDisposeScope();
-        var images = GenerateImages(stage1Images, conditional, unconditional, o, generator, onStep, timer);
+        var images = GenerateImages(stage1Images, conditional, unconditional, o, generators, imagesPerCall, onStep, timer);
         return ToUnitHwc(images).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// Advances <paramref name="generator"/> past everything one stage II call of <paramref name="images"/> images
+    /// draws from it (the intermediate images, the upscale noise, then each scheduler step's variance noise), by
+    /// making the same draws: the scheduler's steps run on the CPU on zero tensors of the call's shapes. The stage II
+    /// half of a layer under <c>--seed-policy continue</c> (stage I's is <see cref="LensPipeline.ConsumeCallNoise"/>).
+    /// </summary>
+    public void ConsumeCallNoise(Generator generator, SuperResolutionOptions o, int images)
+    {
+        using var noGrad = torch.no_grad();
+        using var scope = NewDisposeScope();
+        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        scheduler.SetTimesteps(o.Steps);
+        var shape = new long[] { images, ImageChannels, o.Height, o.Width };
+        torch.randn(shape, dtype: DType, device: torch.CPU, generator: generator); // the intermediate images
+        torch.randn(shape, dtype: DType, device: torch.CPU, generator: generator); // the upscale noise
+        var sample = torch.zeros(shape, dtype: DType, device: torch.CPU);
+        var predShape = (long[])shape.Clone();
+        if (IFPipeline.HasLearnedVariance(SchedulerConfig)) predShape[1] = UNet.OutChannels;
+        var prediction = torch.zeros(predShape, dtype: DType, device: torch.CPU);
+        foreach (var t in scheduler.Timesteps)
+        {
+            using var step = NewDisposeScope();
+            scheduler.Step(prediction, t, sample, generator);
+        }
     }
 
     private Tensor? _upscaled;

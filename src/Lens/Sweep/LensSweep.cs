@@ -65,8 +65,6 @@ public static class LensSweep
         LensPipeline.CheckScheduler(index.ClassName, schedulerConfig, schedulerClass);
         if (o.Steps is int stepCount) CheckStepCount(schedulerConfig, schedulerClass, stepCount);
         ValidateStage2(o, index, te);
-        if (o.Stage2Dir is not null && (o.SeedPolicy != "reseed" || o.ImagesPerLayer != 1))
-            throw new LensException("--stage2 runs with --seed-policy reseed and one image per layer only (for now)");
         if (o.Height is null && o.Width is null) return;
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         int size = unet.Int("sample_size", 64);
@@ -264,21 +262,18 @@ public static class LensSweep
 
         // --seed-policy continue: each layer's generator in the state the previous layers' calls leave it in (their draws
         // replayed on the CPU), so batched layers draw exactly what the serial loop draws
-        var layerGenerators = new List<Generator>();
-        using var disposeGenerators = new DisposeAll(layerGenerators);
-        if (o.SeedPolicy == "continue")
-        {
-            using var running = new Generator((ulong)o.Seed);
-            foreach (var _ in layers)
+        // (with a stage II a layer's draws are its stage I call's, then its stage II call's)
+        var layerGenerators = o.SeedPolicy != "continue" ? new List<Generator>()
+            : LayerGenerators.Continue(o.Seed, layers.Length, g =>
             {
-                layerGenerators.Add(Schedulers.NoisePlan.Fork(running));
-                pipe.ConsumeCallNoise(running, gen);
-            }
-        }
+                pipe.ConsumeCallNoise(g, gen);
+                stage2?.ConsumeCallNoise(g, gen2!, perLayerImages);
+            });
+        using var disposeGenerators = new DisposeAll(layerGenerators);
 
         var files = new SortedDictionary<int, string>();
         var layerFiles = new SortedDictionary<int, string[]>();
-        var stage1Files = new SortedDictionary<int, string>();
+        var stage1Files = new SortedDictionary<int, string[]>();
         int stage2Calls = 0;
         var images = new List<(string, RgbImage)>();
         var perLayer = new SortedDictionary<string, double>(SweepManifest.LayerOrder);
@@ -313,14 +308,16 @@ public static class LensSweep
                     unit = pipe.Generate(conds, uncond, gen, OnStep("", of => unetCalls = of), timer, chunkGenerators);
                 else
                 {
-                    // diffusers' two-stage usage: stage I with output_type="pt", then stage II on those images with the
-                    // same layer's embedding, drawing from the same generator
+                    // diffusers' two-stage usage per layer: stage I with output_type="pt", then stage II on those
+                    // images with the same layer's embedding, drawing from the same generator (reseed: one seeded
+                    // generator stands for every layer's; continue: each layer's own, in its replayed state)
                     using var scope = NewDisposeScope();
-                    var generator = new Generator((ulong)o.Seed);
-                    var images1 = pipe.GenerateImages(conds, uncond, gen, [generator], OnStep("", of => unetCalls = of), timer);
+                    using var seeded = chunkGenerators is null ? new Generator((ulong)o.Seed) : null;
+                    IReadOnlyList<Generator> generators = chunkGenerators ?? [seeded!];
+                    var images1 = pipe.GenerateImages(conds, uncond, gen, generators, OnStep("", of => unetCalls = of), timer);
                     unit1 = DenoisingPipeline.ToUnitHwc(images1).MoveToOuterDisposeScope();
                     lastReported = -1;
-                    unit = stage2.Generate(images1, conds, uncond, gen2!, generator, OnStep("stage II ", of => stage2Calls = of), timer2)
+                    unit = stage2.Generate(images1, conds, uncond, gen2!, generators, perLayerImages, OnStep("stage II ", of => stage2Calls = of), timer2)
                         .MoveToOuterDisposeScope();
                 }
             }
@@ -343,6 +340,7 @@ public static class LensSweep
                 for (int j = 0; j < chunk.Length; j++)
                 {
                     var names = new string[perLayerImages];
+                    var names1 = new string[perLayerImages];
                     var stem = LayerNumbering.FileStem(numbering, chunk[j]);
                     var label = LayerNumbering.Label(numbering, chunk[j]);
                     for (int i = 0; i < perLayerImages; i++)
@@ -353,17 +351,19 @@ public static class LensSweep
                         writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
                         names[i] = name;
                         images.Add((perLayerImages == 1 ? label : $"{label}-{i}", img));
+                        if (rgb1 is not null)
+                        {
+                            // the stage I image stage II upscaled into `name`: layer-XX-stage1.png, or layer-XX-stage1-i.png
+                            var img1 = rgb1[j * perLayerImages + i];
+                            var name1 = perLayerImages == 1 ? $"{stem}-stage1.png" : $"{stem}-stage1-{i}.png";
+                            var path1 = output.PathOf(name1);
+                            writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img1.SavePng(path1, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+                            names1[i] = name1;
+                        }
                     }
                     files[chunk[j]] = names[0];
                     layerFiles[chunk[j]] = names;
-                    if (unit1 is not null)
-                    {
-                        var img1 = rgb1![j];
-                        var name1 = $"{stem}-stage1.png";
-                        var path1 = output.PathOf(name1);
-                        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img1.SavePng(path1, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
-                        stage1Files[chunk[j]] = name1;
-                    }
+                    if (rgb1 is not null) stage1Files[chunk[j]] = names1;
                     perLayer[chunk[j].ToString()] = Math.Round(t0.Elapsed.TotalSeconds / chunk.Length, 4);
                 }
             }
@@ -411,7 +411,9 @@ public static class LensSweep
             ImagesPerLayer = perLayerImages,
             LayerFiles = perLayerImages == 1 ? null
                 : new SortedDictionary<string, string[]>(layerFiles.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
-            Stage1Files = stage2 is null ? null : new SortedDictionary<string, string>(stage1Files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
+            Stage1Files = stage2 is null ? null : new SortedDictionary<string, string>(stage1Files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value[0]), SweepManifest.LayerOrder),
+            Stage1LayerFiles = stage2 is null || perLayerImages == 1 ? null
+                : new SortedDictionary<string, string[]>(stage1Files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
             Stage2 = stage2 is null ? null : new Stage2Manifest
             {
                 Model = Path.GetFullPath(stage2.ModelDir),

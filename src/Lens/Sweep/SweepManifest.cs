@@ -60,8 +60,12 @@ internal sealed record SweepManifest
     public int ImagesPerLayer { get; init; } = 1;
     /// <summary>Every image of each layer, in draw order; null with one image per layer.</summary>
     public SortedDictionary<string, string[]>? LayerFiles { get; init; }
-    /// <summary>With a stage II: layer index (as a string) to its stage I image (layer-XX-stage1.png); null otherwise.</summary>
+    /// <summary>With a stage II: layer index (as a string) to its stage I image (layer-XX-stage1.png; with several images
+    /// per layer the first, layer-XX-stage1-0.png); null otherwise.</summary>
     public SortedDictionary<string, string>? Stage1Files { get; init; }
+    /// <summary>With a stage II and several images per layer: every stage I image of each layer, in the order of
+    /// <see cref="LayerFiles"/> (layer-XX-stage1-i.png was upscaled into layer-XX-i.png); null otherwise.</summary>
+    public SortedDictionary<string, string[]>? Stage1LayerFiles { get; init; }
     /// <summary>DeepFloyd IF stage II (--stage2), or null: the top-level steps, guidance and size are stage I's.</summary>
     public Stage2Manifest? Stage2 { get; init; }
     public string Grid { get; init; } = "grid.png";
@@ -136,7 +140,7 @@ internal sealed record Stage2Manifest
     public required int Width { get; init; }
     public string? Variant { get; init; }
     public SortedDictionary<string, string>? WeightsSha256 { get; init; }
-    public string Input { get; init; } = "each layer's stage I image ([-1, 1], as diffusers' output_type=\"pt\") with the same layer's lens embedding and the negative embedding; the generator continues from stage I";
+    public string Input { get; init; } = "each layer's stage I image(s) ([-1, 1], as diffusers' output_type=\"pt\") with the same layer's lens embedding and the negative embedding, both repeated per image (num_images_per_prompt=1: one stage II image per stage I image); the generator continues from that layer's stage I call";
     /// <summary>Seconds of the stage II load and of all its denoising loops.</summary>
     public double LoadS { get; init; }
     public double DenoiseS { get; init; }

@@ -44,6 +44,13 @@ Modes:
 
          python fixtures/make_reference.py if2
 
+         --seeds records instead, from the committed if2-tiny and if-tiny-b (nothing is built), the serial two-stage
+         loop under --seed-policy continue (one generator through every layer's stage I then stage II call) and with
+         N = 2 images per layer (stage II given stage I's N images with the embeddings repeated N times), into
+         fixtures/references-seeds/if2-tiny/ (Stage2SeedParityTests):
+
+         python fixtures/make_reference.py if2 --seeds
+
   sd2    Builds a tiny random-weight SD 2.x-style pipeline under fixtures/models/sd2-tiny (gelu CLIP text encoder, a
          tokenizer that pads with "!" as SD 2's does, UNet with linear projections, per-block head counts and upcast
          attention, SD 2.1's own scheduler file: DDIM with v_prediction) and records, on the CPU in float32, its full
@@ -947,10 +954,93 @@ def record_if2(stage1, stage2, out_dir: Path, model_entry: dict, stage1_entry: d
     print(f"  {out_dir}: {len(layers)} layers, stage I draws {len(draws_stage1)}, stage II {len(rec_trace.steps)} UNet calls")
 
 
+# the seed policies with a stage II (issue #8): runs of the serial two-stage loop over lens layers, each a seed policy,
+# the layers in loop order and num_images_per_prompt N of stage I (stage II gets those N images, one stage II image each)
+IF2_SEED_CASES = {
+    "if2-tiny": dict(
+        seed=11, steps=4, guidance=4.0, height=24, width=24, negative_prompt="blurry", clean_caption=False,
+        stage2=dict(steps=3, guidance=5.0, noise_level=300),
+        runs={
+            "continue": dict(policy="continue", layers=[0, 2, 3], images_per_prompt=1),
+            "images": dict(policy="reseed", layers=[1, 3], images_per_prompt=2),
+            "continue_images": dict(policy="continue", layers=[0, 3], images_per_prompt=2),
+        },
+    ),
+}
+
+
+@torch.no_grad()
+def record_if2_seeds(stage1, stage2, out_dir: Path, model_entry: dict, stage1_entry: dict, case: dict) -> None:
+    """diffusers' two-stage usage per lens layer in a serial loop, under both seed policies and with N images per layer.
+    reseed: g = torch.Generator("cpu").manual_seed(seed) for every layer; continue: ONE generator seeded once, consumed
+    by layer L's stage I call, then its stage II call, then layer L+1's. Each layer: stage I IFPipeline(prompt_embeds=
+    lens[L], negative_prompt_embeds=neg, generator=g, num_images_per_prompt=N, output_type="pt") -> N images, then stage II
+    IFSuperResolutionPipeline(image=those N images, prompt_embeds=lens[L].repeat(N, 1, 1), negative_prompt_embeds=
+    neg.repeat(N, 1, 1), num_images_per_prompt=1, generator=g): one stage II image per stage I image. (The embeddings are
+    repeated because stage II's check_inputs requires the image batch to equal the prompt batch: image=N images with
+    prompt_embeds of batch 1 raises, and num_images_per_prompt=N would make N images of EACH stage I image.)
+    Records every stage II image (output_type="np") and the stage I image it upscaled, as [H, W, 3] in [0, 1]."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clean, negative_prompt = case["clean_caption"], case["negative_prompt"]
+    text, _, _, lens = if_encode(stage1, LENS_PROMPT, clean, "cpu")
+    _, _, _, neg_lens = if_encode(stage1, negative_prompt, clean, "cpu")
+    neg = neg_lens[-1]
+    s2 = case["stage2"]
+    tensors, runs = {}, {}
+    for run_name, run in case["runs"].items():
+        n = run["images_per_prompt"]
+        shared = torch.Generator("cpu").manual_seed(case["seed"])
+        for L in run["layers"]:
+            g = shared if run["policy"] == "continue" else torch.Generator("cpu").manual_seed(case["seed"])
+            images1 = stage1(prompt_embeds=lens[L], negative_prompt_embeds=neg, num_inference_steps=case["steps"],
+                             guidance_scale=case["guidance"], height=case["height"], width=case["width"], generator=g,
+                             num_images_per_prompt=n, output_type="pt", clean_caption=clean).images
+            assert images1.shape[0] == n, f"stage I made {images1.shape[0]} images, asked for {n}"
+            images2 = stage2(image=images1, prompt_embeds=lens[L].repeat(n, 1, 1),
+                             negative_prompt_embeds=neg.repeat(n, 1, 1), num_images_per_prompt=1,
+                             num_inference_steps=s2["steps"], guidance_scale=s2["guidance"],
+                             noise_level=s2["noise_level"], generator=g, output_type="np").images
+            assert images2.shape[0] == n, f"stage II made {images2.shape[0]} images of {n} stage I images"
+            stage1_np = (images1 / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()
+            for i in range(n):
+                tensors[f"{run_name}.layer.{L}.{i}"] = torch.from_numpy(images2[i].copy())
+                tensors[f"{run_name}.layer.{L}.{i}.stage1"] = torch.from_numpy(stage1_np[i].copy())
+        runs[run_name] = dict(run)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind="if2-seeds", model=model_entry, stage1=dict(stage1_entry, pipeline=type(stage1).__name__),
+        generated_by=dict(versions(), device="cpu", dtype="float32"),
+        pipeline=type(stage2).__name__, scheduler=type(stage2.scheduler).__name__,
+        prompt=LENS_PROMPT, negative_prompt=negative_prompt, clean_caption=clean, preprocessed_prompt=text,
+        seed=case["seed"], steps=case["steps"], guidance=case["guidance"], height=case["height"], width=case["width"],
+        stage2=dict(s2, height=stage2.unet.config.sample_size, width=stage2.unet.config.sample_size),
+        num_layers=len(lens), runs=runs,
+        handover="per layer: stage I num_images_per_prompt=N, output_type='pt' -> stage II image=those N, prompt and "
+                 "negative embeddings repeated N times, num_images_per_prompt=1, the same generator",
+        images="<run>.layer.<L>.<i>: stage II image i of layer L ([H, W, 3] in [0, 1], output_type='np'); "
+               "<run>.layer.<L>.<i>.stage1: the stage I image it upscaled", tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    summary = ", ".join(f"{k} ({v['policy']}, layers {v['layers']}, N={v['images_per_prompt']})" for k, v in runs.items())
+    print(f"  {out_dir}: runs {summary}")
+
+
 def cmd_if2(args) -> None:
-    """Builds fixtures/models/<name> (tiny IF stage II) and records fixtures/references/<name> on the committed stage I."""
+    """Builds fixtures/models/<name> (tiny IF stage II) and records fixtures/references/<name> on the committed stage I;
+    with --seeds, records only the seed-policy references from the committed models into <--seeds-out>/<name>."""
     torch.set_grad_enabled(False)
     models_dir, refs_dir = ROOT / "models", ROOT / "references"
+    if args.seeds:
+        for name, case in IF2_SEED_CASES.items():
+            s1name = IF2_CONFIGS[name]["stage1"]
+            s1cfg = IF_CONFIGS[s1name]
+            print(f"recording stage II seed-policy references of {name} on {s1name}")
+            stage1 = load_if(models_dir / s1name, s1cfg["text_save"]["variant"])
+            stage2 = load_if2(models_dir / name)
+            record_if2_seeds(stage1, stage2, Path(args.seeds_out) / name,
+                             dict(path=f"fixtures/models/{name}", weights_sha256=weights_sha256(models_dir / name, None)),
+                             model_entry(s1name, s1cfg), case)
+        return
     for name, cfg in IF2_CONFIGS.items():
         print(f"building {name}")
         folder = build_if2(name, cfg, models_dir)
@@ -1933,8 +2023,11 @@ def main(fixtures: Path | None = None) -> None:
     ks = sub.add_parser("keys", help="state-dict keys and shapes of real configurations, built on the meta device")
     ks.add_argument("--configs", default=str(ROOT / "real-configs"), help="folder of <pipeline>/model_index.json + configs")
     ks.add_argument("--out", default=None, help="where <pipeline>/<component>/keys.json go (default: --configs)")
-    sub.add_parser("if2", help="build the tiny IF stage II model (fixtures/models/if2-tiny) and record its two-stage "
-                   "references on the committed if-tiny-b (CPU float32)")
+    i2 = sub.add_parser("if2", help="build the tiny IF stage II model (fixtures/models/if2-tiny) and record its two-stage "
+                        "references on the committed if-tiny-b (CPU float32)")
+    i2.add_argument("--seeds", action="store_true", help="instead: record the two-stage seed-policy references (continue "
+                    "over layers, N images per layer) from the committed if2-tiny and if-tiny-b, building nothing")
+    i2.add_argument("--seeds-out", default=str(ROOT / "references-seeds"), help="where --seeds writes <name>/")
     s2 = sub.add_parser("sd2", help="build the tiny SD 2.x-style model (fixtures/models/sd2-tiny) and record its "
                         "references: every layer (references/sd2-tiny) and a lens sweep under every scheduler and both "
                         "seed policies (references-sd2/<scheduler>-<policy>; CPU float32)")

@@ -29,6 +29,13 @@ internal sealed class AuditPlanner
             return new ClaimPlan { Id = claim.Id, Skipped = reason ?? "no model folder", Seeds = seeds };
         }
         modelDir = Path.GetFullPath(modelDir);
+        var (stage2Dir, stage2Reason) = _file.ResolveStage2Dir(claim, _options.GetEnv);
+        if (claim.HasStage2 && stage2Dir is null)
+        {
+            _options.Log?.Invoke($"claim {claim.Id}: skipped: {stage2Reason}");
+            return new ClaimPlan { Id = claim.Id, Skipped = stage2Reason ?? "no stage II folder", Seeds = seeds };
+        }
+        if (stage2Dir is not null) stage2Dir = Path.GetFullPath(stage2Dir);
         PromptSetData? set = null;
         if (claim.PromptSet is { } spec)
         {
@@ -40,12 +47,8 @@ internal sealed class AuditPlanner
             }
         }
         var variant = claim.Variant ?? _options.Variant;
-        if (!_hashes.TryGetValue((modelDir, variant), out var hash))
-        {
-            if (_hasher is not null) _options.Log?.Invoke($"hashing the weights of {modelDir}");
-            hash = _hasher?.ModelHash(modelDir, variant) ?? "unhashed:" + modelDir;
-            _hashes[(modelDir, variant)] = hash;
-        }
+        var hash = Hash(modelDir, variant);
+        var stage2Hash = stage2Dir is null ? null : Hash(stage2Dir, variant);
         var prompts = set is not null
             ? set.Prompts.Select(p => (p.Prompt, p.Concepts)).ToList()
             : claim.Prompts.Select(p => (Prompt: p, Concepts: claim.Concepts)).ToList();
@@ -55,7 +58,7 @@ internal sealed class AuditPlanner
         for (int pi = 0; pi < prompts.Count; pi++)
             foreach (var seed in seeds)
             {
-                var inputs = RunKey.Inputs(claim, template, hash, variant, _options.DType, _device, _options.Batch, prompts[pi].Prompt, prompts[pi].Concepts, seed, judge);
+                var inputs = RunKey.Inputs(claim, template, hash, variant, _options.DType, _device, _options.Batch, prompts[pi].Prompt, prompts[pi].Concepts, seed, judge, stage2Hash);
                 runs.Add(new PlannedRun
                 {
                     Key = RunKey.Hash(inputs),
@@ -68,7 +71,19 @@ internal sealed class AuditPlanner
                     OutDir = Path.Combine(claim.Id, $"p{pi}-seed{seed}"),
                 });
             }
-        return new ClaimPlan { Id = claim.Id, ModelDir = modelDir, ModelHash = hash, PromptSet = set, Seeds = seeds, Runs = runs };
+        return new ClaimPlan { Id = claim.Id, ModelDir = modelDir, ModelHash = hash, Stage2Dir = stage2Dir, Stage2ModelHash = stage2Hash, PromptSet = set, Seeds = seeds, Runs = runs };
+    }
+
+    /// <summary>A model folder's weights hash (a stage II's too), once per folder and variant.</summary>
+    private string Hash(string dir, string? variant)
+    {
+        if (!_hashes.TryGetValue((dir, variant), out var hash))
+        {
+            if (_hasher is not null) _options.Log?.Invoke($"hashing the weights of {dir}");
+            hash = _hasher?.ModelHash(dir, variant) ?? "unhashed:" + dir;
+            _hashes[(dir, variant)] = hash;
+        }
+        return hash;
     }
 
     /// <summary>The options every shard of one audit must share.</summary>

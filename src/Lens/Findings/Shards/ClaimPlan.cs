@@ -9,6 +9,10 @@ internal sealed record ClaimPlan
     public string? ModelDir { get; init; }
     /// <summary>SHA-256 over the weights files' sha256 (as manifest.json's weights_sha256), see <see cref="ModelHash"/></summary>
     public string? ModelHash { get; init; }
+    /// <summary>the claim's DeepFloyd IF stage II folder, or null when it has none</summary>
+    public string? Stage2Dir { get; init; }
+    /// <summary>the stage II's weights hash (as <see cref="ModelHash"/>; part of every run's key), or null</summary>
+    public string? Stage2ModelHash { get; init; }
     /// <summary>the prompt set, for claims that have one</summary>
     public PromptSetData? PromptSet { get; init; }
     public IReadOnlyList<long> Seeds { get; init; } = Array.Empty<long>();

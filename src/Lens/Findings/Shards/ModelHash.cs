@@ -20,11 +20,13 @@ internal static class ModelHash
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(sb.ToString())));
     }
 
-    /// <summary>Hashes the weights files a pipeline would load from <paramref name="modelDir"/>, without loading it.</summary>
+    /// <summary>Hashes the weights files a pipeline (or a DeepFloyd IF stage II) would load from <paramref name="modelDir"/>, without loading it.</summary>
     public static string Of(string modelDir, string? variant)
     {
         var index = ModelIndex.Load(modelDir);
-        var files = LensPipeline.PipelineComponents(index).SelectMany(c =>
+        // a DeepFloyd IF stage II loads its UNet alone (its text encoder, if any, is never read)
+        var components = index.ClassName == IFSuperResolutionPipeline.ClassName ? new[] { "unet" } : LensPipeline.PipelineComponents(index);
+        var files = components.SelectMany(c =>
         {
             var dir = index.Require(c);
             return WeightSet.FromFolder(dir, WeightSet.ComponentVariant(dir, variant)).FilePaths;

@@ -8,13 +8,14 @@ namespace DiffusionLens.Findings;
 /// <summary>
 /// The key of a run's result: the SHA-256 of a canonical JSON of its inputs (claim id, model kind and weights hash,
 /// variant, dtype, device kind (cpu/cuda, not the index), UNet batch, prompt, negative prompt, concepts, distractors,
-/// judge template and identity, seed, layers, steps, guidance, size, caption cleaning). The analysis settings are not
+/// judge template and identity, seed, layers, steps, guidance, size, caption cleaning; a stage II's weights hash and
+/// settings when the claim has one). The analysis settings are not
 /// part of it: emergence is recomputed from the stored scores.
 /// </summary>
 internal static class RunKey
 {
     public static string Inputs(Claim claim, string template, string modelHash, string? variant, string dtype, string device, int batch,
-        string prompt, IReadOnlyList<string> concepts, long seed, string judge)
+        string prompt, IReadOnlyList<string> concepts, long seed, string judge, string? stage2ModelHash = null)
     {
         var o = new SortedDictionary<string, object?>(StringComparer.Ordinal)
         {
@@ -42,6 +43,13 @@ internal static class RunKey
         // added later: present only when set, so the keys of runs recorded before them stay the same
         if (claim.Scheduler is not null) o["scheduler"] = Schedulers.Scheduler.ResolveClassName(claim.Scheduler);
         if (claim.SeedPolicy is not null and not "reseed") o["seed_policy"] = claim.SeedPolicy;
+        if (stage2ModelHash is not null)
+        {
+            o["stage2_model_hash"] = stage2ModelHash;
+            o["stage2_steps"] = claim.Stage2Steps;
+            o["stage2_guidance"] = claim.Stage2Guidance?.ToString("R", CultureInfo.InvariantCulture);
+            o["stage2_noise_level"] = claim.Stage2NoiseLevel;
+        }
         return JsonSerializer.Serialize(o);
     }
 
