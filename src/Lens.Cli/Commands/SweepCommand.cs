@@ -16,8 +16,8 @@ internal sealed class SweepCommand : ICommand
           --prompt TEXT          the prompt
           --negative-prompt TEXT unconditional prompt, encoded at full depth (default "")
           --seed N               seed of the CPU generator the initial noise is drawn from (default 17)
-          --steps N              inference steps (default: the pipeline's, 50 for SD, 100 for IF)
-          --guidance X           classifier-free guidance scale (default 7.5 for SD, 7.0 for IF)
+          --steps N              inference steps (default: the pipeline's, 50 for SD and SDXL, 100 for IF)
+          --guidance X           classifier-free guidance scale (default 7.5 for SD, 5.0 for SDXL, 7.0 for IF)
           --height N --width N   image size (default: the model's sample size)
           --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
           --layer-numbering N    lens: layers 0..N-1, layer L = the output of encoder layer L (layer-XX.png);
@@ -35,6 +35,9 @@ internal sealed class SweepCommand : ICommand
                                  component with that variant's files loads them, the others their plain files
                                  (default: plain files only)
           --clean-caption BOOL   IF only: diffusers' caption cleaning (default true)
+          --lens-layer-norm on|off  Stable Diffusion XL only: the layer output that replaces text_encoder_2's
+                                 penultimate output passes through its final layer norm (on, the nnsight tutorial's
+                                 default) or not (off); lens layers are 0..N-2 (default on)
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
@@ -64,7 +67,7 @@ internal sealed class SweepCommand : ICommand
     {
         var a = CliArgs.Parse(Name, args,
             new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "layer-numbering", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
-                "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
+                "lens-layer-norm", "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
@@ -92,6 +95,13 @@ internal sealed class SweepCommand : ICommand
             Variant = a.Get("variant"),
             Scheduler = scheduler,
             CleanCaption = a.Has("clean-caption") ? a.Bool("clean-caption", true) : null,
+            LensLayerNorm = a.Get("lens-layer-norm") switch
+            {
+                null => null,
+                "on" => true,
+                "off" => false,
+                var v => throw new LensException($"--lens-layer-norm must be on or off (got '{v}')"),
+            },
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,
             SeedPolicy = a.Get("seed-policy", "reseed"),

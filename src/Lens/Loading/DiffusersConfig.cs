@@ -68,6 +68,7 @@ internal sealed class DiffusersConfig
 
     public bool IsArray(string key) => Has(key) && _root[key] is JsonArray;
 
+    public double[] DoubleArray(string key) => Convert(key, n => n.AsArray().Select(x => x!.GetValue<double>()).ToArray());
     public int[] IntArray(string key) => Convert(key, n => n.AsArray().Select(x => x!.GetValue<int>()).ToArray());
     public string[] StrArray(string key) => Convert(key, n => n.AsArray().Select(x => x!.GetValue<string>()).ToArray());
 

@@ -9,13 +9,14 @@ namespace DiffusionLens.Models;
 /// <summary>
 /// diffusers <c>UNet2DConditionModel</c> (models/unets/unet_2d_condition.py), built from the unet config.json with
 /// diffusers' defaults for missing keys. Keys: conv_in, time_proj (no parameters), time_embedding, down_blocks,
-/// mid_block, up_blocks, conv_norm_out, conv_act (no parameters), conv_out, and for DeepFloyd IF encoder_hid_proj and
-/// add_embedding.
+/// mid_block, up_blocks, conv_norm_out, conv_act (no parameters), conv_out, for DeepFloyd IF encoder_hid_proj and
+/// add_embedding, for SDXL add_time_proj (no parameters) and add_embedding.
 /// Supported: positional time embedding, the Stable Diffusion and DeepFloyd IF block sets (see
 /// <see cref="UNet2DBlocks"/>), the legacy head rule (num_attention_heads = attention_head_dim), per-block lists for
 /// attention_head_dim, cross_attention_dim, layers_per_block, transformer_layers_per_block and only_cross_attention,
 /// encoder_hid_dim_type "text_proj" (also implied by encoder_hid_dim alone), addition_embed_type "text"
-/// (<see cref="TextTimeEmbedding"/> of the unprojected encoder states, added to the time embedding), resnet_time_scale_shift
+/// (<see cref="TextTimeEmbedding"/> of the unprojected encoder states, added to the time embedding) and "text_time"
+/// (SDXL: add_time_proj of the time ids and the pooled text embeddings through add_embedding), resnet_time_scale_shift
 /// "scale_shift", resnet_skip_time_act, resnet_out_scale_factor, cross_attention_norm, mid_block_only_cross_attention.
 /// class_embed_type "timestep" (DeepFloyd IF stage II: the class labels, IF's noise level, through time_proj and a
 /// <see cref="TimestepEmbedding"/> added to the time embedding).
@@ -30,7 +31,10 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
     // Optional conditioning modules, built in the constructor's switches below, applied in Forward.
     private readonly Linear? encoder_hid_proj;
     private readonly TimestepEmbedding? class_embedding;
-    private readonly nn.Module<Tensor, Tensor>? add_embedding;
+    // addition_embed_type "text": a TextTimeEmbedding of the encoder states; "text_time" (SDXL): a TimestepEmbedding of
+    // [text_embeds, add_time_proj(time_ids)]
+    private readonly nn.Module? add_embedding;
+    private readonly Timesteps? add_time_proj;
     private readonly ModuleList<UNetDownBlock> down_blocks;
     private readonly UNetMidBlock? mid_block;
     private readonly ModuleList<UNetUpBlock> up_blocks;
@@ -57,10 +61,14 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
     public int? SampleSize { get; }
     /// <summary>encoder_hid_dim_type as diffusers resolves it ("text_proj" when only encoder_hid_dim is set), or null.</summary>
     public string? EncoderHidDimType { get; }
-    /// <summary>addition_embed_type ("text" for DeepFloyd IF), or null.</summary>
+    /// <summary>addition_embed_type ("text" for DeepFloyd IF, "text_time" for SDXL), or null.</summary>
     public string? AdditionEmbedType { get; }
     /// <summary>class_embed_type ("timestep" for DeepFloyd IF stage II: <c>class_labels</c> carry the noise level), or null.</summary>
     public string? ClassEmbedType { get; }
+    /// <summary>addition_time_embed_dim (SDXL: the sinusoidal width of each time id), or null.</summary>
+    public int? AdditionTimeEmbedDim { get; }
+    /// <summary>projection_class_embeddings_input_dim (SDXL: the input width of add_embedding, pooled text + 6 time ids), or null.</summary>
+    public int? ProjectionClassEmbeddingsInputDim { get; }
 
     public static UNet2DConditionModel FromConfig(DiffusersConfig cfg) => new(cfg);
 
@@ -209,7 +217,21 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
                     numHeads: cfg.Int("addition_embed_type_num_heads", 64));
                 break;
             }
-            default: throw new LensException($"{cfg.Path}: 'addition_embed_type' = {additionEmbedType} is not supported (only null or text)");
+            case "text_time":
+            {
+                // SDXL: add_time_proj = Timesteps(addition_time_embed_dim, flip_sin_to_cos, freq_shift),
+                // add_embedding = TimestepEmbedding(projection_class_embeddings_input_dim, time_embed_dim)
+                int? timeDim = cfg.IntOrNull("addition_time_embed_dim");
+                int? projDim = cfg.IntOrNull("projection_class_embeddings_input_dim");
+                if (timeDim is null || projDim is null)
+                    throw new LensException($"{cfg.Path}: 'addition_embed_type' = text_time needs 'addition_time_embed_dim' and 'projection_class_embeddings_input_dim'");
+                AdditionTimeEmbedDim = timeDim;
+                ProjectionClassEmbeddingsInputDim = projDim;
+                add_time_proj = new Timesteps(timeDim.Value, flipSinToCos, freqShift);
+                add_embedding = new TimestepEmbedding(projDim.Value, timeEmbedDim);
+                break;
+            }
+            default: throw new LensException($"{cfg.Path}: 'addition_embed_type' = {additionEmbedType} is not supported (only null, text or text_time)");
         }
 
         if (timeEmbeddingActFn is not null) _timeEmbedAct = Activations.Get(timeEmbeddingActFn);
@@ -353,8 +375,12 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
     /// <param name="attentionMask">[B, T] keep-mask diffusers' UNet passes to every attention as <c>attention_mask</c></param>
     /// <param name="classLabels">[B] class labels, required when the config has a class embedding (IF stage II: the
     /// noise level of the upscaled image, int64); ignored without one, as in diffusers</param>
+    /// <param name="textEmbeds">addition_embed_type "text_time" (SDXL): the pooled text embeddings [B, P] (diffusers'
+    /// <c>added_cond_kwargs["text_embeds"]</c>)</param>
+    /// <param name="timeIds">addition_embed_type "text_time": the micro-conditioning ids [B, 6] (original size, crop top-left,
+    /// target size; <c>added_cond_kwargs["time_ids"]</c>)</param>
     public Tensor Forward(Tensor sample, Tensor timestep, Tensor encoderHiddenStates, Tensor? encoderAttentionMask = null,
-        Tensor? attentionMask = null, Tensor? classLabels = null)
+        Tensor? attentionMask = null, Tensor? classLabels = null, Tensor? textEmbeds = null, Tensor? timeIds = null)
     {
         using var scope = NewDisposeScope();
         int defaultOverallUpFactor = 1 << NumUpsamplers;
@@ -374,7 +400,7 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
         var classEmb = GetClassEmbed(sample, classLabels);
         if (classEmb is not null) emb = emb + classEmb;
 
-        var augEmb = GetAugEmbed(emb, encoderHiddenStates);
+        var augEmb = GetAugEmbed(emb, encoderHiddenStates, textEmbeds, timeIds);
         if (augEmb is not null) emb = emb + augEmb;
 
         if (_timeEmbedAct is not null) emb = _timeEmbedAct(emb);
@@ -447,14 +473,28 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
 
     /// <summary>
     /// diffusers <c>get_aug_embed</c>: for addition_embed_type "text", the <see cref="TextTimeEmbedding"/> of the encoder
-    /// hidden states as given (before encoder_hid_proj).
+    /// hidden states as given (before encoder_hid_proj); for "text_time" (SDXL), <c>add_embedding</c> of
+    /// concat([text_embeds, add_time_proj(time_ids.flatten()).reshape(B, -1)]) cast to the embedding's dtype.
     /// </summary>
-    private Tensor? GetAugEmbed(Tensor emb, Tensor encoderHiddenStates) => AdditionEmbedType switch
+    private Tensor? GetAugEmbed(Tensor emb, Tensor encoderHiddenStates, Tensor? textEmbeds, Tensor? timeIds)
     {
-        null => null,
-        "text" => add_embedding!.forward(encoderHiddenStates),
-        _ => throw new LensException($"addition_embed_type '{AdditionEmbedType}' is not supported"),
-    };
+        switch (AdditionEmbedType)
+        {
+            case null: return null;
+            case "text": return ((nn.Module<Tensor, Tensor>)add_embedding!).forward(encoderHiddenStates);
+            case "text_time":
+            {
+                if (textEmbeds is null)
+                    throw new LensException("this UNet has addition_embed_type 'text_time', which requires text_embeds (the pooled text embeddings)");
+                if (timeIds is null)
+                    throw new LensException("this UNet has addition_embed_type 'text_time', which requires time_ids");
+                var timeEmbeds = add_time_proj!.forward(timeIds.flatten()).reshape(textEmbeds.shape[0], -1);
+                var addEmbeds = torch.cat(new[] { textEmbeds, timeEmbeds.to(textEmbeds.dtype) }, -1).to(emb.dtype);
+                return ((TimestepEmbedding)add_embedding!).forward(addEmbeds, null);
+            }
+            default: throw new LensException($"addition_embed_type '{AdditionEmbedType}' is not supported");
+        }
+    }
 
     /// <summary>diffusers <c>process_encoder_hidden_states</c>: encoder_hid_proj for encoder_hid_dim_type "text_proj".</summary>
     private Tensor ProcessEncoderHiddenStates(Tensor encoderHiddenStates)

@@ -16,7 +16,12 @@ public abstract partial class LensPipeline
         var dt = ParseDType(dtype);
         var components = PipelineComponents(index);
         WeightSet.CheckPipelineVariant(modelDir, components.Select(index.Require), variant);
-        LensPipeline pipe = index.ClassName == "IFPipeline" ? IFPipeline.Load(index, dev, dt, variant, schedulerClass) : StableDiffusionPipeline.Load(index, dev, dt, variant, schedulerClass);
+        LensPipeline pipe = index.ClassName switch
+        {
+            "IFPipeline" => IFPipeline.Load(index, dev, dt, variant, schedulerClass),
+            "StableDiffusionXLPipeline" => StableDiffusionXLPipeline.Load(index, dev, dt, variant, schedulerClass),
+            _ => StableDiffusionPipeline.Load(index, dev, dt, variant, schedulerClass),
+        };
         pipe.Variant = variant;
         pipe.WeightFiles = components.SelectMany(c =>
         {
@@ -30,7 +35,8 @@ public abstract partial class LensPipeline
     internal static string[] PipelineComponents(ModelIndex index) => index.ClassName switch
     {
         "StableDiffusionPipeline" => new[] { "text_encoder", "unet", "vae" },
+        "StableDiffusionXLPipeline" => new[] { "text_encoder", "text_encoder_2", "unet", "vae" },
         "IFPipeline" => new[] { "text_encoder", "unet" },
-        _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"),
+        _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline"),
     };
 }

@@ -57,16 +57,17 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 public abstract partial class LensPipeline : DenoisingPipeline
 {
 
-    /// <summary>"sd" or "if".</summary>
+    /// <summary>"sd", "sdxl" or "if".</summary>
     public abstract string Kind { get; }
-    /// <summary>The diffusers pipeline class: "StableDiffusionPipeline" or "IFPipeline".</summary>
+    /// <summary>The diffusers pipeline class: "StableDiffusionPipeline", "StableDiffusionXLPipeline" or "IFPipeline".</summary>
     public abstract string PipelineName { get; }
     /// <summary>Steps, guidance and size diffusers would use for this model.</summary>
     public abstract PipelineDefaults Defaults { get; }
     internal PromptTokenizer Tokenizer { get; init; } = null!;
     internal abstract ITextEncoder TextEncoder { get; }
-    /// <summary>Number of text-encoder layers (CLIP layers / T5 blocks): lens layers are 0 .. NumLayers - 1.</summary>
-    public int NumLayers => TextEncoder.NumLayers;
+    /// <summary>Number of lens layers: lens layers are 0 .. NumLayers - 1 (the text-encoder layers, CLIP layers / T5
+    /// blocks; SDXL: text_encoder_2's layers but the last, which its lens recomputes).</summary>
+    public virtual int NumLayers => TextEncoder.NumLayers;
 
     /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer.</summary>
     public PromptLayers EncodeLayers(string prompt, bool? cleanCaption = null) =>
@@ -74,6 +75,21 @@ public abstract partial class LensPipeline : DenoisingPipeline
 
     /// <summary>The lens: the encoder's final layer norm applied to one layer's output.</summary>
     public Tensor Lens(Tensor hidden) => PromptEncoder.Lens(TextEncoder, hidden);
+
+    /// <summary>
+    /// The conditional embedding a sweep renders for one index (in <paramref name="numbering"/>) of an encoded prompt:
+    /// <see cref="Lens"/> of that state; pipelines whose conditioning is more than one embedding (SDXL) override it.
+    /// </summary>
+    internal virtual Tensor LensEmbedding(PromptLayers prompt, string numbering, int index) =>
+        Lens(Sweep.LayerNumbering.State(prompt, numbering, index));
+
+    /// <summary>The unconditional embedding of the negative prompt: <see cref="Lens"/> of its last layer (the full-depth
+    /// encoding), or the pipeline's own (SDXL: zeros for an empty one with force_zeros_for_empty_prompt).</summary>
+    internal virtual Tensor Unconditional(string negativePrompt, bool? cleanCaption)
+    {
+        using var negative = EncodeLayers(negativePrompt, cleanCaption);
+        return Lens(negative.Hidden[^1]);
+    }
 
     /// <summary>The full-depth prompt embedding the stock pipeline uses (= Lens of the last layer).</summary>
     public Tensor EncodeStock(string prompt, bool? cleanCaption = null)

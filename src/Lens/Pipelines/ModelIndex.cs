@@ -11,8 +11,23 @@ internal sealed class ModelIndex
     /// <summary>component name -> (library, class), e.g. "unet" -> ("diffusers", "UNet2DConditionModel"); null entries are absent components.</summary>
     public IReadOnlyDictionary<string, (string Library, string Class)?> Components { get; }
 
-    private ModelIndex(string folder, string className, Dictionary<string, (string, string)?> components)
+    private readonly JsonObject _root;
+
+    /// <summary>A boolean pipeline setting of model_index.json (e.g. SDXL's force_zeros_for_empty_prompt), or
+    /// <paramref name="dflt"/> when absent or null.</summary>
+    public bool Flag(string key, bool dflt)
     {
+        if (!_root.TryGetPropertyValue(key, out var v) || v is null) return dflt;
+        try { return v.GetValue<bool>(); }
+        catch (Exception e) when (e is InvalidOperationException or FormatException)
+        {
+            throw new LensException($"{Path.Combine(Folder, "model_index.json")}: '{key}' must be true or false (got {v.ToJsonString()})");
+        }
+    }
+
+    private ModelIndex(string folder, string className, Dictionary<string, (string, string)?> components, JsonObject root)
+    {
+        _root = root;
         Folder = folder;
         ClassName = className;
         Components = components;
@@ -34,7 +49,7 @@ internal sealed class ModelIndex
             if (v is JsonArray a && a.Count == 2)
                 comps[k] = a[0] is null || a[1] is null ? null : (a[0]!.GetValue<string>(), a[1]!.GetValue<string>());
         }
-        return new ModelIndex(folder, cls, comps);
+        return new ModelIndex(folder, cls, comps, obj);
     }
 
     /// <summary>The folder of a component the pipeline needs; a clear error when it is missing.</summary>

@@ -39,10 +39,13 @@ internal sealed class PromptTokenizer
                 bool mask = DiffusersConfig.Load(teCfg).Bool("use_attention_mask", false);
                 return new PromptTokenizer("sd", ClipTokenizer.FromFolder(index.Require("tokenizer")), null, mask);
             }
+            case "StableDiffusionXLPipeline":
+                // the lensed encoder is text_encoder_2; diffusers calls both SDXL text encoders without an attention mask
+                return new PromptTokenizer("sdxl", ClipTokenizer.FromFolder(index.Require("tokenizer_2")), null, false);
             case "IFPipeline":
                 return new PromptTokenizer("if", null, T5Tokenizer.FromFolder(index.Require("tokenizer")), true);
             default:
-                throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline");
+                throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline");
         }
     }
 

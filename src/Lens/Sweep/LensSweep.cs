@@ -51,11 +51,21 @@ public static class LensSweep
         LayerNumbering.Check(o.LayerNumbering);
         var index = ModelIndex.Load(o.ModelDir);
         bool isIf = index.ClassName == "IFPipeline";
-        if (!isIf && index.ClassName != "StableDiffusionPipeline")
-            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: StableDiffusionPipeline, IFPipeline"
+        bool isXl = index.ClassName == "StableDiffusionXLPipeline";
+        if (!isIf && !isXl && index.ClassName != "StableDiffusionPipeline")
+            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline"
                 + (index.ClassName == IFSuperResolutionPipeline.ClassName ? " (a super-resolution stage: pass it with --stage2, and the IF stage I folder with --model)" : ""));
+        CheckLensLayerNorm(o, index.ClassName);
         var te = DiffusersConfig.Load(Path.Combine(index.Require("text_encoder"), "config.json"));
         int numLayers = isIf ? te.Int("num_layers", 6) : te.Int("num_hidden_layers", 12);
+        if (isXl)
+        {
+            // the lensed encoder is text_encoder_2; its last layer is recomputed from the replaced penultimate one
+            var te2Path = Path.Combine(index.Require("text_encoder_2"), "config.json");
+            int n2 = DiffusersConfig.Load(te2Path).Int("num_hidden_layers", 12);
+            StableDiffusionXLPipeline.CheckLayers(n2, te2Path);
+            numLayers = n2 - 1;
+        }
         LayerSelection.Parse(o.Layers, numLayers, o.LayerNumbering);
         if (o.Steps is { } steps && steps < 1) throw new LensException($"--steps must be at least 1 (got {steps})");
         if (o.Guidance is { } g && !double.IsFinite(g)) throw new LensException($"--guidance must be a finite number (got {g})");
@@ -67,7 +77,7 @@ public static class LensSweep
         ValidateStage2(o, index, te);
         if (o.Height is null && o.Width is null) return;
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
-        int size = unet.Int("sample_size", 64);
+        int size = unet.Int("sample_size", isXl ? 128 : 64);
         if (!isIf && DiffusersConfig.Load(Path.Combine(index.Require("vae"), "config.json")) is { } vae && vae.Has("block_out_channels")) size *= 1 << (vae.IntArray("block_out_channels").Length - 1);
         int h = o.Height ?? size, w = o.Width ?? size;
         if (h < 8 || w < 8) throw new LensException($"image size {h}x{w} is too small");
@@ -82,6 +92,13 @@ public static class LensSweep
             throw new LensException(isIf
                 ? $"height and width must be multiples of {m} for this IF UNet (got {h}x{w}); nearest: {h / m * m}x{w / m * m} or {(h + m - 1) / m * m}x{(w + m - 1) / m * m}"
                 : $"height and width must be divisible by 8 (got {h}x{w}), as diffusers requires");
+    }
+
+    /// <summary>--lens-layer-norm applies to SDXL (StableDiffusionXLPipeline) only.</summary>
+    private static void CheckLensLayerNorm(SweepOptions o, string pipelineClass)
+    {
+        if (o.LensLayerNorm is not null && pipelineClass != "StableDiffusionXLPipeline")
+            throw new LensException($"--lens-layer-norm applies to Stable Diffusion XL models (StableDiffusionXLPipeline) only; {o.ModelDir} is a {pipelineClass}");
     }
 
     /// <summary>--seed-policy and --images-per-layer, checked before loading and again by a sweep on a loaded pipeline.</summary>
@@ -184,6 +201,8 @@ public static class LensSweep
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
         CheckSeedOptions(o);
+        CheckLensLayerNorm(o, pipe.PipelineName);
+        if (pipe is StableDiffusionXLPipeline xl) xl.LensLayerNorm = o.LensLayerNorm ?? true;
         var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width)
             { ImagesPerPrompt = o.ImagesPerLayer };
         int perLayerImages = o.ImagesPerLayer;
@@ -214,8 +233,7 @@ public static class LensSweep
 
         var enc = Stopwatch.StartNew();
         using var prompt = pipe.EncodeLayers(o.Prompt, o.CleanCaption);
-        using var negative = pipe.EncodeLayers(o.NegativePrompt, o.CleanCaption);
-        using var uncond = pipe.Lens(negative.Hidden[^1]);
+        using var uncond = pipe.Unconditional(o.NegativePrompt, o.CleanCaption);
         timer.Sync();
         double encodeS = enc.Elapsed.TotalSeconds;
         log?.Invoke($"encoded the prompt once: {pipe.NumLayers} layers; rendering {layers.Length} {(lensNumbering ? "layer(s)" : "hidden state(s)")} at {gen.Width}x{gen.Height}, {gen.Steps} steps"
@@ -225,7 +243,7 @@ public static class LensSweep
         if (onCuda)
         {
             warm.Restart();
-            using (var first = pipe.Lens(LayerNumbering.State(prompt, numbering, layers[0])))
+            using (var first = pipe.LensEmbedding(prompt, numbering, layers[0]))
             {
                 bool warmed = false;
                 if (stage2 is not null)
@@ -283,7 +301,7 @@ public static class LensSweep
         {
             var chunk = layers.Skip(start).Take(batch).ToArray();
             var t0 = Stopwatch.StartNew();
-            var conds = chunk.Select(l => pipe.Lens(LayerNumbering.State(prompt, numbering, l))).ToList();
+            var conds = chunk.Select(l => pipe.LensEmbedding(prompt, numbering, l)).ToList();
             // forks: a retried batch (out of memory) starts again from the same states
             var chunkGenerators = layerGenerators.Count == 0 ? null
                 : layerGenerators.Skip(start).Take(chunk.Length).Select(Schedulers.NoisePlan.Fork).ToList();
@@ -405,7 +423,9 @@ public static class LensSweep
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,
             Layers = layers,
-            Lens = lensNumbering ? SweepManifest.LensDescription : SweepManifest.HiddenStateLensDescription,
+            Lens = pipe is StableDiffusionXLPipeline sdxl ? SweepManifest.SdxlLensDescription(sdxl.LensLayerNorm, lensNumbering)
+                : lensNumbering ? SweepManifest.LensDescription : SweepManifest.HiddenStateLensDescription,
+            LensLayerNorm = pipe is StableDiffusionXLPipeline sdxl2 ? sdxl2.LensLayerNorm : null,
             Files = new SortedDictionary<string, string>(files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
             SeedPolicy = o.SeedPolicy,
             ImagesPerLayer = perLayerImages,

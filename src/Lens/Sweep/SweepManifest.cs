@@ -51,6 +51,12 @@ internal sealed record SweepManifest
     public required int[] Layers { get; init; }
     public string Lens { get; init; } = LensDescription;
     public const string LensDescription = "final_layer_norm(output of encoder layer L) as the conditional embedding; unconditional = full-depth negative prompt";
+    /// <summary>The SDXL lens (the nnsight tutorial's): text_encoder_2's penultimate output replaced, text_encoder fed the empty prompt.</summary>
+    public static string SdxlLensDescription(bool layerNorm, bool lensNumbering) =>
+        $"text_encoder_2's penultimate-layer output replaced by {(layerNorm ? "final_layer_norm(" : "")}{(lensNumbering ? "output of encoder layer L" : "transformers' hidden_states[k]")}{(layerNorm ? ")" : "")} (its last layer and pooled embeddings recomputed from it); text_encoder fed the empty prompt; unconditional = diffusers' negative conditioning (zeros for an empty negative prompt with force_zeros_for_empty_prompt)";
+    /// <summary>SDXL only: whether the lens applied text_encoder_2's final layer norm (--lens-layer-norm); absent otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public bool? LensLayerNorm { get; init; }
     public const string HiddenStateLensDescription = "final_layer_norm(transformers' hidden_states[k]: k = 0 the embedding output, k >= 1 the output of encoder layer k-1) as the conditional embedding; unconditional = full-depth negative prompt";
     /// <summary>Layer (or hidden-state) index, as a string, to its PNG file name (with a stage II: the stage II image).</summary>
     public required SortedDictionary<string, string> Files { get; init; }

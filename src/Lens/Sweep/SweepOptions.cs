@@ -60,6 +60,12 @@ public sealed record SweepOptions
     public string SeedPolicy { get; init; } = "reseed";
     /// <summary>diffusers' <c>num_images_per_prompt</c> for every layer's call: files layer-XX-0.png ... when above 1.</summary>
     public int ImagesPerLayer { get; init; } = 1;
+    /// <summary>
+    /// SDXL only (<c>--lens-layer-norm on|off</c>): whether text_encoder_2's layer output passes through its final layer
+    /// norm before it replaces the penultimate layer's output (the nnsight tutorial's ADD_LAYER_NORM); null: on. Any
+    /// other pipeline rejects a value.
+    /// </summary>
+    public bool? LensLayerNorm { get; init; }
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
 

@@ -32,6 +32,17 @@ internal sealed class ClipEncoder : nn.Module<Tensor, Tensor?, Tensor>
         return outputs;
     }
 
+    /// <summary>The output of layers <paramref name="from"/>..last run on <paramref name="hidden"/> (the input of layer
+    /// <paramref name="from"/>).</summary>
+    public Tensor ForwardFrom(int from, Tensor hidden, Tensor? attnMask)
+    {
+        if (from < 0 || from > layers.Count) throw new ArgumentOutOfRangeException(nameof(from));
+        using var scope = NewDisposeScope();
+        var h = hidden.alias();
+        for (int i = from; i < layers.Count; i++) h = layers[i].forward(h, attnMask);
+        return h.MoveToOuterDisposeScope();
+    }
+
     public override Tensor forward(Tensor inputsEmbeds, Tensor? attnMask)
     {
         using var scope = NewDisposeScope();

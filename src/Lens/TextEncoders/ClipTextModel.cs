@@ -85,6 +85,16 @@ internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         return final_layer_norm.forward(hidden);
     }
 
+    /// <summary>transformers' last_hidden_state when the input of layer <paramref name="from"/> is
+    /// <paramref name="hidden"/>: layers from..last (causal attention, no padding mask), then final_layer_norm.</summary>
+    public Tensor LastHiddenStateFrom(int from, Tensor hidden)
+    {
+        using var noGrad = torch.no_grad();
+        using var scope = NewDisposeScope();
+        var h = encoder.ForwardFrom(from, hidden, null);
+        return final_layer_norm.forward(h).MoveToOuterDisposeScope();
+    }
+
     /// <summary>last_hidden_state for <paramref name="inputIds"/> (no padding mask).</summary>
     public override Tensor forward(Tensor inputIds)
     {

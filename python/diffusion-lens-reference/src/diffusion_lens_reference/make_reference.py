@@ -62,6 +62,15 @@ Modes:
          embedding, final latents and image, PNGs). --no-build records from the committed model.
 
          python fixtures/make_reference.py sd2
+  sdxl   Builds a tiny random-weight Stable Diffusion XL pipeline under fixtures/models/sdxl-tiny (CLIPTextModel +
+         CLIPTextModelWithProjection, tokenizer_2 padding with "!", a UNet with SDXL's text_time added embedding, SDXL
+         base's EulerDiscreteScheduler file) and records, on the CPU in float32, the nnsight tutorial's SDXL lens for
+         every layer 0..N-2 of text_encoder_2 with and without the layer norm (forward hooks mirroring the tutorial's
+         intervention) into fixtures/references-sdxl/sdxl-tiny/: what the UNet receives (prompt embeddings, pooled
+         embeddings, time ids), the first steps' latents, final latents and images (float and PNG). --no-build records
+         from the committed model.
+
+         python fixtures/make_reference.py sdxl
   numbering
          Records, for sd-tiny-12 and if-tiny-a, transformers' hidden_states[0] (the embedding output) and
          hidden_states[1] (output_hidden_states=True) with their final-layer-norm lens, into
@@ -1970,6 +1979,228 @@ def cmd_numbering(args) -> None:
         print(f"  {out_dir}: hidden_states[0] and [1] of {n + 1} with their lens")
 
 
+# --------------------------------------------------------------------------------------------------------------
+# Stable Diffusion XL (issue #10): the nnsight Diffusion Lens tutorial's SDXL intervention
+# --------------------------------------------------------------------------------------------------------------
+SDXL_NAME = "sdxl-tiny"
+# stabilityai/stable-diffusion-xl-base-1.0's scheduler/scheduler_config.json
+SDXL_SCHEDULER_FILE = {"_class_name": "EulerDiscreteScheduler", "_diffusers_version": "0.19.0.dev0", "beta_end": 0.012,
+                       "beta_schedule": "scaled_linear", "beta_start": 0.00085, "clip_sample": False,
+                       "interpolation_type": "linear", "num_train_timesteps": 1000, "prediction_type": "epsilon",
+                       "sample_max_value": 1.0, "set_alpha_to_one": False, "skip_prk_steps": True, "steps_offset": 1,
+                       "timestep_spacing": "leading", "trained_betas": None, "use_karras_sigmas": False}
+SDXL_CONFIG = dict(
+    # SDXL's text encoder configs carry bos 0 / eos 2 / pad 1 (so transformers pools at the argmax of the ids)
+    text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=4, num_attention_heads=2, hidden_act="quick_gelu"),
+    text_2=dict(hidden_size=24, intermediate_size=48, num_hidden_layers=5, num_attention_heads=2, hidden_act="gelu",
+                projection_dim=8),
+    unet=dict(
+        sample_size=12, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2), attention_head_dim=(2, 4), cross_attention_dim=16 + 24,
+        norm_num_groups=8, use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 8,
+    ),
+    vae=dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
+        sample_size=24, scaling_factor=0.13025, force_upcast=True,
+    ),
+)
+# the tutorial calls the pipeline with the prompt alone (negative_prompt=None: zeros, force_zeros_for_empty_prompt)
+SDXL_RUN = dict(steps=6, guidance=5.0, seed=17, height=24, width=32, recorded_steps=3)
+SDXL_NEGATIVE = "blurry, low quality!"  # diffusers' negative conditioning for a non-empty negative prompt
+SDXL_VARIANTS = {"ln": True, "raw": False}  # the tutorial's ADD_LAYER_NORM
+
+
+def build_sdxl(cfg: dict, tok_dir: Path, models_dir: Path) -> Path:
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModelWithProjection
+    special = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                   layer_norm_eps=1e-5)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**special, **cfg["text"])).eval()
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**special, **cfg["text_2"])).eval()
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel(**cfg["unet"]).eval()
+    torch.manual_seed(3)
+    vae = AutoencoderKL(**cfg["vae"]).eval()
+    scheduler = EulerDiscreteScheduler.from_config(SDXL_SCHEDULER_FILE)
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+                                     tokenizer=make_clip_tokenizer(tok_dir), tokenizer_2=make_clip_tokenizer(tok_dir, "!"),
+                                     unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+                                     add_watermarker=False)
+    out = models_dir / SDXL_NAME
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    # the tokenizer folders as SDXL base ships them: BPE files, tokenizer_2 padding with "!"
+    write_sd_tokenizer_files(out / "tokenizer", tok_dir, "<|endoftext|>")
+    write_sd_tokenizer_files(out / "tokenizer_2", tok_dir, "!")
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(SDXL_SCHEDULER_FILE, indent=2) + "\n")
+    return out
+
+
+def load_sdxl(folder: Path, dtype=torch.float32):
+    from diffusers import StableDiffusionXLPipeline
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=dtype, add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class SdxlLens:
+    """The nnsight tutorial's SDXL Diffusion Lens as forward hooks, active for one pipeline call:
+    `model.text_encoder.input = mask_input['input_ids']` (the first encoder is fed the empty prompt's tokens), and
+    `text_encoder_2...layers[-2].output[0][:] = final_layer_norm(layers[L].output[0])[0][:]` (or the raw
+    layers[L].output with ADD_LAYER_NORM off): the penultimate layer's output is overwritten in place, so the last layer,
+    hidden_states[-2] and the pooled text embeddings all see it."""
+
+    def __init__(self, pipe, layer: int, layer_norm: bool):
+        self.pipe, self.layer, self.layer_norm = pipe, layer, layer_norm
+        self.handles = []
+        self.calls = {"text_encoder": 0, "text_encoder_2": 0}
+
+    def __enter__(self):
+        pipe = self.pipe
+        empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True,
+                               return_overflowing_tokens=False, return_length=False, return_tensors="pt").input_ids
+        self.empty_ids = empty
+
+        def te1_pre(module, args, kwargs):
+            self.calls["text_encoder"] += 1
+            ids = empty.to(args[0].device if args else kwargs["input_ids"].device)
+            if args:
+                return (ids,) + tuple(args[1:]), kwargs
+            return args, dict(kwargs, input_ids=ids)
+
+        tm2 = pipe.text_encoder_2.text_model
+        layers = tm2.encoder.layers
+        store = {}
+
+        def te2_pre(module, args, kwargs):
+            self.calls["text_encoder_2"] += 1
+
+        def capture(module, args, output):
+            h = output[0] if isinstance(output, (tuple, list)) else output
+            store["h"] = h.detach().clone()
+
+        def replace(module, args, output):
+            h = output[0] if isinstance(output, (tuple, list)) else output
+            value = tm2.final_layer_norm(store["h"]) if self.layer_norm else store["h"]
+            h[:] = value  # in place, as the tutorial's output[0][:] = ...
+            self.value = value.detach().clone()
+
+        self.handles.append(pipe.text_encoder.register_forward_pre_hook(te1_pre, with_kwargs=True))
+        self.handles.append(pipe.text_encoder_2.register_forward_pre_hook(te2_pre, with_kwargs=True))
+        self.handles.append(layers[self.layer].register_forward_hook(capture))  # registered first: runs first
+        self.handles.append(layers[len(layers) - 2].register_forward_hook(replace))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def cmd_sdxl(args) -> None:
+    """Builds fixtures/models/sdxl-tiny (unless --no-build) and records, CPU float32, for every lens layer L = 0..N-2
+    of text_encoder_2 and both layer-norm variants, what diffusers' StableDiffusionXLPipeline receives and makes under
+    the tutorial's intervention: the UNet's encoder_hidden_states, text_embeds and time_ids (first call: [uncond,
+    cond]), the first steps' latents, the final latents and the image (float and PNG); plus the prompt's ids, the
+    empty prompt's ids, the timesteps, and diffusers' negative conditioning of a non-empty negative prompt."""
+    torch.set_grad_enabled(False)
+    models_dir = ROOT / "models"
+    tok_dir = models_dir / "sd-tiny-12" / "tokenizer"  # CLIP's BPE files
+    if not args.no_build:
+        print(f"building {SDXL_NAME}")
+        build_sdxl(SDXL_CONFIG, tok_dir, models_dir)
+    pipe = load_sdxl(models_dir / SDXL_NAME)
+    if pipe.tokenizer_2.pad_token != "!" or pipe.tokenizer.pad_token != "<|endoftext|>":
+        raise SystemExit(f"{SDXL_NAME}: tokenizers pad with {pipe.tokenizer.pad_token!r} / {pipe.tokenizer_2.pad_token!r}")
+    if pipe.watermark is not None:
+        raise SystemExit("the pipeline would watermark its images")
+    r = SDXL_RUN
+    n2 = pipe.text_encoder_2.config.num_hidden_layers
+    lens_layers = list(range(0, n2 - 1))  # the tutorial's range(0, num_hidden_layers - 1)
+    out_dir = Path(args.out) / SDXL_NAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    tok2 = pipe.tokenizer_2(LENS_PROMPT, padding="max_length", max_length=pipe.tokenizer_2.model_max_length,
+                            truncation=True, return_tensors="pt")
+    tensors["input_ids_2"] = tok2.input_ids.to(torch.int64)
+    pipe.scheduler.set_timesteps(r["steps"])
+    tensors["timesteps"] = pipe.scheduler.timesteps.clone()
+    # diffusers' negative conditioning of a non-empty negative prompt (both encoders, no intervention)
+    _, neg, _, neg_pooled = pipe.encode_prompt(LENS_PROMPT, device="cpu", num_images_per_prompt=1,
+                                               do_classifier_free_guidance=True, negative_prompt=SDXL_NEGATIVE)
+    tensors["negative.prompt_embeds"] = neg
+    tensors["negative.pooled"] = neg_pooled
+    images, in_place_seen = {}, {}
+    for variant, layer_norm in SDXL_VARIANTS.items():
+        (out_dir / variant).mkdir(exist_ok=True)
+        images[variant] = {}
+        for L in lens_layers:
+            g = torch.Generator("cpu").manual_seed(r["seed"])
+            with SdxlLens(pipe, L, layer_norm) as lens, Recorder(pipe) as rec:
+                captured = {}
+
+                def unet_hook(module, a, kw, output):
+                    if not captured:
+                        captured["ehs"] = kw["encoder_hidden_states"].detach().clone()
+                        captured["text_embeds"] = kw["added_cond_kwargs"]["text_embeds"].detach().clone()
+                        captured["time_ids"] = kw["added_cond_kwargs"]["time_ids"].detach().clone()
+                h = pipe.unet.register_forward_hook(unet_hook, with_kwargs=True)
+                try:
+                    latents = pipe(prompt=LENS_PROMPT, num_inference_steps=r["steps"], guidance_scale=r["guidance"],
+                                   height=r["height"], width=r["width"], generator=g, output_type="latent").images
+                finally:
+                    h.remove()
+            if lens.calls != {"text_encoder": 1, "text_encoder_2": 1}:
+                raise SystemExit(f"layer {L}: the text encoders were called {lens.calls} times (expected once each)")
+            # diagnostic: whether hidden_states[-2] (what diffusers concatenates) saw the in-place replacement
+            d1 = pipe.text_encoder.config.hidden_size
+            seen = bool(torch.equal(captured["ehs"][1:, :, d1:], lens.value))
+            in_place_seen.setdefault(variant, []).append(seen)
+            if not seen:
+                print(f"  NOTE {variant} layer {L}: hidden_states[-2] did not see the in-place replacement")
+            image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]
+            img_np = pipe.image_processor.postprocess(image, output_type="np")[0]
+            key = f"{variant}.{L}"
+            if L == 0 and variant == "ln":
+                tensors["empty_input_ids_1"] = lens.empty_ids.to(torch.int64)
+                tensors["time_ids"] = captured["time_ids"]
+                tensors["negative_zero.prompt_embeds"] = captured["ehs"][:1]
+                tensors["negative_zero.pooled"] = captured["text_embeds"][:1]
+            tensors[f"{key}.prompt_embeds"] = captured["ehs"][1:]
+            tensors[f"{key}.pooled"] = captured["text_embeds"][1:]
+            tensors[f"{key}.step_latents"] = torch.cat([s[3] for s in rec.steps[:r["recorded_steps"]]])
+            tensors[f"{key}.final_latents"] = latents
+            tensors[f"{key}.image"] = torch.from_numpy(img_np)
+            name = f"{variant}/layer-{L:02d}.png"
+            save_png(to_uint8(img_np), out_dir / name)
+            images[variant][str(L)] = name
+            print(f"  {variant} layer {L}: {len(rec.steps)} steps")
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    effective = {k: json_safe(v) for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
+    ref = dict(
+        format=1, kind="sdxl", model=model_entry(SDXL_NAME, SDXL_CONFIG),
+        generated_by=dict(versions(), device="cpu", dtype="float32"), pipeline=type(pipe).__name__,
+        scheduler=type(pipe.scheduler).__name__, scheduler_config=effective,
+        intervention="nnsight Diffusion Lens tutorial, BONUS SDXL: text_encoder.input = tokenizer('') ids; "
+                     "text_encoder_2 layers[-2].output[0][:] = final_layer_norm(layers[L].output[0]) (ln) or "
+                     "layers[L].output[0] (raw)",
+        prompt=LENS_PROMPT, negative_prompt=None, negative_prompt_recorded=SDXL_NEGATIVE,
+        force_zeros_for_empty_prompt=bool(pipe.config.force_zeros_for_empty_prompt), seed=r["seed"], steps=r["steps"],
+        guidance=r["guidance"], height=r["height"], width=r["width"], recorded_steps=r["recorded_steps"],
+        num_hidden_layers_2=n2, lens_layers=lens_layers,
+        replaced_state_in_prompt_embeds={v: all(x) for v, x in in_place_seen.items()}, variants=dict(SDXL_VARIANTS), images=images,
+        tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: layers {lens_layers} x {list(SDXL_VARIANTS)}")
+
+
 def main(fixtures: Path | None = None) -> None:
     """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
     global ROOT
@@ -2033,12 +2264,17 @@ def main(fixtures: Path | None = None) -> None:
                         "seed policies (references-sd2/<scheduler>-<policy>; CPU float32)")
     s2.add_argument("--out", default=str(ROOT / "references-sd2"))
     s2.add_argument("--no-build", action="store_true", help="record from the committed fixtures/models/sd2-tiny")
+    sx = sub.add_parser("sdxl", help="build the tiny SDXL model (fixtures/models/sdxl-tiny) and record the nnsight "
+                        "tutorial's SDXL lens for every layer, with and without the layer norm (references-sdxl/; CPU "
+                        "float32)")
+    sx.add_argument("--out", default=str(ROOT / "references-sdxl"))
+    sx.add_argument("--no-build", action="store_true", help="record from the committed fixtures/models/sdxl-tiny")
     args = ap.parse_args()
     if args.mode == "keys" and args.out is None:
         args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
      "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2, "sd2": cmd_sd2,
-     "numbering": cmd_numbering}[args.mode](args)
+     "numbering": cmd_numbering, "sdxl": cmd_sdxl}[args.mode](args)
 
 
 if __name__ == "__main__":

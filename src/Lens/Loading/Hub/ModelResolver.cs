@@ -13,7 +13,7 @@ namespace DiffusionLens.Loading.Hub;
 internal static class ModelResolver
 {
     /// <summary>The components a Stable Diffusion or IF lens sweep loads.</summary>
-    public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "unet", "vae", "scheduler" };
+    public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "unet", "vae", "scheduler" };
     /// <summary>The components a DeepFloyd IF super-resolution stage loads (its text encoder is never used).</summary>
     public static readonly string[] Stage2Components = { "unet", "scheduler", "image_noising_scheduler" };
 
