@@ -106,7 +106,9 @@ internal abstract class Scheduler : IDisposable
                 Betas.Dispose();
                 Betas = rescaled.DetachFromDisposeScope();
             }
-            var alphas = 1.0 - Betas;
+            // 1 - betas as a tensor op: TorchSharp's double - Tensor goes through a temporary Scalar, and CI once read it
+            // freed (libtorch's toFloat check failed in a parallel test run); the same numbers (-b + 1 == 1 - b exactly)
+            var alphas = torch.ones_like(Betas).sub_(Betas);
             var cumprod = torch.cumprod(alphas, 0);
             // Close to 0 without being 0 so the first sigma is not inf (FP16's smallest positive subnormal)
             if (rescale && clampLastAlphaCumprod) cumprod[NumTrainTimesteps - 1] = torch.tensor(Math.Pow(2, -24), dtype: ScalarType.Float32);
