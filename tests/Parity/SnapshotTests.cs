@@ -13,14 +13,17 @@ namespace DiffusionLens.Tests.Parity;
 [Collection("pipelines")]
 public class SnapshotTests
 {
-    public static TheoryData<string, string, int, string> Sweeps() => new()
+    public static TheoryData<string, string, int, string, string?, string?> Sweeps() => new()
     {
-        { "sd-tiny-12", "all", 50, "A few people are in the ocean splashing around" },
-        { "if-tiny-a", "0:24:2", 20, "A few people are in the ocean splashing around" },
+        { "sd-tiny-12", "all", 50, "A few people are in the ocean splashing around", null, null },
+        { "if-tiny-a", "0:24:2", 20, "A few people are in the ocean splashing around", null, null },
+        // the paper's setups: SD 2.x-style (pads with "!", v-prediction) under DPM-Solver++, and IF stage I + II
+        { "sd2-tiny", "all", 20, "A few people are in the ocean splashing around", "DPMSolverMultistepScheduler", null },
+        { "if-tiny-b", "all", 10, "A few people are in the ocean splashing around", null, "if2-tiny" },
     };
 
     [Theory, MemberData(nameof(Sweeps))]
-    public void SweepGridAndLayerImages(string model, string layers, int steps, string prompt)
+    public void SweepGridAndLayerImages(string model, string layers, int steps, string prompt, string? scheduler, string? stage2)
     {
         var outDir = CliRunner.TempPath("snap");
         var result = LensSweep.Run(new SweepOptions
@@ -32,12 +35,15 @@ public class SnapshotTests
             Layers = layers,
             OutDir = outDir,
             Seed = 17,
+            Scheduler = scheduler,
+            Stage2Dir = stage2 is null ? null : Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", stage2),
+            Stage2Steps = stage2 is null ? null : 5,
         });
         try
         {
-            ImageSnapshot.Match($"{model}-grid", RgbImage.Load(result.GridPath), 2);
+            ImageSnapshot.Match($"{model}{(stage2 is null ? "" : "-" + stage2)}-grid", RgbImage.Load(result.GridPath), 2);
             foreach (var (layer, path) in result.LayerImages.Where(kv => kv.Key % 4 == 0))
-                ImageSnapshot.Match($"{model}-layer-{layer:D2}", RgbImage.Load(path), 2);
+                ImageSnapshot.Match($"{model}{(stage2 is null ? "" : "-" + stage2)}-layer-{layer:D2}", RgbImage.Load(path), 2);
         }
         finally
         {

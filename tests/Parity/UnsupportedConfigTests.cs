@@ -23,7 +23,7 @@ public class UnsupportedConfigTests
     [InlineData("unet", "cross_attention_norm", "\"rms_norm\"", "'cross_attention_norm' = rms_norm")]
     [InlineData("unet", "time_embedding_type", "\"fourier\"", "'time_embedding_type' = fourier")]
     [InlineData("unet", "class_embed_type", "\"projection\"", "'class_embed_type' = projection")]
-    [InlineData("unet", "addition_embed_type", "\"text_time\"", "'addition_embed_type' = text_time")]
+    [InlineData("unet", "addition_embed_type", "\"image\"", "'addition_embed_type' = image")]
     [InlineData("unet", "attention_type", "\"gated\"", "'attention_type' = gated")]
     [InlineData("vae", "up_block_types", """["UpDecoderBlock2D", "AttnUpDecoderBlock2D"]""", "'up_block_types'[1] = AttnUpDecoderBlock2D")]
     [InlineData("vae", "act_fn", "\"tanh\"", "'act_fn' = tanh")]
