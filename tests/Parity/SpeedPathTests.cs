@@ -139,6 +139,15 @@ public class SpeedPathTests
         foreach (var phase in new[] { "encode", "denoise", "denoise_per_step", "decode", "write_images" })
             Assert.True(t[phase]!.GetValue<double>() > 0, $"timings_s.{phase} missing");
         Assert.True(t["total"]!.GetValue<double>() >= t["denoise"]!.GetValue<double>() + t["decode"]!.GetValue<double>());
+        // the whole run is accounted for: the phases before the sweep (prepare: option checks against the configs, the
+        // output folder; load) are in the total and no phase is counted twice
+        Assert.True(t["prepare"]!.GetValue<double>() > 0, "timings_s.prepare missing");
+        double phases = new[] { "prepare", "load", "encode", "warmup", "denoise", "decode", "write_images" }.Sum(k => t[k]!.GetValue<double>());
+        Assert.True(phases <= t["total"]!.GetValue<double>() + 1e-3, $"phases {phases} s exceed total {t["total"]}");
+        // the weights' hashes came from a worker thread, and the manifest waited for them at most briefly on a tiny model
+        Assert.True(t["weights_hash_background"]!.GetValue<double>() >= 0);
+        Assert.Equal(Directory.GetFiles(Model("sd-tiny-b"), "*.safetensors", SearchOption.AllDirectories).Length,
+            m["weights_sha256"]!.AsObject().Count);
         Directory.Delete(one, true);
         Directory.Delete(auto, true);
     }
