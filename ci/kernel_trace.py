@@ -179,18 +179,12 @@ def main() -> None:
     ident = None
     if args.identity:
         # batch invariance: the B-step traced run (all layers in one batch) against --batch 1, PNG by PNG
-        from PIL import Image, ImageChops
         print(f"\n[{args.kind}] C# --batch 1, {b_steps} steps (identity check) ...", flush=True)
         bench.time_csharp(Path(args.app), args.kind, folder, layer_arg, b_steps, "1", out, "batch1")
-        same, worst = 0, 0
-        for f in sorted((bench.RUNS / f"cs-{args.kind}-batch1").glob("layer-*.png")):
-            a, b = Image.open(f).convert("RGB"), Image.open(bench.RUNS / f"cs-{args.kind}-trace{b_steps}" / f.name).convert("RGB")
-            diff = ImageChops.difference(a, b).getextrema()
-            m = max(hi for _, hi in diff)
-            same += m == 0
-            worst = max(worst, m)
-        ident = dict(identical=same, layers=len(layers), max_pixel_diff=worst)
-        print(f"--batch {len(layers)} vs --batch 1: {same}/{len(layers)} layer images identical, largest pixel difference {worst}")
+        ident = bench.same_images(bench.RUNS / f"cs-{args.kind}-batch1", bench.RUNS / f"cs-{args.kind}-trace{b_steps}")
+        if ident:
+            print(f"--batch {len(layers)} vs --batch 1: {ident['identical']}/{ident['compared']} layer images identical, "
+                  f"largest pixel difference {ident['max_pixel_diff']}")
     res = dict(kind=args.kind, identity=ident, steps=[a_steps, b_steps], layers=len(layers), diffusers=d, csharp=c,
                runs={k: {kk: vv for kk, vv in v.items() if kk != "per_name"} for k, v in summaries.items()})
     (out / "kernel-trace.json").write_text(json.dumps(res, indent=1))

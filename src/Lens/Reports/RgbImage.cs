@@ -25,8 +25,9 @@ public sealed class RgbImage
     }
 
     /// <summary>
-    /// A batch [N,H,W,3] of float images in [0,1] as <see cref="FromUnitHwc"/> converts each, in ONE conversion of the
-    /// whole batch (one pass per op instead of four small ops per image, which the sweep paid ~30 ms an image for).
+    /// A batch [N,H,W,3] of float images in [0,1] (diffusers' output_type="np" form), each (x*255).round() to uint8, in
+    /// ONE conversion of the whole batch (one pass per op instead of four small ops per image, which the sweep paid
+    /// ~30 ms an image for). <see cref="FromUnitHwc"/> is the batch of one.
     /// </summary>
     internal static RgbImage[] FromUnitNhwc(Tensor nhwc)
     {
@@ -41,9 +42,8 @@ public sealed class RgbImage
     /// <summary>A [H,W,3] float image in [0,1] (diffusers' output_type="np" form): (x*255).round() to uint8.</summary>
     public static RgbImage FromUnitHwc(Tensor hwc)
     {
-        using var scope = NewDisposeScope();
-        var u8 = (hwc.to(ScalarType.Float32).cpu() * 255).round().to(ScalarType.Byte).contiguous();
-        return new RgbImage((int)u8.shape[1], (int)u8.shape[0], u8.data<byte>().ToArray());
+        using var batch = hwc.unsqueeze(0);
+        return FromUnitNhwc(batch)[0];
     }
 
     /// <summary>Channel <paramref name="c"/> (0 R, 1 G, 2 B) of pixel (<paramref name="x"/>, <paramref name="y"/>).</summary>
