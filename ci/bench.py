@@ -281,13 +281,13 @@ def time_diffusers(kind: str, folder: Path, layers: list[int], steps: int, seria
 
 # ------------------------------------------------------------------------------------------------ C# side
 def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, batch: str, out: Path, name: str,
-                profile: bool = False, env: dict | None = None) -> dict:
+                profile: bool = False, env: dict | None = None, extra: list[str] | None = None) -> dict:
     d = RUNS / f"cs-{kind}-{name}"
     shutil.rmtree(d, ignore_errors=True)
     d.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["dotnet", str(app / "lens.dll"), "sweep", "--model", str(folder), "--prompt", PROMPT, "--seed", str(SEED),
            "--steps", str(steps), "--layers", layers, "--device", "cuda", "--dtype", "float16", "--batch", batch,
-           "--quiet", "--out", str(d)]
+           "--quiet", "--out", str(d)] + (extra or [])
     if kind == "sd":
         cmd += ["--height", "512", "--width", "512", "--guidance", "7.5"]
     else:
@@ -306,7 +306,7 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     # warm: without the first-call setup a warm process would not repeat (CUDA warm-up; the option checks and the
     # process's first libtorch call before loading, timings_s.prepare, none for a sweep on a loaded pipeline)
     return dict(process_s=wall, cold_s=cold, warm_s=cold - t.get("warmup", 0) - t.get("prepare", 0), batch=m["batch"],
-                gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t)
+                gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t, batch_invariance=m.get("batch_invariance"))
 
 
 def same_images(a: Path, b: Path) -> dict | None:
@@ -349,10 +349,13 @@ def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
         log(f"[{kind}] diffusers FAILED: {e}")
     runs = [("batch1", "1", steps, layer_arg if serial >= len(layers) else f"0:{serial}" if kind == "sd" else f"0:{2 * serial}:2"),
             ("auto", "auto", steps, layer_arg), ("auto_2steps", "auto", 2, layer_arg)]
+    # --batch-invariant off: every convolution batched (faster; images may differ from --batch 1's in the last bit)
+    runs += [(f"{n}_variant", b, st, lay) for n, b, st, lay in runs[1:]]
     for name, batch, n_steps, lay in runs:
+        extra = ["--batch-invariant", "off"] if name.endswith("_variant") else []
         try:
-            log(f"[{kind}] C# --batch {batch} --steps {n_steps} --layers {lay} ...")
-            r.setdefault("csharp", {})[name] = time_csharp(app, kind, folder, lay, n_steps, batch, out, name)
+            log(f"[{kind}] C# --batch {batch} --steps {n_steps} --layers {lay} {' '.join(extra)}...")
+            r.setdefault("csharp", {})[name] = time_csharp(app, kind, folder, lay, n_steps, batch, out, name, extra=extra)
         except Exception as e:  # noqa: BLE001
             log(f"[{kind}] C# {name} FAILED: {e}")
     if args.profile:
@@ -379,7 +382,9 @@ def report(kind: str, r: dict, serial: int) -> None:
         t = c["timings"]
         log(phase_line(f"C# {name} (batch {c['batch']})", t, ["total", "load", "encode", "warmup", "denoise", "denoise_per_step",
                                                               "decode", "write_images", "image_encoding_background"])
-            + f"  gpu_peak={c.get('gpu_memory_peak_gib')}")
+            + f"  gpu_peak={c.get('gpu_memory_peak_gib')}"
+            + (f"  per-layer convs/norms {c['batch_invariance']['per_layer_convolutions']}/{c['batch_invariance']['checked_convolutions']}"
+               if c.get("batch_invariance") else ""))
         if t.get("step_seconds"):
             st, q = t["step_seconds"], t["step_queue_seconds"]
             log(f"    profile: per step {sum(st) / len(st) * 1000:.1f} ms, host queueing {sum(q) / len(q) * 1000:.1f} ms "
@@ -407,14 +412,22 @@ def report(kind: str, r: dict, serial: int) -> None:
         steps = r["steps"]
         rows.append(("per denoising step at full batch (from the two runs)", (dbw - d2) / (steps - 2),
                      (a["warm_s"] - a2["warm_s"]) / (steps - 2)))
+    av, av2 = cs.get("auto_variant", {}), cs.get("auto_2steps_variant", {})
+    if av:
+        rows.append(("batched, --batch-invariant off: warm", dbw, av.get("warm_s")))
+        rows.append(("fixed costs, --batch-invariant off: 2 steps (warm)", d2, av2.get("warm_s")))
+        if dbw and d2 and av.get("warm_s") and av2.get("warm_s"):
+            rows.append(("per denoising step, --batch-invariant off", (dbw - d2) / (r["steps"] - 2),
+                         (av["warm_s"] - av2["warm_s"]) / (r["steps"] - 2)))
     rows.append(("model load", df.get("load_s"), a.get("timings", {}).get("load")))
-    ident = same_images(RUNS / f"cs-{kind}-batch1", RUNS / f"cs-{kind}-auto")
-    if ident:
-        r["identity"] = ident
-        rows.append((f"--batch auto vs --batch 1: layer images identical (of {ident['compared']})", None, ident["identical"]))
-        rows.append(("--batch auto vs --batch 1: largest pixel difference (of 255)", None, ident["max_pixel_diff"]))
-        log(f"--batch auto (batch {a.get('batch')}) vs --batch 1: {ident['identical']}/{ident['compared']} layer images identical, "
-            f"largest pixel difference {ident['max_pixel_diff']}")
+    for run, label in (("auto", "--batch auto"), ("auto_variant", "--batch auto --batch-invariant off")):
+        ident = same_images(RUNS / f"cs-{kind}-batch1", RUNS / f"cs-{kind}-{run}")
+        if ident:
+            r.setdefault("identity", {})[run] = ident
+            rows.append((f"{label} vs --batch 1: layer images identical (of {ident['compared']})", None, ident["identical"]))
+            rows.append((f"{label} vs --batch 1: largest pixel difference (of 255)", None, ident["max_pixel_diff"]))
+            log(f"{label} (batch {cs.get(run, {}).get('batch')}) vs --batch 1: {ident['identical']}/{ident['compared']} layer "
+                f"images identical, largest pixel difference {ident['max_pixel_diff']}")
     rows.append(("peak GPU memory GiB (diffusers reserved / C# driver view)", df.get("max_memory_reserved_gib"),
                  a.get("gpu_memory_peak_gib")))
     rows.append(("peak GPU memory GiB, driver view both", df.get("driver_used_gib"), a.get("gpu_memory_peak_gib")))

@@ -41,6 +41,11 @@ internal sealed class SweepCommand : ICommand
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
+          --batch-invariant on|off  on: a batch of several layers gives each layer exactly --batch 1's image
+                                 (convolutions whose cuDNN algorithm changes with the batch size, found by running
+                                 both ways once per shape, run per layer; recorded in manifest.json); off: all
+                                 batched, faster on CUDA, images may differ from --batch 1's by a level or two of
+                                 255 (default on)
           --seed-policy P        reseed: every layer's call starts from a CPU generator seeded with --seed (the
                                  tutorial's loop); continue: one generator for the whole sweep, consumed call after
                                  call in layer order (the original Diffusion Lens code); exact at any --batch
@@ -67,7 +72,7 @@ internal sealed class SweepCommand : ICommand
     {
         var a = CliArgs.Parse(Name, args,
             new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "layer-numbering", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
-                "lens-layer-norm", "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
+                "lens-layer-norm", "batch-invariant", "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
@@ -101,6 +106,12 @@ internal sealed class SweepCommand : ICommand
                 "on" => true,
                 "off" => false,
                 var v => throw new LensException($"--lens-layer-norm must be on or off (got '{v}')"),
+            },
+            BatchInvariant = a.Get("batch-invariant", "on") switch
+            {
+                "on" => true,
+                "off" => false,
+                var v => throw new LensException($"--batch-invariant must be on or off (got '{v}')"),
             },
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,

@@ -9,8 +9,7 @@ namespace DiffusionLens.Models;
 /// By default they build what TorchSharp builds (float32 on the CPU, PyTorch's random initialisation: the random-init
 /// tests rely on it). Inside <see cref="ForLoading"/> they build parameters that are about to be overwritten by
 /// <see cref="Loading.StrictLoader"/>: uninitialised (<c>torch.empty</c>), directly in the target dtype and on the target
-/// device, with no initialisation pass and no float32/CPU staging copy (Conv2d's own initialiser runs on the meta
-/// device, where it costs nothing).
+/// device, with no initialisation pass and no float32/CPU staging copy.
 /// </summary>
 internal static class Layers
 {
@@ -50,11 +49,13 @@ internal static class Layers
 
     public static Conv2d Conv2d(long inChannels, long outChannels, long kernelSize, long stride = 1, long padding = 0, bool bias = true)
     {
-        if (_target is not Target t) return nn.Conv2d(inChannels, outChannels, kernelSize, stride: stride, padding: padding, bias: bias);
-        var conv = nn.Conv2d(inChannels, outChannels, kernelSize, stride: stride, padding: padding, bias: bias, device: torch.META, dtype: t.DType);
-        conv.weight = Empty(conv.weight.shape, t);
-        if (bias) conv.bias = Empty(new[] { outChannels }, t);
-        return conv;
+        if (_target is not Target t)
+        {
+            // torch.nn.Conv2d's initialisation, its parameters in the module that keeps batched sweeps batch-invariant
+            var init = nn.Conv2d(inChannels, outChannels, kernelSize, stride: stride, padding: padding, bias: bias);
+            return new Conv2d(init.weight!, bias ? init.bias : null, stride, padding);
+        }
+        return new Conv2d(Empty(new[] { outChannels, inChannels, kernelSize, kernelSize }, t), bias ? Empty(new[] { outChannels }, t) : null, stride, padding);
     }
 
     public static LayerNorm LayerNorm(long dim, double eps = 1e-5, bool elementwise_affine = true)
@@ -63,11 +64,13 @@ internal static class Layers
         return nn.LayerNorm(dim, eps, elementwise_affine: elementwise_affine, device: t.Device, dtype: t.DType);
     }
 
-    /// <summary>nn.GroupNorm; outside <see cref="ForLoading"/> its affine weight = 1 and bias = 0 (see <see cref="Norms"/>).</summary>
+    /// <summary>nn.GroupNorm's parameters (affine: weight = 1, bias = 0 by default, uninitialised when loading) in the batch-invariant module.</summary>
     public static GroupNorm GroupNorm(long numGroups, long numChannels, double eps, bool affine)
     {
-        if (_target is not Target t) return nn.GroupNorm(numGroups, numChannels, eps, affine);
-        return nn.GroupNorm(numGroups, numChannels, eps, affine, device: t.Device, dtype: t.DType);
+        if (!affine) return new GroupNorm(numGroups, numChannels, eps, null, null);
+        if (_target is Target t)
+            return new GroupNorm(numGroups, numChannels, eps, Empty(new[] { numChannels }, t), Empty(new[] { numChannels }, t));
+        return new GroupNorm(numGroups, numChannels, eps, new Parameter(torch.ones(numChannels), requires_grad: false), new Parameter(torch.zeros(numChannels), requires_grad: false));
     }
 
     /// <summary>A free parameter: <paramref name="init"/> (a float32 CPU tensor) by default, uninitialised on the target when loading.</summary>

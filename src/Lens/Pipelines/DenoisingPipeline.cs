@@ -139,6 +139,9 @@ public abstract class DenoisingPipeline : IDisposable
     internal static Tensor ToUnitHwc(Tensor images) =>
         (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
 
+    /// <summary>The modules that make images from embeddings (UNet, VAE): where --batch-invariant splits convolutions.</summary>
+    internal abstract IEnumerable<nn.Module> ImageModules { get; }
+
     /// <summary>Releases the pipeline's modules and weights.</summary>
     public abstract void Dispose();
 }

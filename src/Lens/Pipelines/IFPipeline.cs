@@ -106,6 +106,8 @@ internal sealed class IFPipeline : LensPipeline
     private protected override int PredictionChannels(int sampleChannels) =>
         HasLearnedVariance(SchedulerConfig) ? UNet.OutChannels : sampleChannels;
 
+    internal override IEnumerable<nn.Module> ImageModules => [UNet];
+
     public override void Dispose()
     {
         T5.Dispose();

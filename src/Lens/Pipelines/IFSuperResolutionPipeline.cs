@@ -328,5 +328,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         return before is { } b && after is { } a ? Math.Max(0, b.Free - a.Free) : null;
     }
 
+    internal override IEnumerable<nn.Module> ImageModules => [UNet];
+
     public override void Dispose() => UNet.Dispose();
 }

@@ -79,6 +79,8 @@ internal sealed class StableDiffusionPipeline : LensPipeline
         return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();
     }
 
+    internal override IEnumerable<nn.Module> ImageModules => [UNet, Vae];
+
     public override void Dispose()
     {
         Clip.Dispose();

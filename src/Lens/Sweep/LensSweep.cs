@@ -1,4 +1,5 @@
 using DiffusionLens.Loading;
+using DiffusionLens.Models;
 using System.Diagnostics;
 using DiffusionLens.Pipelines;
 using DiffusionLens.Reports;
@@ -262,6 +263,7 @@ public static class LensSweep
                 {
                     try
                     {
+                        using var invariant = BatchInvariance.Layers(o.BatchInvariant ? Math.Min(batch, layers.Length) : 0);
                         pipe.WarmUp(first, uncond, gen, Math.Min(batch, layers.Length) * perLayerImages);
                         warmed = true;
                     }
@@ -311,6 +313,8 @@ public static class LensSweep
             Tensor? unit1 = null;
             try
             {
+                // --batch-invariant: the batch's convolutions give each layer --batch 1's numbers
+                using var invariant = BatchInvariance.Layers(o.BatchInvariant ? chunk.Length : 0);
                 Action<int, int> OnStep(string stage, Action<int> calls) => (step, of) =>
                 {
                     Interrupt.ThrowIfRequested(); // Ctrl-C: stop here; the output folder is removed on the way out
@@ -420,6 +424,9 @@ public static class LensSweep
             WeightsSha256 = weightHashes,
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
+            BatchInvariant = o.BatchInvariant,
+            BatchInvariance = o.BatchInvariant && Math.Min(batch, layers.Length) > 1 && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is var (split, checkedShapes)
+                ? new BatchInvarianceManifest { PerLayerConvolutions = split, CheckedConvolutions = checkedShapes } : null,
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,
             Layers = layers,

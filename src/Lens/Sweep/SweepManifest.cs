@@ -44,6 +44,12 @@ internal sealed record SweepManifest
     public required int Batch { get; init; }
     /// <summary>What was asked for: "auto" or the number.</summary>
     public string? BatchRequested { get; init; }
+    /// <summary>--batch-invariant: whether batches of several layers computed each layer as --batch 1 does.</summary>
+    public bool BatchInvariant { get; init; } = true;
+    /// <summary>With --batch-invariant on and batches of several layers: the convolution shapes that ran per layer's rows
+    /// (their batched call gave other numbers) of those checked; null otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public BatchInvarianceManifest? BatchInvariance { get; init; }
     public required int NumLayers { get; init; }
     /// <summary>"lens" (layers 0..N-1, layer-XX.png) or "hidden-state" (transformers' hidden_states 0..N, 0 = the
     /// embedding output, hidden-KK.png): how <see cref="Layers"/>, <see cref="Files"/> and the other keys number layers.</summary>
@@ -150,4 +156,14 @@ internal sealed record Stage2Manifest
     /// <summary>Seconds of the stage II load and of all its denoising loops.</summary>
     public double LoadS { get; init; }
     public double DenoiseS { get; init; }
+}
+
+/// <summary>
+/// What --batch-invariant did in a sweep whose batches held several layers: the convolution input shapes that ran per
+/// layer's rows because their batched call gave other numbers than --batch 1's, of the shapes checked.
+/// </summary>
+internal sealed record BatchInvarianceManifest
+{
+    public required int PerLayerConvolutions { get; init; }
+    public required int CheckedConvolutions { get; init; }
 }

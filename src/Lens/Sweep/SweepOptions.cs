@@ -66,6 +66,14 @@ public sealed record SweepOptions
     /// other pipeline rejects a value.
     /// </summary>
     public bool? LensLayerNorm { get; init; }
+    /// <summary>
+    /// <c>--batch-invariant on|off</c> (default on): a batch of several layers computes every layer's images exactly as
+    /// that layer alone (<c>--batch 1</c>) does. cuDNN may pick another convolution algorithm for more rows, which gives
+    /// other numbers; such convolutions (found by comparing both ways once per shape) then run per layer's rows
+    /// (<see cref="Models.BatchInvariance"/>). Off: every convolution runs batched, faster on CUDA, and images may differ
+    /// from <c>--batch 1</c>'s in the last bit (at most a level or two of 255).
+    /// </summary>
+    public bool BatchInvariant { get; init; } = true;
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
 

@@ -1,0 +1,47 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Models;
+
+/// <summary>
+/// torch.nn.Conv2d (keys weight [out, in, k, k], bias [out]; zero padding, no dilation or groups) computed by
+/// <c>conv2d</c> exactly as PyTorch's module, with one addition for batched lens sweeps: inside a
+/// <see cref="BatchInvariance.Layers"/> scope of k layers, a call whose batch holds k layers' rows is checked once per
+/// input shape against the same call made one layer's rows at a time (what <c>--batch 1</c> runs). cuDNN picks its
+/// algorithm by shape, and some pick another one for 24 rows than for 2, which gives a row other numbers
+/// (<c>ci/batch_invariance.py</c>); where the results differ the call is then always made per layer's rows (the
+/// convolutions that agree stay batched). This keeps a batched sweep's images identical to <c>--batch 1</c>'s.
+/// </summary>
+internal sealed class Conv2d : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // state-dict names
+    public Parameter weight;
+    public Parameter? bias;
+#pragma warning restore IDE1006
+
+    private readonly long[] _stride;
+    private readonly long[] _padding;
+
+    /// <summary>Per input shape: whether this convolution runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    internal BatchInvariance.Decisions Invariance { get; } = new();
+
+    public long InChannels => weight.shape[1];
+    public long OutChannels => weight.shape[0];
+
+    public Conv2d(Parameter weight, Parameter? bias, long stride, long padding) : base(nameof(Conv2d))
+    {
+        if (weight.ndim != 4) throw new ArgumentException($"Conv2d weight must be [out, in, kH, kW], got [{string.Join(", ", weight.shape)}]");
+        if (bias is not null && (bias.ndim != 1 || bias.shape[0] != weight.shape[0]))
+            throw new ArgumentException($"Conv2d bias must be [{weight.shape[0]}], got [{string.Join(", ", bias.shape)}]");
+        this.weight = weight;
+        this.bias = bias;
+        _stride = new[] { stride, stride };
+        _padding = new[] { padding, padding };
+        RegisterComponents();
+    }
+
+    private Tensor Conv(Tensor x) => nn.functional.conv2d(x, weight, bias, _stride, _padding);
+
+    public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Conv);
+}

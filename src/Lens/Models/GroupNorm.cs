@@ -1,0 +1,41 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Models;
+
+/// <summary>
+/// torch.nn.GroupNorm (keys weight, bias when affine) computed by <c>group_norm</c> as PyTorch's module, kept
+/// batch-invariant inside a batch of several layers like <see cref="Conv2d"/>: libtorch's CPU kernel splits its
+/// reductions by the number of (row, group) pairs, so at some shapes a row's numbers depend on the rows beside it.
+/// </summary>
+internal sealed class GroupNorm : nn.Module<Tensor, Tensor>
+{
+#pragma warning disable IDE1006 // state-dict names
+    public Parameter? weight;
+    public Parameter? bias;
+#pragma warning restore IDE1006
+
+    public long NumGroups { get; }
+    public long NumChannels { get; }
+    public double Eps { get; }
+
+    /// <summary>Per input shape: whether this norm runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    internal BatchInvariance.Decisions Invariance { get; } = new();
+
+    public GroupNorm(long numGroups, long numChannels, double eps, Parameter? weight, Parameter? bias) : base(nameof(GroupNorm))
+    {
+        if (numGroups < 1 || numChannels % numGroups != 0)
+            throw new ArgumentException($"GroupNorm: {numChannels} channels do not split into {numGroups} groups");
+        NumGroups = numGroups;
+        NumChannels = numChannels;
+        Eps = eps;
+        this.weight = weight;
+        this.bias = bias;
+        RegisterComponents();
+    }
+
+    private Tensor Norm(Tensor x) => nn.functional.group_norm(x, NumGroups, weight, bias, Eps);
+
+    public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Norm);
+}

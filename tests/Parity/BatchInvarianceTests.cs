@@ -1,0 +1,161 @@
+using System.Text.Json.Nodes;
+using DiffusionLens.Models;
+using DiffusionLens.Reports;
+using DiffusionLens.Sweep;
+using DiffusionLens.Testing;
+using TorchSharp;
+using Xunit;
+using static TorchSharp.torch;
+
+namespace DiffusionLens.Tests.Parity;
+
+/// <summary>
+/// --batch-invariant (issue #11: --batch auto's images identical to --batch 1's): inside a batch of k layers a
+/// convolution is checked once per input shape against per-layer calls, and gives exactly the per-layer numbers
+/// afterwards; outside a batch, or with rows that do not split into k layers, it is one plain call. The sweep records
+/// the option and what it did; on CUDA (where cuDNN's algorithm choice depends on the batch) a batched sweep's images
+/// equal --batch 1's bit for bit.
+/// </summary>
+[Collection("pipelines")]
+public class BatchInvarianceTests
+{
+    private static string Model(string name) => Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", name);
+
+    private static Models.Conv2d RandomConv(Generator g, long inC, long outC, long k, long stride, long padding) =>
+        new(new TorchSharp.Modules.Parameter(torch.randn(new[] { outC, inC, k, k }, generator: g), false),
+            new TorchSharp.Modules.Parameter(torch.randn(new[] { outC }, generator: g), false), stride, padding);
+
+    [Fact]
+    public void ConvolutionInABatchOfLayersGivesEachLayersOwnNumbersAndIsCheckedOncePerShape()
+    {
+        using var scope = NewDisposeScope();
+        var g = new Generator(3);
+        var conv = RandomConv(g, 3, 5, 3, 2, 1);
+        var x = torch.randn(new long[] { 6, 3, 9, 7 }, generator: g);
+        // what --batch 1 computes: each layer's two rows in their own call
+        var perLayer = torch.cat(new[] { conv.forward(x[0..2]), conv.forward(x[2..4]), conv.forward(x[4..6]) }, 0);
+        Assert.Equal(0, conv.Invariance.Count); // calls outside a batch of layers are never checked
+        Assert.True(conv.forward(x).Equals(nn.functional.conv2d(x, conv.weight, conv.bias, new long[] { 2, 2 }, new long[] { 1, 1 })));
+        using (BatchInvariance.Layers(3))
+        {
+            Assert.Equal(3, BatchInvariance.CurrentLayers);
+            Assert.True(conv.forward(x).Equals(perLayer), "first call (checked) differs from per-layer calls");
+            Assert.Equal(1, conv.Invariance.Count);
+            Assert.True(conv.forward(x).Equals(perLayer), "later call differs from per-layer calls");
+            Assert.Equal(1, conv.Invariance.Count); // decided once per shape
+            conv.forward(torch.randn(new long[] { 6, 3, 5, 5 }, generator: g)).Dispose();
+            Assert.Equal(2, conv.Invariance.Count); // another shape is checked on its own
+            conv.forward(torch.randn(new long[] { 4, 3, 5, 5 }, generator: g)).Dispose(); // 4 rows are not 3 layers' rows
+            Assert.Equal(2, conv.Invariance.Count);
+            conv.forward(x[0..3]).Dispose(); // one row per layer (a VAE decode of one image per layer) is checked too
+            Assert.Equal(3, conv.Invariance.Count);
+            using (BatchInvariance.Layers(1)) Assert.Equal(1, BatchInvariance.CurrentLayers);
+            Assert.Equal(3, BatchInvariance.CurrentLayers); // nested scopes restore
+            long seenOnOtherThread = -1;
+            var t = new Thread(() => seenOnOtherThread = BatchInvariance.CurrentLayers);
+            t.Start();
+            t.Join();
+            Assert.Equal(0, seenOnOtherThread); // per thread: a sweep on another thread is not affected
+        }
+        Assert.Equal(0, BatchInvariance.CurrentLayers);
+        Assert.Equal(new long[] { 1, 2, 2 }, conv.Invariance.Keys.Select(k => k.Unit).Order()); // rows per layer of each shape
+    }
+
+    [Fact]
+    public void GroupNormInABatchOfLayersGivesEachLayersOwnNumbers()
+    {
+        // libtorch's CPU group norm at [3, 32, 32, 32] (32 groups) gives row 0 other numbers than at [1, 32, 32, 32]
+        using var scope = NewDisposeScope();
+        var g = new Generator(3);
+        var norm = Layers.GroupNorm(32, 32, 1e-6, true);
+        var x = torch.randn(new long[] { 3, 32, 32, 32 }, generator: g);
+        var perLayer = torch.cat(new[] { norm.forward(x[0..1]), norm.forward(x[1..2]), norm.forward(x[2..3]) }, 0);
+        using (BatchInvariance.Layers(3))
+        {
+            Assert.True(norm.forward(x).Equals(perLayer));
+            Assert.True(norm.forward(x).Equals(perLayer));
+        }
+        Assert.Single(norm.Invariance);
+        Assert.True(nn.GroupNorm(32, 32, 1e-6, true).state_dict().Keys.SequenceEqual(norm.state_dict().Keys));
+        Assert.True(nn.functional.group_norm(x, 32, torch.ones(32), torch.zeros(32), 1e-6).Equals(norm.forward(x))); // weight 1, bias 0, outside a batch
+    }
+
+    [Fact]
+    public void ConvolutionModuleKeepsTorchsKeysAndInitialisation()
+    {
+        // the module that replaced nn.Conv2d keeps the state-dict names (strict loading) and PyTorch's initialisation draws
+        torch.manual_seed(11);
+        var reference = nn.Conv2d(4, 6, 3, padding: 1);
+        torch.manual_seed(11);
+        var ours = Layers.Conv2d(4, 6, 3, padding: 1);
+        Assert.Equal(new[] { "weight", "bias" }, ours.state_dict().Keys.ToArray());
+        Assert.True(reference.weight!.Equals(ours.weight));
+        Assert.True(reference.bias!.Equals(ours.bias!));
+        using var x = torch.randn(2, 4, 5, 5);
+        Assert.True(reference.forward(x).Equals(ours.forward(x)));
+        Assert.Throws<ArgumentException>(() => new Models.Conv2d(new TorchSharp.Modules.Parameter(torch.zeros(3, 3), false), null, 1, 0));
+    }
+
+    [Fact]
+    public void SweepRecordsTheOptionAndWhatItDid_OffChecksNothing()
+    {
+        var on = CliRunner.TempPath("inv-on");
+        var off = CliRunner.TempPath("inv-off");
+        var one = CliRunner.TempPath("inv-one");
+        var o = new SweepOptions { ModelDir = Model("sd-tiny-b"), Prompt = "A few people are in the ocean splashing around", Steps = 2, Layers = "0,1,2", Batch = 3, OutDir = on };
+        var ron = LensSweep.Run(o);
+        var roff = LensSweep.Run(o with { OutDir = off, BatchInvariant = false });
+        var rone = LensSweep.Run(o with { OutDir = one, Batch = 1 });
+        var mon = JsonNode.Parse(File.ReadAllText(ron.ManifestPath))!;
+        Assert.True(mon["batch_invariant"]!.GetValue<bool>());
+        var inv = mon["batch_invariance"]!;
+        // every convolution of the UNet and the VAE decoder ran in a batch of 3 layers and was checked
+        Assert.True(inv["checked_convolutions"]!.GetValue<int>() >= 20, inv.ToJsonString());
+        Assert.InRange(inv["per_layer_convolutions"]!.GetValue<int>(), 0, inv["checked_convolutions"]!.GetValue<int>());
+        var moff = JsonNode.Parse(File.ReadAllText(roff.ManifestPath))!;
+        Assert.False(moff["batch_invariant"]!.GetValue<bool>());
+        Assert.Null(moff["batch_invariance"]);
+        Assert.Null(JsonNode.Parse(File.ReadAllText(rone.ManifestPath))!["batch_invariance"]); // nothing to split at batch 1
+        // on the CPU other kernels (small GEMMs) also vary with the batch in the last bit: within a level of --batch 1
+        foreach (var l in rone.Layers)
+        {
+            var a = RgbImage.Load(rone.LayerImages[l]).Pixels;
+            Assert.True(a.Zip(RgbImage.Load(ron.LayerImages[l]).Pixels, (x, y) => Math.Abs(x - y)).Max() <= 1, $"layer {l}");
+        }
+        foreach (var d in new[] { on, off, one }) Directory.Delete(d, true);
+    }
+
+    [Fact]
+    public void CliRejectsAnUnknownBatchInvariantValue()
+    {
+        var outDir = CliRunner.TempPath("inv-cli");
+        var r = CliRunner.Run("sweep", "--model", Model("sd-tiny-b"), "--prompt", "x", "--steps", "1", "--batch-invariant", "maybe", "--out", outDir);
+        Assert.NotEqual(0, r.ExitCode);
+        Assert.Contains("--batch-invariant must be on or off (got 'maybe')", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+        Assert.False(Directory.Exists(outDir));
+    }
+
+    /// <summary>
+    /// On CUDA (float16, the bench's sizes scaled down): all layers in one batch give --batch 1's images bit for bit with
+    /// --batch-invariant on. Skipped without CUDA: on the CPU the convolutions measured batch-invariant already.
+    /// </summary>
+    [Fact]
+    public void OnCudaABatchedSweepGivesBatchOnesImagesBitForBit()
+    {
+        bool cuda;
+        try { cuda = torch.cuda.is_available(); } catch (Exception) { cuda = false; }
+        if (!cuda) Assert.Skip("needs CUDA: cuDNN's batch-dependent algorithm choice is what --batch-invariant guards against");
+        var one = CliRunner.TempPath("cuda-b1");
+        var all = CliRunner.TempPath("cuda-ball");
+        var o = new SweepOptions { ModelDir = Model("sd-tiny-12"), Prompt = "A few people are in the ocean splashing around", Steps = 4, Device = "cuda", DType = "float16", Batch = 1, OutDir = one };
+        var r1 = LensSweep.Run(o);
+        var ra = LensSweep.Run(o with { OutDir = all, Batch = 1, AutoBatch = true });
+        var m = JsonNode.Parse(File.ReadAllText(ra.ManifestPath))!;
+        Assert.Equal(r1.Layers.Length, m["batch"]!.GetValue<int>());
+        foreach (var l in r1.Layers)
+            Assert.True(RgbImage.Load(r1.LayerImages[l]).Pixels.AsSpan().SequenceEqual(RgbImage.Load(ra.LayerImages[l]).Pixels), $"layer {l}: batched image differs from --batch 1's ({m["batch_invariance"]?.ToJsonString()})");
+        Directory.Delete(one, true);
+        Directory.Delete(all, true);
+    }
+}
