@@ -1061,6 +1061,7 @@ SCHEDULER_ALIASES = {"DDPMScheduler": "ddpm", "DPMSolverMultistepScheduler": "dp
 # classes whose step cannot take IF's predicted variance: from_config keeps the config's variance_type (learned_range)
 # in the new scheduler's config, so the IF pipelines hand step() the 6-channel prediction; recorded as diffusers' error
 IF2_SCHEDULER_REJECTED = ("DDIMScheduler", "EulerDiscreteScheduler", "PNDMScheduler")
+IF2_PROBE_STEPS = 10
 IF2_SCHEDULER_CASE = dict(
     name="if2-tiny", seed=13, steps=4, guidance=4.0, height=24, width=24, negative_prompt="blurry", clean_caption=False,
     layers=[0, 2, 3], stage2=dict(steps=3, guidance=5.0, noise_level=300),
@@ -1134,9 +1135,11 @@ def record_if2_schedulers_case(stage1, stage2, own1, own2, cls1: str | None, cls
 
 @torch.no_grad()
 def probe_if2_rejected(stage1, stage2, own1, own2, case: dict) -> list[dict]:
-    """What diffusers does with each IF2_SCHEDULER_REJECTED class built with from_config on either stage: one 2-step
-    call of that stage (stage II on a zero stage I image), the other stage untouched. Returns one row per (stage, class):
-    whether the call failed, and diffusers' error type and first message line."""
+    """What diffusers does with each IF2_SCHEDULER_REJECTED class built with from_config on either stage: one call of
+    that stage (stage II on a zero stage I image) of IF2_PROBE_STEPS steps (enough for PNDM's Runge-Kutta warm-up, whose
+    set_timesteps fails below 4 steps for another reason), the other stage untouched. Returns one row per (stage,
+    class): whether the call failed, and diffusers' error type and first message line (expected: the step's shape
+    mismatch between the 3-channel sample and the 6-channel prediction)."""
     clean, s2 = case["clean_caption"], case["stage2"]
     _, _, _, lens = if_encode(stage1, LENS_PROMPT, clean, "cpu")
     _, _, _, neg_lens = if_encode(stage1, case["negative_prompt"], clean, "cpu")
@@ -1148,13 +1151,13 @@ def probe_if2_rejected(stage1, stage2, own1, own2, case: dict) -> list[dict]:
             g = torch.Generator("cpu").manual_seed(case["seed"])
             try:
                 if stage == "stage1":
-                    stage1(prompt_embeds=lens[-1], negative_prompt_embeds=neg_lens[-1], num_inference_steps=2,
+                    stage1(prompt_embeds=lens[-1], negative_prompt_embeds=neg_lens[-1], num_inference_steps=IF2_PROBE_STEPS,
                            guidance_scale=case["guidance"], height=case["height"], width=case["width"], generator=g,
                            output_type="pt", clean_caption=clean)
                 else:
                     image = torch.zeros(1, stage2.unet.config.in_channels // 2, case["height"], case["width"])
                     stage2(image=image, prompt_embeds=lens[-1], negative_prompt_embeds=neg_lens[-1],
-                           num_inference_steps=2, guidance_scale=s2["guidance"], noise_level=s2["noise_level"],
+                           num_inference_steps=IF2_PROBE_STEPS, guidance_scale=s2["guidance"], noise_level=s2["noise_level"],
                            generator=g, output_type="np")
                 outcome = dict(failed=False, error=None, message=None)
             except Exception as e:  # noqa: BLE001 - the failure is what is recorded
@@ -1192,7 +1195,7 @@ def record_if2_schedulers(models_dir: Path, out_root: Path) -> None:
     rows = probe_if2_rejected(stage1, stage2, own1, own2, case)
     (out_root / "rejected.json").write_text(json.dumps(dict(
         generated_by=dict(versions(), device="cpu", dtype="float32"), model=entry, stage1=entry1,
-        note="each class built with from_config(pipe.scheduler.config) on one stage, one 2-step call of that stage; "
+        note=f"each class built with from_config(pipe.scheduler.config) on one stage, one {IF2_PROBE_STEPS}-step call of that stage; "
              "failed: diffusers raised (error: its type, message: its first line)",
         cases=rows), indent=2, ensure_ascii=False) + "\n")
     print(f"  {out_root / 'rejected.json'}: {sum(r['failed'] for r in rows)} of {len(rows)} calls failed")
