@@ -18,7 +18,7 @@ public static class ReferenceWeights
     public static string[] Components(string kind) => kind switch
     {
         "if" => new[] { "text_encoder", "unet" },
-        "if2" or "if2-seeds" => new[] { "unet" }, // IF stage II: no text encoder of its own
+        "if2" or "if2-seeds" or "if2-schedulers" => new[] { "unet" }, // IF stage II: no text encoder of its own
         "sdxl" => new[] { "text_encoder", "text_encoder_2", "unet", "vae" },
         _ => new[] { "text_encoder", "unet", "vae" },
     };

@@ -58,6 +58,10 @@ public class ClaimStage2Tests
         Assert.Equal(("fixtures/models/if2-tiny", UnsetEnv), (c.Stage2ModelName, c.Stage2ModelEnv));
         Assert.Equal((2, 5.0, 300), (c.Stage2Steps!.Value, c.Stage2Guidance!.Value, c.Stage2NoiseLevel!.Value));
         Assert.Equal((Repo.PathOf("fixtures", "models", "if2-tiny"), (string?)null), file.ResolveStage2Dir(c, _ => null));
+        Assert.Null(c.Stage2Scheduler); // absent: the stage II folder's own, and no "stage2_scheduler" in the run key
+        var key = JsonNode.Parse(RunKey.Inputs(c, "t", "h", null, "float32", "cpu", 1, "p", ["a", "b"], 1, "j", "h2"))!;
+        Assert.Equal("h2", key["stage2_model_hash"]!.GetValue<string>());
+        Assert.False(key.AsObject().ContainsKey("stage2_scheduler"));
         var elsewhere = tmp.Sub("other-stage2");
         Directory.CreateDirectory(elsewhere);
         Assert.Equal(elsewhere, file.ResolveStage2Dir(c, e => e == UnsetEnv ? elsewhere : null).Dir); // the variable first
@@ -73,6 +77,8 @@ public class ClaimStage2Tests
         { "no-folder", "stage2_steps, stage2_noise_level need the stage II folder: stage2_model_env or stage2_model_dir" },
         { "steps", "stage2_steps must be positive" },
         { "noise", "stage2_noise_level must be at least 0" },
+        { "scheduler", "stage2_scheduler: unknown scheduler 'dpm+'; accepted:" },
+        { "scheduler-no-folder", "stage2_scheduler needs the stage II folder: stage2_model_env or stage2_model_dir" },
     };
 
     [Theory, MemberData(nameof(BadStage2Claims))]
@@ -86,6 +92,8 @@ public class ClaimStage2Tests
                 case "no-folder": c["stage2_steps"] = 3; c["stage2_noise_level"] = 100; break;
                 case "steps": WithStage2(c); c["stage2_steps"] = 0; break;
                 case "noise": WithStage2(c); c["stage2_noise_level"] = -1; break;
+                case "scheduler": WithStage2(c); c["stage2_scheduler"] = "dpm+"; break;
+                case "scheduler-no-folder": c["stage2_scheduler"] = "dpm++"; break;
             }
         }, sdToo: what == "sd");
         if (what == "sd") json["claims"]![0]!["stage2_model_env"] = "LENS_IF_II_L_DIR";
@@ -112,15 +120,17 @@ public class ClaimStage2Tests
         Assert.Equal(("if", "LENS_IF_XL_DIR", "LENS_IF_II_L_DIR"), (c.Model, c.ModelEnv, c.Stage2ModelEnv));
         Assert.Equal(("DeepFloyd/IF-I-XL-v1.0", "DeepFloyd/IF-II-L-v1.0"), (c.ModelName, c.Stage2ModelName));
         Assert.Equal("DPMSolverMultistepScheduler", c.Scheduler);
+        // the paper's code switched stage I's scheduler only: IF-II-L ran the DDPMScheduler it loads with
+        Assert.Equal("DDPMScheduler", c.Stage2Scheduler);
         Assert.Equal(new long[] { 0, 1, 2, 3 }, c.Seeds);
         var plan = new AuditPlanner(file, new AuditOptions { OutDir = "unused", GetEnv = _ => null }, "cpu", null).Plan(c);
         Assert.Equal("LENS_IF_XL_DIR is not set (a diffusers folder of DeepFloyd/IF-I-XL-v1.0)", plan.Skipped);
     }
 
     /// <summary>
-    /// lens audit runs the claim's sweeps with the stage II (continue policy): every layer image the judge scored is
-    /// the 48x48 stage II image beside its stage I image, the manifest records the stage II settings, and the run key
-    /// holds the stage II's weights hash.
+    /// lens audit runs the claim's sweeps with the stage II (continue policy, stage2_scheduler dpm++): every layer image
+    /// the judge scored is the 48x48 stage II image beside its stage I image, the manifest records the stage II settings
+    /// and scheduler, and the run key holds the stage II's weights hash and scheduler class.
     /// </summary>
     [Fact]
     public void Tiny_audit_with_a_stage2_judges_the_stage2_images()
@@ -128,7 +138,8 @@ public class ClaimStage2Tests
         Repo.RequireTinyClip();
         using var tmp = new TempDir();
         var outDir = tmp.Sub("audit");
-        int rc = new AuditCommand().Run(new[] { "--claims", Write(tmp, ClaimsJson(WithStage2)), "--out", outDir, "--fail-on", "none" });
+        var claims = ClaimsJson(c => { WithStage2(c); c["stage2_scheduler"] = "dpm++"; });
+        int rc = new AuditCommand().Run(new[] { "--claims", Write(tmp, claims), "--out", outDir, "--fail-on", "none" });
         Assert.Equal(0, rc);
         var audit = JsonNode.Parse(File.ReadAllText(Path.Combine(outDir, "audit.json")))!;
         var claim = audit["claims"]![0]!;
@@ -140,6 +151,8 @@ public class ClaimStage2Tests
         var s2 = manifest["stage2"]!;
         Assert.Equal(Repo.PathOf("fixtures", "models", "if2-tiny"), s2["model"]!.GetValue<string>());
         Assert.Equal((2, 5.0, 300), (s2["steps"]!.GetValue<int>(), s2["guidance"]!.GetValue<double>(), s2["noise_level"]!.GetValue<int>()));
+        Assert.Equal("DPMSolverMultistepScheduler", s2["scheduler"]!.GetValue<string>());
+        Assert.Equal("DDPMScheduler", manifest["scheduler"]!.GetValue<string>()); // the claim names no stage I scheduler
         foreach (var l in new[] { 0, 3 })
         {
             var judged = run["layer_images"]![l.ToString()]!.GetValue<string>();
@@ -154,5 +167,6 @@ public class ClaimStage2Tests
         var inputs = JsonNode.Parse(JsonNode.Parse(File.ReadAllText(record))!["inputs"]!.GetValue<string>())!;
         Assert.Equal(ModelHash.Of(Repo.PathOf("fixtures", "models", "if2-tiny"), null), inputs["stage2_model_hash"]!.GetValue<string>());
         Assert.Equal(300, inputs["stage2_noise_level"]!.GetValue<int>());
+        Assert.Equal("DPMSolverMultistepScheduler", inputs["stage2_scheduler"]!.GetValue<string>());
     }
 }

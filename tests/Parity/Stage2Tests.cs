@@ -212,6 +212,10 @@ public class Stage2Tests
         { "if-tiny-b", new[] { "--stage2-steps", "3", "--stage2-guidance", "2" }, "--stage2-steps, --stage2-guidance apply to a DeepFloyd IF stage II only" },
         { "if-tiny-b", new[] { "--stage2", "STAGE2", "--noise-level", "x" }, "option '--noise-level' must be an integer" },
         { "STAGE2", Array.Empty<string>(), "(a super-resolution stage: pass it with --stage2, and the IF stage I folder with --model)" },
+        { "if-tiny-b", new[] { "--stage2", "STAGE2", "--stage2-scheduler", "dpm+" }, "--stage2-scheduler: unknown scheduler 'dpm+'; accepted: PNDMScheduler, DDPMScheduler" },
+        { "if-tiny-b", new[] { "--stage2", "STAGE2", "--stage2-scheduler", "ddim" }, "--stage2-scheduler DDIMScheduler cannot run this IF stage II: its scheduler config has variance_type 'learned_range'" },
+        { "if-tiny-b", new[] { "--stage2", "STAGE2", "--scheduler", "dpm++", "--stage2-scheduler", "EulerDiscreteScheduler" }, "--stage2-scheduler EulerDiscreteScheduler cannot run this IF stage II" },
+        { "if-tiny-b", new[] { "--stage2-scheduler", "dpm++" }, "--stage2-scheduler applies to a DeepFloyd IF stage II only: pass the super-resolution model with --stage2" },
     };
 
     /// <summary>Usage errors exit 2 with one line, write nothing, and come before any weights are read (all weights are garbage here).</summary>

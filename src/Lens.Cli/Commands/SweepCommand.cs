@@ -30,7 +30,8 @@ internal sealed class SweepCommand : ICommand
                                  config as diffusers' SchedulerClass.from_config(pipe.scheduler.config): a diffusers
                                  class name (DPMSolverMultistepScheduler, DDIMScheduler, EulerDiscreteScheduler,
                                  PNDMScheduler, DDPMScheduler) or dpm++, ddim, euler, pndm, ddpm (default: the
-                                 model's own; recorded in manifest.json with its effective config)
+                                 model's own; recorded in manifest.json with its effective config). With --stage2 it
+                                 is stage I's only, as in the paper's code (see --stage2-scheduler)
           --variant NAME         weights variant, as diffusers' variant= (e.g. fp16: model.fp16.safetensors); each
                                  component with that variant's files loads them, the others their plain files
                                  (default: plain files only)
@@ -61,6 +62,11 @@ internal sealed class SweepCommand : ICommand
           --stage2-guidance X    stage II guidance scale (default 4.0, as diffusers)
           --noise-level N        noise added to the upscaled stage I image, a timestep of stage II's
                                  image_noising_scheduler in [0, its num_train_timesteps) (default 250, as diffusers)
+          --stage2-scheduler NAME  stage II's denoising scheduler instead of its own (IF-II-L: DDPMScheduler), built
+                                 from its scheduler config as --scheduler is from stage I's; the names of
+                                 --scheduler, of which IF's learned variance allows DDPMScheduler and
+                                 DPMSolverMultistepScheduler (dpm++) only. The image noising scheduler is never
+                                 replaced (default: stage II's own; recorded in manifest.json's stage2 section)
           --overwrite            replace a non-empty output folder
           --quiet                print nothing but warnings and errors (no progress, no summary line); progress is
                                  one updating line on a terminal, plain lines when stderr is redirected
@@ -72,10 +78,11 @@ internal sealed class SweepCommand : ICommand
     {
         var a = CliArgs.Parse(Name, args,
             new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "layer-numbering", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
-                "lens-layer-norm", "batch-invariant", "stage2", "stage2-steps", "stage2-guidance", "noise-level" },
+                "lens-layer-norm", "batch-invariant", "stage2", "stage2-steps", "stage2-guidance", "noise-level", "stage2-scheduler" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
+        var stage2Scheduler = a.Get("stage2-scheduler") is string name2 ? LensSweep.ResolveStage2Scheduler(name2) : null;
         var numbering = LayerNumbering.Check(a.Get("layer-numbering", LayerNumbering.Lens));
         var device = a.Get("device", "cpu");
         bool autoBatch = a.Get("batch", device.StartsWith("cuda") ? "auto" : "1") == "auto";
@@ -125,6 +132,7 @@ internal sealed class SweepCommand : ICommand
             Stage2Steps = a.IntOrNull("stage2-steps"),
             Stage2Guidance = a.DoubleOrNull("stage2-guidance"),
             NoiseLevel = a.IntOrNull("noise-level"),
+            Stage2Scheduler = stage2Scheduler,
         };
         bool quiet = a.Flag("quiet");
         SweepResult result;

@@ -312,6 +312,7 @@ internal sealed class Auditor
                 Stage2Steps = claim.Stage2Steps,
                 Stage2Guidance = claim.Stage2Guidance,
                 NoiseLevel = claim.Stage2NoiseLevel,
+                Stage2Scheduler = claim.Stage2Scheduler,
                 OutDir = runDir,
             });
             if (sweep.LayerImages.Count == 0) throw new LensException("the sweep wrote no layer images");

@@ -178,6 +178,9 @@ internal sealed record Claim
     public double? Stage2Guidance { get; init; }
     /// <summary>the noise level of the upscaled stage I image (--noise-level; null: diffusers' 250)</summary>
     public int? Stage2NoiseLevel { get; init; }
+    /// <summary>stage II's denoising scheduler (--stage2-scheduler: a class name or alias); null: the stage II folder's
+    /// own (IF-II-L: DDPMScheduler). "scheduler" is stage I's only, as the paper's code replaces stage I's alone</summary>
+    public string? Stage2Scheduler { get; init; }
     /// <summary>Whether the claim runs a stage II (names its folder).</summary>
     [JsonIgnore] public bool HasStage2 => Stage2ModelEnv is not null || Stage2ModelDir is not null;
     public AnalysisSpec? Analysis { get; init; }
@@ -272,8 +275,8 @@ internal sealed record ClaimsFile
     }
 
     /// <summary>
-    /// The stage II fields: only on a DeepFloyd IF claim ("model": "if"); stage2_steps, stage2_guidance and
-    /// stage2_noise_level only with a stage II folder (stage2_model_env or stage2_model_dir); their values as lens
+    /// The stage II fields: only on a DeepFloyd IF claim ("model": "if"); stage2_steps, stage2_guidance,
+    /// stage2_noise_level and stage2_scheduler only with a stage II folder (stage2_model_env or stage2_model_dir); their values as lens
     /// sweep checks them (the noise level's upper bound is the model's, checked by the sweep).
     /// </summary>
     private static void ValidateStage2(Claim c, string where)
@@ -283,6 +286,7 @@ internal sealed record ClaimsFile
             (c.Stage2ModelName is not null, "stage2_model_name"), (c.Stage2ModelEnv is not null, "stage2_model_env"),
             (c.Stage2ModelDir is not null, "stage2_model_dir"), (c.Stage2Steps is not null, "stage2_steps"),
             (c.Stage2Guidance is not null, "stage2_guidance"), (c.Stage2NoiseLevel is not null, "stage2_noise_level"),
+            (c.Stage2Scheduler is not null, "stage2_scheduler"),
         }.Where(x => x.Item1).Select(x => x.Item2).ToList();
         if (given.Count == 0) return;
         if (c.Model != "if")
@@ -292,6 +296,11 @@ internal sealed record ClaimsFile
         if (c.Stage2Steps is <= 0) throw new LensException($"{where}: stage2_steps must be positive");
         if (c.Stage2Guidance is { } g && !double.IsFinite(g)) throw new LensException($"{where}: stage2_guidance must be a number");
         if (c.Stage2NoiseLevel is < 0) throw new LensException($"{where}: stage2_noise_level must be at least 0");
+        if (c.Stage2Scheduler is { } sched)
+        {
+            try { Schedulers.Scheduler.ResolveClassName(sched); }
+            catch (LensException e) { throw new LensException($"{where}: stage2_scheduler: {e.Message}"); }
+        }
     }
 
     /// <summary>The claim's stage II folder (null, null without a stage II): the stage2_model_env variable if set, else

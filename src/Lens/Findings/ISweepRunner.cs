@@ -33,6 +33,8 @@ internal sealed record SweepRequest
     public int? Stage2Steps { get; init; }
     public double? Stage2Guidance { get; init; }
     public int? NoiseLevel { get; init; }
+    /// <summary>stage II's denoising scheduler instead of its own (a class name or alias); null: its own</summary>
+    public string? Stage2Scheduler { get; init; }
     /// <summary>the folder to write layer-XX.png (and grid/manifest) into</summary>
     public required string OutDir { get; init; }
 

@@ -13,7 +13,7 @@ internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
 {
     private (string Dir, string Device, string DType, string? Variant, string? Scheduler)? _key;
     private LensPipeline? _pipe;
-    private (string Dir, string Device, string DType, string? Variant)? _key2;
+    private (string Dir, string Device, string DType, string? Variant, string? Scheduler)? _key2;
     private IFSuperResolutionPipeline? _stage2;
     private readonly Action<string>? _log;
 
@@ -63,6 +63,7 @@ internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
             Stage2Steps = request.Stage2Steps,
             Stage2Guidance = request.Stage2Guidance,
             NoiseLevel = request.NoiseLevel,
+            Stage2Scheduler = request.Stage2Scheduler,
             OutDir = request.OutDir,
         }, _log, stage2);
         return new SweepOutput
@@ -83,12 +84,12 @@ internal sealed class LensSweepRunner : ISweepRunner, IModelHasher, IDisposable
             (_stage2, _key2) = (null, null);
             return null;
         }
-        var key = (Path.GetFullPath(request.Stage2Dir), request.Device, request.DType, request.Variant);
+        var key = (Path.GetFullPath(request.Stage2Dir), request.Device, request.DType, request.Variant, request.Stage2Scheduler);
         if (_stage2 is not null && _key2 == key) return _stage2;
         _stage2?.Dispose();
         (_stage2, _key2) = (null, null);
         _log?.Invoke($"loading stage II {request.Stage2Dir} ({request.DType} on {request.Device})");
-        _stage2 = IFSuperResolutionPipeline.Load(request.Stage2Dir, request.Device, request.DType, request.Variant);
+        _stage2 = IFSuperResolutionPipeline.Load(request.Stage2Dir, request.Device, request.DType, request.Variant, request.Stage2Scheduler);
         _key2 = key;
         Loads++;
         return _stage2;

@@ -34,8 +34,27 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
     /// <summary>image_noising_scheduler/scheduler_config.json: the DDPM schedule whose add_noise noises the upscaled image.</summary>
     public required DiffusersConfig ImageNoisingSchedulerConfig { get; init; }
 
+    /// <summary>
+    /// The denoising scheduler class chosen instead of the folder's own (<c>--stage2-scheduler</c>), built from its
+    /// scheduler config as diffusers' <c>SchedulerClass.from_config(stage2.scheduler.config)</c>; null: the folder's own
+    /// (IF-II-L: DDPMScheduler). The image noising scheduler is never replaced (diffusers' pipelines keep it too).
+    /// </summary>
+    public string? SchedulerClass { get; private init; }
+
     public string PipelineName => ClassName;
-    public string SchedulerName => SchedulerConfig.Str("_class_name", "?");
+    /// <summary>The diffusers class name of the denoising scheduler stage II runs.</summary>
+    public string SchedulerName => SchedulerClass ?? SchedulerConfig.Str("_class_name", "?");
+
+    /// <summary>A new denoising scheduler of the stage's class and config (one per call, as its state is per run).</summary>
+    internal Scheduler CreateScheduler() => Scheduler.FromConfig(SchedulerConfig, SchedulerClass);
+
+    /// <summary>The configuration stage II's denoising scheduler runs with (<see cref="Scheduler.EffectiveConfig"/>).</summary>
+    internal SortedDictionary<string, System.Text.Json.Nodes.JsonNode?> SchedulerEffectiveConfig()
+    {
+        using var s = CreateScheduler();
+        return new SortedDictionary<string, System.Text.Json.Nodes.JsonNode?>(
+            s.EffectiveConfig.ToDictionary(kv => kv.Key, kv => kv.Value?.DeepClone()), StringComparer.Ordinal);
+    }
     /// <summary>The noising schedule's num_train_timesteps: a noise level must lie in [0, this).</summary>
     public int NoiseLevelLimit => ImageNoisingSchedulerConfig.Int("num_train_timesteps", 1000);
     /// <summary>Channels of the image being denoised (diffusers: unet.config.in_channels // 2).</summary>
@@ -51,9 +70,12 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
     /// Checks a super-resolution folder from its config files alone (no weights read): model_index.json names an
     /// IFSuperResolutionPipeline; its unet config builds here on the meta device (<see cref="UNet2DConditionModel"/>
     /// rejects what it does not implement), takes an even number of input channels and a timestep class embedding; its scheduler and image_noising_scheduler
-    /// are supported DDPM-family configs. Returns the index.
+    /// are supported DDPM-family configs, and the scheduler class chosen instead of its own, if any, can run it
+    /// (<see cref="CheckScheduler"/>). Returns the index.
     /// </summary>
-    public static Stage2Config Validate(string modelDir)
+    /// <param name="schedulerClass">a diffusers scheduler class name (<see cref="Scheduler.ResolveClassName"/>) to run
+    /// instead of the folder's own; null: its own</param>
+    public static Stage2Config Validate(string modelDir, string? schedulerClass = null)
     {
         var index = ModelIndex.Load(modelDir);
         var mi = Path.Combine(modelDir, "model_index.json");
@@ -76,7 +98,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
             throw new LensException($"{unet.Path}: in_channels = {inChannels}; a super-resolution UNet takes the noisy image and the upscaled image concatenated (an even number, 6 for IF-II)");
         if (unet.StrOrNull("class_embed_type") != "timestep")
             throw new LensException($"{unet.Path}: 'class_embed_type' = {unet.StrOrNull("class_embed_type") ?? "null"}; IF's super-resolution UNet takes the noise level through class_embed_type timestep");
-        using (Scheduler.FromConfig(LoadConfig(index, "scheduler"))) { }
+        CheckScheduler(LoadConfig(index, "scheduler"), schedulerClass);
         var noising = LoadConfig(index, "image_noising_scheduler");
         using (new DDPMScheduler(noising)) { }
         return new Stage2Config(index, inChannels / 2, sizeMultiple, sampleSize, encoderDim, noising.Int("num_train_timesteps", 1000));
@@ -88,14 +110,32 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
     /// <param name="NoiseLevelLimit">the image noising scheduler's num_train_timesteps</param>
     public sealed record Stage2Config(ModelIndex Index, int ImageChannels, int SizeMultiple, int? SampleSize, int EncoderDim, int NoiseLevelLimit);
 
+    /// <summary>
+    /// Builds stage II's denoising scheduler once (the folder's own, or <paramref name="schedulerClass"/> from its
+    /// config) to validate it, and refuses a class that cannot take IF's predicted variance. diffusers'
+    /// <c>from_config</c> keeps the config's variance_type (learned_range for IF-II-L) in every class's config, so
+    /// pipeline_if_superresolution.py hands the step the 6-channel prediction; DDPMScheduler and
+    /// DPMSolverMultistepScheduler use or drop the variance channels, DDIM, Euler and PNDM fail on the shape.
+    /// </summary>
+    internal static void CheckScheduler(DiffusersConfig cfg, string? schedulerClass)
+    {
+        using var check = Scheduler.FromConfig(cfg, schedulerClass);
+        if (IFPipeline.HasLearnedVariance(cfg) && check.ClassName is not ("DDPMScheduler" or "DPMSolverMultistepScheduler"))
+            throw new LensException($"--stage2-scheduler {check.ClassName} cannot run this IF stage II: its scheduler config has variance_type '{cfg.Str("variance_type")}', so the pipeline passes the predicted variance to the step, which only DDPMScheduler and DPMSolverMultistepScheduler take (diffusers fails the same way)");
+    }
+
     private static DiffusersConfig LoadConfig(ModelIndex index, string component) =>
         DiffusersConfig.Load(Path.Combine(index.Require(component), "scheduler_config.json"));
 
     /// <summary>Loads the UNet (strict key-for-key) and the two scheduler configs; the text encoder is never loaded.</summary>
     /// <param name="variant">weights variant, as for <see cref="LensPipeline.Load"/></param>
-    public static IFSuperResolutionPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
+    /// <param name="scheduler">the denoising scheduler to run instead of the folder's own (a class name or alias, as
+    /// <c>--stage2-scheduler</c>); null: its own</param>
+    public static IFSuperResolutionPipeline Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null,
+        string? scheduler = null)
     {
-        var index = Validate(modelDir).Index;
+        var schedulerClass = scheduler is null ? null : Scheduler.ResolveClassName(scheduler);
+        var index = Validate(modelDir, schedulerClass).Index;
         var dev = LensPipeline.ParseDevice(device);
         var dt = LensPipeline.ParseDType(dtype);
         var unetDir = index.Require("unet");
@@ -107,6 +147,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
             Device = dev,
             DType = dt,
             SchedulerConfig = LoadConfig(index, "scheduler"),
+            SchedulerClass = schedulerClass,
             ImageNoisingSchedulerConfig = LoadConfig(index, "image_noising_scheduler"),
             UNet = ComponentLoader.LoadUNet(unetDir, dev, dt, unetVariant),
         };
@@ -220,7 +261,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         CheckOptions(o);
         using var noGrad = torch.no_grad();
         using var outer = NewDisposeScope();
-        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        using var scheduler = CreateScheduler();
         scheduler.SetTimesteps(o.Steps);
         var plan = generators.Count == 1
             ? NoisePlan.Shared(generators[0], n, conditional.Count)
@@ -261,7 +302,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
     {
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
-        using var scheduler = Scheduler.FromConfig(SchedulerConfig);
+        using var scheduler = CreateScheduler();
         scheduler.SetTimesteps(o.Steps);
         var shape = new long[] { images, ImageChannels, o.Height, o.Width };
         torch.randn(shape, dtype: DType, device: torch.CPU, generator: generator); // the intermediate images
@@ -314,7 +355,7 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         var before = GpuMemory.Query();
         using (var scope = NewDisposeScope())
         using (torch.no_grad())
-        using (var scheduler = Scheduler.FromConfig(SchedulerConfig))
+        using (var scheduler = CreateScheduler())
         {
             scheduler.SetTimesteps(o.Steps);
             var sample = torch.zeros(new long[] { 1, ImageChannels, o.Height, o.Width }, dtype: DType, device: Device);

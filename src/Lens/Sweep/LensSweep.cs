@@ -49,6 +49,7 @@ public static class LensSweep
     public static void Validate(SweepOptions o)
     {
         if (o.Scheduler is not null) Schedulers.Scheduler.ResolveClassName(o.Scheduler); // a typo fails before the model is read
+        if (o.Stage2Scheduler is not null) ResolveStage2Scheduler(o.Stage2Scheduler);
         LayerNumbering.Check(o.LayerNumbering);
         var index = ModelIndex.Load(o.ModelDir);
         bool isIf = index.ClassName == "IFPipeline";
@@ -137,14 +138,14 @@ public static class LensSweep
     {
         if (o.Stage2Dir is null)
         {
-            var given = new[] { (o.Stage2Steps is not null, "--stage2-steps"), (o.Stage2Guidance is not null, "--stage2-guidance"), (o.NoiseLevel is not null, "--noise-level") }
+            var given = new[] { (o.Stage2Steps is not null, "--stage2-steps"), (o.Stage2Guidance is not null, "--stage2-guidance"), (o.NoiseLevel is not null, "--noise-level"), (o.Stage2Scheduler is not null, "--stage2-scheduler") }
                 .Where(x => x.Item1).Select(x => x.Item2).ToList();
             if (given.Count > 0) throw new LensException($"{string.Join(", ", given)} appl{(given.Count == 1 ? "ies" : "y")} to a DeepFloyd IF stage II only: pass the super-resolution model with --stage2");
             return;
         }
         if (index.ClassName != "IFPipeline")
             throw new LensException($"--stage2 applies to DeepFloyd IF stage I models (IFPipeline) only; {o.ModelDir} is a {index.ClassName}");
-        var s2 = IFSuperResolutionPipeline.Validate(o.Stage2Dir);
+        var s2 = IFSuperResolutionPipeline.Validate(o.Stage2Dir, o.Stage2Scheduler is null ? null : ResolveStage2Scheduler(o.Stage2Scheduler));
         var unet1 = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         int channels1 = unet1.Int("in_channels", 4);
         if (s2.ImageChannels != channels1)
@@ -161,11 +162,18 @@ public static class LensSweep
             throw new LensException($"--stage2 {o.Stage2Dir}: its sample_size {size} is not a multiple of {s2.SizeMultiple}, which this IF UNet needs");
     }
 
+    /// <summary>A --stage2-scheduler name to its diffusers class; an unknown name fails naming the option.</summary>
+    internal static string ResolveStage2Scheduler(string name)
+    {
+        try { return Schedulers.Scheduler.ResolveClassName(name); }
+        catch (LensException e) { throw new LensException($"--stage2-scheduler: {e.Message}"); }
+    }
+
     private static IFSuperResolutionPipeline LoadStage2(SweepOptions o, Action<string>? log)
     {
         var sw = Stopwatch.StartNew();
         log?.Invoke($"loading stage II {o.Stage2Dir} ({o.DType} on {o.Device}) ...");
-        var stage2 = IFSuperResolutionPipeline.Load(o.Stage2Dir!, o.Device, o.DType, o.Variant);
+        var stage2 = IFSuperResolutionPipeline.Load(o.Stage2Dir!, o.Device, o.DType, o.Variant, o.Stage2Scheduler);
         if (stage2.Device.type == DeviceType.CUDA) torch.cuda.synchronize(stage2.Device);
         log?.Invoke($"loaded stage II in {sw.Elapsed.TotalSeconds:F1} s");
         return stage2;
@@ -198,6 +206,10 @@ public static class LensSweep
         if (o.Stage2Dir is null && stage2 is not null) throw new ArgumentException("a stage II was given but the options name none", nameof(stage2));
         if (stage2 is not null && pipe is not IFPipeline)
             throw new LensException($"--stage2 applies to DeepFloyd IF stage I models (IFPipeline) only; {o.ModelDir} is a {pipe.PipelineName}");
+        if (stage2 is not null && (o.Stage2Scheduler is null ? stage2.SchedulerClass is not null : ResolveStage2Scheduler(o.Stage2Scheduler) != stage2.SchedulerName))
+            throw new LensException($"the stage II was loaded with {stage2.SchedulerName}, not the requested --stage2-scheduler {o.Stage2Scheduler ?? "(its own)"}");
+        if (stage2 is null && o.Stage2Scheduler is not null)
+            throw new LensException("--stage2-scheduler applies to a DeepFloyd IF stage II only: pass the super-resolution model with --stage2");
         var total = Stopwatch.StartNew();
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
@@ -446,6 +458,7 @@ public static class LensSweep
                 Model = Path.GetFullPath(stage2.ModelDir),
                 Pipeline = stage2.PipelineName,
                 Scheduler = stage2.SchedulerName,
+                SchedulerConfig = stage2.SchedulerEffectiveConfig(),
                 Steps = gen2!.Steps,
                 UnetCallsPerImage = stage2Calls,
                 Guidance = gen2.Guidance,

@@ -143,7 +143,10 @@ internal sealed record Stage2Manifest
 {
     public required string Model { get; init; }
     public required string Pipeline { get; init; }
+    /// <summary>The denoising scheduler's class: the folder's own (IF-II-L: DDPMScheduler) or <c>--stage2-scheduler</c>'s.</summary>
     public required string Scheduler { get; init; }
+    /// <summary>Its effective options (each from the folder's scheduler_config.json, else the class's diffusers default).</summary>
+    public SortedDictionary<string, System.Text.Json.Nodes.JsonNode?>? SchedulerConfig { get; init; }
     public required int Steps { get; init; }
     public required int UnetCallsPerImage { get; init; }
     public required double Guidance { get; init; }

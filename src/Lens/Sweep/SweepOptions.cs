@@ -90,6 +90,15 @@ public sealed record SweepOptions
     public double? Stage2Guidance { get; init; }
     /// <summary>Stage II noise level of the upscaled image, in [0, the image noising scheduler's num_train_timesteps) (null: 250).</summary>
     public int? NoiseLevel { get; init; }
+    /// <summary>
+    /// Stage II's denoising scheduler instead of the folder's own (a class name or alias, as <see cref="Scheduler"/>),
+    /// built from stage II's scheduler config as diffusers' <c>from_config</c>; null: its own (IF-II-L: DDPMScheduler).
+    /// <see cref="Scheduler"/> applies to stage I only, as in the paper's code (<c>pipe.scheduler =
+    /// DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)</c> on the IF-I pipeline, IF-II-L left as loaded)
+    /// and diffusers (each pipeline has its own scheduler). With IF's learned variance only DDPMScheduler and
+    /// DPMSolverMultistepScheduler can run (diffusers' DDIM, Euler and PNDM steps fail on the predicted variance).
+    /// </summary>
+    public string? Stage2Scheduler { get; init; }
 }
 
 /// <summary>What a sweep wrote.</summary>

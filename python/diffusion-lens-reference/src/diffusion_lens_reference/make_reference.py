@@ -51,6 +51,16 @@ Modes:
 
          python fixtures/make_reference.py if2 --seeds
 
+         --schedulers records instead, from the committed if2-tiny and if-tiny-b (nothing is built), the two-stage lens
+         sweep of a few layers with stage I and/or stage II under DPMSolverMultistepScheduler (built with from_config,
+         as a user switches them; the paper's code switched stage I only) under both seed policies, into
+         fixtures/references-if2-schedulers/<dpm++|ddpm>-<dpm++|ddpm>-<reseed|continue>/ (stage I's scheduler, stage
+         II's; both stages' timesteps and effective configs, every layer's stage II and stage I PNG), and into
+         rejected.json what diffusers does with DDIM, Euler and PNDM on either stage (their step fails on IF's
+         predicted variance) (Stage2SchedulerParityTests):
+
+         python fixtures/make_reference.py if2 --schedulers
+
   sd2    Builds a tiny random-weight SD 2.x-style pipeline under fixtures/models/sd2-tiny (gelu CLIP text encoder, a
          tokenizer that pads with "!" as SD 2's does, UNet with linear projections, per-block head counts and upcast
          attention, SD 2.1's own scheduler file: DDIM with v_prediction) and records, on the CPU in float32, its full
@@ -1034,11 +1044,173 @@ def record_if2_seeds(stage1, stage2, out_dir: Path, model_entry: dict, stage1_en
     print(f"  {out_dir}: runs {summary}")
 
 
+# stage I and stage II under other schedulers (issue #8: the paper ran IF under DPMSolverMultistepScheduler). Each
+# pair is (stage I's, stage II's) scheduler class; None: the pipeline's own (DDPMScheduler), the others are built with
+# SchedulerClass.from_config(pipe.scheduler.config) as a user switches them. (own, own) is recorded by `if2` and
+# `if2 --seeds` already. The paper's code switched stage I only (main_sd.py: pipe.scheduler = DPMSolverMultistepScheduler
+# .from_config(pipe.scheduler.config) on the IFPipeline; the IFSuperResolutionPipeline kept its own DDPMScheduler).
+IF2_SCHEDULER_PAIRS = (
+    ("DPMSolverMultistepScheduler", None),
+    ("DPMSolverMultistepScheduler", "DPMSolverMultistepScheduler"),
+    (None, "DPMSolverMultistepScheduler"),
+)
+IF2_SCHEDULER_POLICIES = ("reseed", "continue")
+# lens sweep --scheduler / --stage2-scheduler aliases, used in the folder names (<stage I>-<stage II>-<policy>)
+SCHEDULER_ALIASES = {"DDPMScheduler": "ddpm", "DPMSolverMultistepScheduler": "dpm++", "DDIMScheduler": "ddim",
+                     "EulerDiscreteScheduler": "euler", "PNDMScheduler": "pndm"}
+# classes whose step cannot take IF's predicted variance: from_config keeps the config's variance_type (learned_range)
+# in the new scheduler's config, so the IF pipelines hand step() the 6-channel prediction; recorded as diffusers' error
+IF2_SCHEDULER_REJECTED = ("DDIMScheduler", "EulerDiscreteScheduler", "PNDMScheduler")
+IF2_PROBE_STEPS = 10
+IF2_SCHEDULER_CASE = dict(
+    name="if2-tiny", seed=13, steps=4, guidance=4.0, height=24, width=24, negative_prompt="blurry", clean_caption=False,
+    layers=[0, 2, 3], stage2=dict(steps=3, guidance=5.0, noise_level=300),
+)
+
+
+def effective_scheduler_config(scheduler) -> dict:
+    """The scheduler's config as diffusers holds it (its __init__ arguments and the keys kept from the file), JSON-safe."""
+    return {k: json_safe(v) for k, v in dict(scheduler.config).items() if not k.startswith("_")}
+
+
+@torch.no_grad()
+def record_if2_schedulers_case(stage1, stage2, own1, own2, cls1: str | None, cls2: str | None, policy: str, out_dir: Path,
+                               model_entry: dict, stage1_entry: dict, case: dict) -> None:
+    """One two-stage lens sweep as the serial Diffusion Lens loop runs it, stage I's scheduler `cls1` and stage II's `cls2`
+    (None: the pipeline's own `own1` / `own2`, the DDPMScheduler objects it was loaded with), under one seed policy. For
+    each layer in order: stage I IFPipeline(prompt_embeds=lens[L], negative_prompt_embeds=neg, generator=g,
+    output_type="pt"), then stage II IFSuperResolutionPipeline(image=that image, the same embeddings, generator=g);
+    reseed: g seeded anew for every layer; continue: ONE generator seeded once, consumed by layer L's stage I call, its
+    stage II call, then layer L+1's. Records both stages' timesteps and effective scheduler configs, and every layer's
+    stage II image and the stage I image it upscaled as PNGs (diffusers' numpy_to_pil rounding)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage1.scheduler = getattr(diffusers, cls1).from_config(own1.config) if cls1 else own1
+    stage2.scheduler = getattr(diffusers, cls2).from_config(own2.config) if cls2 else own2
+    clean, negative_prompt, seed, s2 = case["clean_caption"], case["negative_prompt"], case["seed"], case["stage2"]
+    text, _, _, lens = if_encode(stage1, LENS_PROMPT, clean, "cpu")
+    _, _, _, neg_lens = if_encode(stage1, negative_prompt, clean, "cpu")
+    neg = neg_lens[-1]
+    tensors = {}
+    stage1.scheduler.set_timesteps(case["steps"])
+    tensors["stage1.timesteps"] = stage1.scheduler.timesteps.clone()
+    stage2.scheduler.set_timesteps(s2["steps"])
+    tensors["stage2.timesteps"] = stage2.scheduler.timesteps.clone()
+    layer_files, stage1_files = {}, {}
+    gen = torch.Generator("cpu").manual_seed(seed)
+    for L in case["layers"]:
+        if policy == "reseed":
+            gen = torch.Generator("cpu").manual_seed(seed)
+        images1 = stage1(prompt_embeds=lens[L], negative_prompt_embeds=neg, num_inference_steps=case["steps"],
+                         guidance_scale=case["guidance"], height=case["height"], width=case["width"], generator=gen,
+                         output_type="pt", clean_caption=clean).images
+        image2 = stage2(image=images1, prompt_embeds=lens[L], negative_prompt_embeds=neg,
+                        num_inference_steps=s2["steps"], guidance_scale=s2["guidance"], noise_level=s2["noise_level"],
+                        generator=gen, output_type="np").images[0]
+        stage1_np = (images1 / 2 + 0.5).clamp(0, 1).cpu().permute(0, 2, 3, 1).float().numpy()[0]
+        layer_files[str(L)] = f"layer-{L:02d}.png"
+        stage1_files[str(L)] = f"layer-{L:02d}-stage1.png"
+        save_png(to_uint8(image2), out_dir / layer_files[str(L)])
+        save_png(to_uint8(stage1_np), out_dir / stage1_files[str(L)])
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    ref = dict(
+        format=1, kind="if2-schedulers", model=model_entry, stage1=dict(stage1_entry, pipeline=type(stage1).__name__),
+        generated_by=dict(versions(), device="cpu", dtype="float32"), pipeline=type(stage2).__name__,
+        stage1_scheduler=type(stage1.scheduler).__name__, stage2_scheduler=type(stage2.scheduler).__name__,
+        stage1_scheduler_option=SCHEDULER_ALIASES[cls1] if cls1 else None,
+        stage2_scheduler_option=SCHEDULER_ALIASES[cls2] if cls2 else None,
+        stage1_scheduler_config=effective_scheduler_config(stage1.scheduler),
+        stage2_scheduler_config=effective_scheduler_config(stage2.scheduler),
+        image_noising_scheduler=type(stage2.image_noising_scheduler).__name__, seed_policy=policy,
+        prompt=LENS_PROMPT, negative_prompt=negative_prompt, clean_caption=clean, preprocessed_prompt=text, seed=seed,
+        steps=case["steps"], guidance=case["guidance"], height=case["height"], width=case["width"],
+        stage2=dict(s2, height=stage2.unet.config.sample_size, width=stage2.unet.config.sample_size),
+        num_layers=len(lens), layers=case["layers"],
+        handover="per layer: stage I output_type='pt' -> stage II image=, the same embeddings and the same generator",
+        images=dict(layers=layer_files, stage1=stage1_files), tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    stage1.scheduler, stage2.scheduler = own1, own2
+    print(f"  {out_dir}: stage I {ref['stage1_scheduler']}, stage II {ref['stage2_scheduler']}, {policy}, layers {case['layers']}")
+
+
+@torch.no_grad()
+def probe_if2_rejected(stage1, stage2, own1, own2, case: dict) -> list[dict]:
+    """What diffusers does with each IF2_SCHEDULER_REJECTED class built with from_config on either stage: one call of
+    that stage (stage II on a zero stage I image) of IF2_PROBE_STEPS steps (enough for PNDM's Runge-Kutta warm-up, whose
+    set_timesteps fails below 4 steps for another reason), the other stage untouched. Returns one row per (stage,
+    class): whether the call failed, and diffusers' error type and first message line (expected: the step's shape
+    mismatch between the 3-channel sample and the 6-channel prediction)."""
+    clean, s2 = case["clean_caption"], case["stage2"]
+    _, _, _, lens = if_encode(stage1, LENS_PROMPT, clean, "cpu")
+    _, _, _, neg_lens = if_encode(stage1, case["negative_prompt"], clean, "cpu")
+    rows = []
+    for stage, pipe, own in (("stage1", stage1, own1), ("stage2", stage2, own2)):
+        for cls in IF2_SCHEDULER_REJECTED:
+            pipe.scheduler = getattr(diffusers, cls).from_config(own.config)
+            variance_type = pipe.scheduler.config.get("variance_type")
+            g = torch.Generator("cpu").manual_seed(case["seed"])
+            try:
+                if stage == "stage1":
+                    stage1(prompt_embeds=lens[-1], negative_prompt_embeds=neg_lens[-1], num_inference_steps=IF2_PROBE_STEPS,
+                           guidance_scale=case["guidance"], height=case["height"], width=case["width"], generator=g,
+                           output_type="pt", clean_caption=clean)
+                else:
+                    image = torch.zeros(1, stage2.unet.config.in_channels // 2, case["height"], case["width"])
+                    stage2(image=image, prompt_embeds=lens[-1], negative_prompt_embeds=neg_lens[-1],
+                           num_inference_steps=IF2_PROBE_STEPS, guidance_scale=s2["guidance"], noise_level=s2["noise_level"],
+                           generator=g, output_type="np")
+                outcome = dict(failed=False, error=None, message=None)
+            except Exception as e:  # noqa: BLE001 - the failure is what is recorded
+                outcome = dict(failed=True, error=type(e).__name__, message=(str(e).splitlines() or [""])[0][:400])
+            finally:
+                pipe.scheduler = own
+            rows.append(dict(stage=stage, scheduler=cls, option=SCHEDULER_ALIASES[cls],
+                             config_variance_type=variance_type, **outcome))
+            print(f"  {stage} {cls}: " + (f"{outcome['error']}: {outcome['message']}" if outcome["failed"] else "ran"))
+    return rows
+
+
+def record_if2_schedulers(models_dir: Path, out_root: Path) -> None:
+    """Every IF2_SCHEDULER_PAIRS x IF2_SCHEDULER_POLICIES sweep of the committed if-tiny-b + if2-tiny (nothing is built)
+    into out_root/<stage I>-<stage II>-<policy>/, and diffusers' outcome with the other schedulers into
+    out_root/rejected.json (CPU float32)."""
+    case = IF2_SCHEDULER_CASE
+    name = case["name"]
+    s1name = IF2_CONFIGS[name]["stage1"]
+    s1cfg = IF_CONFIGS[s1name]
+    stage1 = load_if(models_dir / s1name, s1cfg["text_save"]["variant"])
+    stage2 = load_if2(models_dir / name)
+    own1, own2 = stage1.scheduler, stage2.scheduler
+    for own in (own1, own2):
+        if type(own).__name__ != "DDPMScheduler" or own.config.variance_type != "learned_range":
+            raise SystemExit(f"{name} / {s1name}: expected IF's DDPMScheduler with variance_type learned_range, got "
+                             f"{type(own).__name__} ({own.config.get('variance_type')})")
+    entry = dict(path=f"fixtures/models/{name}", weights_sha256=weights_sha256(models_dir / name, None))
+    entry1 = model_entry(s1name, s1cfg)
+    out_root.mkdir(parents=True, exist_ok=True)
+    for cls1, cls2 in IF2_SCHEDULER_PAIRS:
+        for policy in IF2_SCHEDULER_POLICIES:
+            folder = f"{SCHEDULER_ALIASES[cls1 or 'DDPMScheduler']}-{SCHEDULER_ALIASES[cls2 or 'DDPMScheduler']}-{policy}"
+            record_if2_schedulers_case(stage1, stage2, own1, own2, cls1, cls2, policy, out_root / folder, entry, entry1, case)
+    rows = probe_if2_rejected(stage1, stage2, own1, own2, case)
+    (out_root / "rejected.json").write_text(json.dumps(dict(
+        generated_by=dict(versions(), device="cpu", dtype="float32"), model=entry, stage1=entry1,
+        note=f"each class built with from_config(pipe.scheduler.config) on one stage, one {IF2_PROBE_STEPS}-step call of that stage; "
+             "failed: diffusers raised (error: its type, message: its first line)",
+        cases=rows), indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_root / 'rejected.json'}: {sum(r['failed'] for r in rows)} of {len(rows)} calls failed")
+
+
 def cmd_if2(args) -> None:
     """Builds fixtures/models/<name> (tiny IF stage II) and records fixtures/references/<name> on the committed stage I;
-    with --seeds, records only the seed-policy references from the committed models into <--seeds-out>/<name>."""
+    with --seeds, records only the seed-policy references from the committed models into <--seeds-out>/<name>; with
+    --schedulers, only the sweeps under other schedulers into <--schedulers-out>/ (record_if2_schedulers)."""
     torch.set_grad_enabled(False)
     models_dir, refs_dir = ROOT / "models", ROOT / "references"
+    if args.schedulers:
+        print("recording stage II references under other schedulers (if2-tiny on if-tiny-b)")
+        record_if2_schedulers(models_dir, Path(args.schedulers_out))
+        return
     if args.seeds:
         for name, case in IF2_SEED_CASES.items():
             s1name = IF2_CONFIGS[name]["stage1"]
@@ -2259,6 +2431,11 @@ def main(fixtures: Path | None = None) -> None:
     i2.add_argument("--seeds", action="store_true", help="instead: record the two-stage seed-policy references (continue "
                     "over layers, N images per layer) from the committed if2-tiny and if-tiny-b, building nothing")
     i2.add_argument("--seeds-out", default=str(ROOT / "references-seeds"), help="where --seeds writes <name>/")
+    i2.add_argument("--schedulers", action="store_true", help="instead: record two-stage lens sweeps with stage I and/or "
+                    "stage II under DPMSolverMultistepScheduler (from_config), both seed policies, and diffusers' outcome "
+                    "with DDIM/Euler/PNDM, from the committed if2-tiny and if-tiny-b, building nothing")
+    i2.add_argument("--schedulers-out", default=str(ROOT / "references-if2-schedulers"),
+                    help="where --schedulers writes <stage I>-<stage II>-<policy>/ and rejected.json")
     s2 = sub.add_parser("sd2", help="build the tiny SD 2.x-style model (fixtures/models/sd2-tiny) and record its "
                         "references: every layer (references/sd2-tiny) and a lens sweep under every scheduler and both "
                         "seed policies (references-sd2/<scheduler>-<policy>; CPU float32)")

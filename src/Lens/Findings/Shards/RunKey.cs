@@ -49,6 +49,8 @@ internal static class RunKey
             o["stage2_steps"] = claim.Stage2Steps;
             o["stage2_guidance"] = claim.Stage2Guidance?.ToString("R", CultureInfo.InvariantCulture);
             o["stage2_noise_level"] = claim.Stage2NoiseLevel;
+            // added later: present only when set, so the keys of runs recorded before it stay the same
+            if (claim.Stage2Scheduler is not null) o["stage2_scheduler"] = Schedulers.Scheduler.ResolveClassName(claim.Stage2Scheduler);
         }
         return JsonSerializer.Serialize(o);
     }
