@@ -3,7 +3,7 @@ namespace DiffusionLens.Sweep;
 /// <summary>What one lens sweep renders. Null sampling settings take the pipeline's diffusers defaults.</summary>
 public sealed record SweepOptions
 {
-    /// <summary>A diffusers folder (StableDiffusionPipeline or IFPipeline in model_index.json).</summary>
+    /// <summary>A diffusers folder (StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline or FluxPipeline in model_index.json).</summary>
     public required string ModelDir { get; init; }
     /// <summary>The prompt.</summary>
     public required string Prompt { get; init; }
@@ -66,6 +66,11 @@ public sealed record SweepOptions
     /// other pipeline rejects a value.
     /// </summary>
     public bool? LensLayerNorm { get; init; }
+    /// <summary>
+    /// FLUX only (<c>--max-sequence-length N</c>): T5's padding/truncation length, diffusers' max_sequence_length
+    /// (1..512); null: FluxPipeline's default 512. Any other pipeline rejects a value.
+    /// </summary>
+    public int? MaxSequenceLength { get; init; }
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
 
