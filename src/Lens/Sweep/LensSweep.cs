@@ -149,7 +149,13 @@ public static class LensSweep
     private static void CheckStepCount(DiffusersConfig schedulerConfig, string? schedulerClass, int steps)
     {
         using var scheduler = Schedulers.Scheduler.FromConfig(schedulerConfig, schedulerClass);
-        try { scheduler.SetTimesteps(steps); }
+        try
+        {
+            // FLUX's schedule is the pipeline's (its sigmas and a mu from the image size, here the base size's)
+            if (scheduler is Schedulers.FlowMatchEulerDiscreteScheduler flow)
+                flow.SetSigmas(Schedulers.FlowMatchEulerDiscreteScheduler.PipelineSigmas(steps), flow.CalculateShift(flow.BaseImageSeqLen));
+            else scheduler.SetTimesteps(steps);
+        }
         catch (Exception e) when (e is not LensException)
         {
             throw new LensException($"--steps {steps}: {scheduler.GetType().Name} cannot make a schedule of {steps} steps from {scheduler.NumTrainTimesteps} training timesteps ({e.Message})");

@@ -52,7 +52,8 @@ internal sealed class FluxAttention : nn.Module
         RegisterComponents();
     }
 
-    private Tensor Heads(Tensor x) => x.unflatten(-1, new long[] { -1, HeadDim });
+    /// <summary>[B, S, H * D] -&gt; [B, S, H, D] (diffusers' unflatten(-1, (-1, head_dim))).</summary>
+    private Tensor Heads(Tensor x) => x.view(x.shape[0], x.shape[1], -1, HeadDim);
 
     /// <summary>
     /// The processor: returns (hidden output, context output); the context output is null without
