@@ -120,7 +120,7 @@ public static class LensSweep
 
     /// <summary>
     /// FLUX's own options and limits: --max-sequence-length applies to FLUX only (1..512); FLUX takes no negative prompt
-    /// (it runs no classifier-free guidance).
+    /// (it runs no classifier-free guidance) and no --clean-caption (IF's).
     /// </summary>
     private static void CheckFluxOptions(SweepOptions o, string pipelineClass)
     {
@@ -130,6 +130,7 @@ public static class LensSweep
             if (!isFlux) throw new LensException($"--max-sequence-length applies to FLUX models (FluxPipeline) only; {o.ModelDir} is a {pipelineClass}");
             FluxPipeline.CheckMaxSequenceLength(n);
         }
+        if (isFlux && o.CleanCaption is not null) throw new LensException("--clean-caption applies to DeepFloyd IF models only");
         if (isFlux && o.NegativePrompt.Length != 0)
             throw new LensException("--negative-prompt does not apply to FLUX models: FluxPipeline guides with an embedded guidance value, not with a negative prompt (true classifier-free guidance is not supported here)");
     }
