@@ -68,7 +68,7 @@ public class SdxlParityTests(ITestOutputHelper output)
         // an empty negative prompt: zeros (force_zeros_for_empty_prompt), exactly
         using (var zero = pipe.Unconditional("", null))
         {
-            var (p, q) = SdxlConditioning.Unpack(zero, pipe.PromptDim);
+            var (p, q) = PooledConditioning.Unpack(zero, pipe.PromptDim);
             using var ep = r.Read("negative_zero.prompt_embeds");
             using var eq = r.Read("negative_zero.pooled");
             Assert.True(ReferenceData.Identical(p, ep) && ReferenceData.Identical(q, eq), "the empty negative prompt's conditioning is not diffusers' zeros");
@@ -76,7 +76,7 @@ public class SdxlParityTests(ITestOutputHelper output)
         // a non-empty one: both encoders, penultimate states concatenated, text_encoder_2's pooled embeddings
         using (var neg = pipe.Unconditional(r.Json["negative_prompt_recorded"]!.GetValue<string>(), null))
         {
-            var (p, q) = SdxlConditioning.Unpack(neg, pipe.PromptDim);
+            var (p, q) = PooledConditioning.Unpack(neg, pipe.PromptDim);
             r.AssertMatches("negative.prompt_embeds", p, output, rowDim: 1);
             r.AssertMatches("negative.pooled", q, output);
         }
@@ -95,7 +95,7 @@ public class SdxlParityTests(ITestOutputHelper output)
         {
             using var scope = NewDisposeScope();
             var cond = pipe.LensEmbedding(prompt, LayerNumbering.Lens, l);
-            var (p, q) = SdxlConditioning.Unpack(cond, pipe.PromptDim);
+            var (p, q) = PooledConditioning.Unpack(cond, pipe.PromptDim);
             r.AssertMatches($"{variant}.{l}.prompt_embeds", p, output, rowDim: 1);
             r.AssertMatches($"{variant}.{l}.pooled", q, output);
             using var g = new Generator((ulong)r.Seed);

@@ -125,7 +125,7 @@ public class SdxlSmokeTests
             using var o2 = pipe.Clip2.Encode(ids2);
             var ids1 = torch.tensor(pipe.Tokenizer1.Encode("").InputIds).unsqueeze(0);
             using var o1 = pipe.Clip.Encode(ids1);
-            var stock = SdxlConditioning.Pack(torch.cat(new[] { o1.Hidden[^2], o2.Hidden[^2] }, -1), pipe.Clip2.Pooled(o2.LastHiddenState, ids2));
+            var stock = PooledConditioning.Pack(torch.cat(new[] { o1.Hidden[^2], o2.Hidden[^2] }, -1), pipe.Clip2.Pooled(o2.LastHiddenState, ids2));
             Assert.True(torch.allclose(lensed, stock, rtol: 1e-5, atol: 1e-6), "lens layer N-2 without the norm is not the stock conditioning");
 
             pipe.LensLayerNorm = true;

@@ -184,9 +184,9 @@ public class SdxlUnitTests
         using var scope = NewDisposeScope();
         var prompt = torch.randn(3, 5, 40);
         var pooled = torch.randn(3, 8);
-        var packed = SdxlConditioning.Pack(prompt, pooled);
+        var packed = PooledConditioning.Pack(prompt, pooled);
         Assert.Equal(new long[] { 3, 5, 48 }, packed.shape);
-        var (p, q) = SdxlConditioning.Unpack(packed, 40);
+        var (p, q) = PooledConditioning.Unpack(packed, 40);
         Assert.True(ReferenceData.Identical(p, prompt));
         Assert.True(ReferenceData.Identical(q, pooled));
     }

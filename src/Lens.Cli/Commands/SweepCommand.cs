@@ -14,10 +14,12 @@ internal sealed class SweepCommand : ICommand
                                  (default: the embedded tiny SD model)
           --revision REV         Hub branch, tag or commit of a Hub id (default main)
           --prompt TEXT          the prompt
-          --negative-prompt TEXT unconditional prompt, encoded at full depth (default "")
+          --negative-prompt TEXT unconditional prompt, encoded at full depth (default ""; FLUX takes none)
           --seed N               seed of the CPU generator the initial noise is drawn from (default 17)
-          --steps N              inference steps (default: the pipeline's, 50 for SD and SDXL, 100 for IF)
-          --guidance X           classifier-free guidance scale (default 7.5 for SD, 5.0 for SDXL, 7.0 for IF)
+          --steps N              inference steps (default: the pipeline's, 50 for SD and SDXL, 100 for IF, 28 for FLUX)
+          --guidance X           classifier-free guidance scale (default 7.5 for SD, 5.0 for SDXL, 7.0 for IF; FLUX:
+                                 the embedded guidance of a guidance_embeds transformer, default 3.5, unused by
+                                 FLUX.1-schnell)
           --height N --width N   image size (default: the model's sample size)
           --layers SPEC          all | 0,3,5 | 0:12:2 (start:stop:step, stop exclusive)   (default all)
           --layer-numbering N    lens: layers 0..N-1, layer L = the output of encoder layer L (layer-XX.png);
@@ -39,6 +41,8 @@ internal sealed class SweepCommand : ICommand
           --lens-layer-norm on|off  Stable Diffusion XL only: the layer output that replaces text_encoder_2's
                                  penultimate output passes through its final layer norm (on, the nnsight tutorial's
                                  default) or not (off); lens layers are 0..N-2 (default on)
+          --max-sequence-length N  FLUX only: T5's padding/truncation length, diffusers' max_sequence_length (1..512,
+                                 default 512)
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
@@ -78,7 +82,7 @@ internal sealed class SweepCommand : ICommand
     {
         var a = CliArgs.Parse(Name, args,
             new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "layer-numbering", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
-                "lens-layer-norm", "batch-invariant", "stage2", "stage2-steps", "stage2-guidance", "noise-level", "stage2-scheduler" },
+                "lens-layer-norm", "batch-invariant", "max-sequence-length", "stage2", "stage2-steps", "stage2-guidance", "noise-level", "stage2-scheduler" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
@@ -120,6 +124,7 @@ internal sealed class SweepCommand : ICommand
                 "off" => false,
                 var v => throw new LensException($"--batch-invariant must be on or off (got '{v}')"),
             },
+            MaxSequenceLength = a.IntOrNull("max-sequence-length"),
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,
             SeedPolicy = a.Get("seed-policy", "reseed"),

@@ -120,10 +120,14 @@ public abstract class DenoisingPipeline : IDisposable
     private protected Tensor BatchEmbeds(IReadOnlyList<Tensor> conditional, Tensor unconditional, double guidance)
     {
         var cond = torch.cat(conditional.Select(c => c.to(DType, Device)).ToList(), 0);
-        return LensPipeline.UsesGuidance(guidance)
+        return RunsClassifierFreeGuidance(guidance)
             ? torch.cat(new[] { unconditional.to(DType, Device).expand(conditional.Count, -1, -1), cond }, 0)
             : cond;
     }
+
+    /// <summary>Whether a guidance scale makes this pipeline run classifier-free guidance (rows [uncond, cond]):
+    /// <see cref="LensPipeline.UsesGuidance"/> (scale above 1); never for FLUX, whose guidance is an embedded value.</summary>
+    internal virtual bool RunsClassifierFreeGuidance(double guidance) => LensPipeline.UsesGuidance(guidance);
 
     /// <summary>
     /// Noise as diffusers' randn_tensor draws it from a CPU generator: on the CPU in the pipeline's dtype, then

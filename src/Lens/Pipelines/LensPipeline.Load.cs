@@ -20,6 +20,7 @@ public abstract partial class LensPipeline
         {
             "IFPipeline" => IFPipeline.Load(index, dev, dt, variant, schedulerClass),
             "StableDiffusionXLPipeline" => StableDiffusionXLPipeline.Load(index, dev, dt, variant, schedulerClass),
+            FluxPipeline.ClassName => FluxPipeline.Load(index, dev, dt, variant, schedulerClass),
             _ => StableDiffusionPipeline.Load(index, dev, dt, variant, schedulerClass),
         };
         pipe.Variant = variant;
@@ -31,12 +32,16 @@ public abstract partial class LensPipeline
         return pipe;
     }
 
+    /// <summary>The pipeline classes this library runs, for messages.</summary>
+    internal const string SupportedPipelines = "StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline, FluxPipeline";
+
     /// <summary>The weighted components a pipeline class loads; throws for an unsupported class.</summary>
     internal static string[] PipelineComponents(ModelIndex index) => index.ClassName switch
     {
         "StableDiffusionPipeline" => new[] { "text_encoder", "unet", "vae" },
         "StableDiffusionXLPipeline" => new[] { "text_encoder", "text_encoder_2", "unet", "vae" },
         "IFPipeline" => new[] { "text_encoder", "unet" },
-        _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline"),
+        FluxPipeline.ClassName => new[] { "text_encoder", "text_encoder_2", "transformer", "vae" },
+        _ => throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: {SupportedPipelines}"),
     };
 }

@@ -24,7 +24,7 @@ public abstract partial class LensPipeline
         using (torch.no_grad())
         using (var scheduler = CreateScheduler())
         {
-            scheduler.SetTimesteps(o.Steps);
+            SetTimesteps(scheduler, o);
             var sample = torch.zeros(shape, dtype: DType, device: Device);
             var embeds = BatchEmbeds(Enumerable.Repeat(conditional, images).ToList(), unconditional, o.Guidance);
             GuidedPrediction(scheduler, sample, scheduler.Timesteps[0], embeds, o.Guidance);

@@ -57,9 +57,9 @@ public sealed record PipelineDefaults(int Steps, double Guidance, int Height, in
 public abstract partial class LensPipeline : DenoisingPipeline
 {
 
-    /// <summary>"sd", "sdxl" or "if".</summary>
+    /// <summary>"sd", "sdxl", "if" or "flux".</summary>
     public abstract string Kind { get; }
-    /// <summary>The diffusers pipeline class: "StableDiffusionPipeline", "StableDiffusionXLPipeline" or "IFPipeline".</summary>
+    /// <summary>The diffusers pipeline class: "StableDiffusionPipeline", "StableDiffusionXLPipeline", "IFPipeline" or "FluxPipeline".</summary>
     public abstract string PipelineName { get; }
     /// <summary>Steps, guidance and size diffusers would use for this model.</summary>
     public abstract PipelineDefaults Defaults { get; }
@@ -136,6 +136,11 @@ public abstract partial class LensPipeline : DenoisingPipeline
     internal static void CheckScheduler(string pipelineClass, DiffusersConfig cfg, string? schedulerClass)
     {
         using var check = Scheduler.FromConfig(cfg, schedulerClass);
+        bool flowMatch = check.ClassName == "FlowMatchEulerDiscreteScheduler";
+        if (pipelineClass == FluxPipeline.ClassName && !flowMatch)
+            throw new LensException($"scheduler {check.ClassName} cannot run a FLUX model: FluxPipeline runs FlowMatchEulerDiscreteScheduler only (its sigmas and image-size shift)");
+        if (pipelineClass != FluxPipeline.ClassName && flowMatch)
+            throw new LensException($"FlowMatchEulerDiscreteScheduler applies to FLUX models (FluxPipeline) only; this model is a {pipelineClass}");
         if (pipelineClass == "IFPipeline" && IFPipeline.HasLearnedVariance(cfg)
             && check.ClassName is not ("DDPMScheduler" or "DPMSolverMultistepScheduler"))
             throw new LensException($"scheduler {check.ClassName} cannot run this IF model: its scheduler config has variance_type '{cfg.Str("variance_type")}', so the pipeline passes the predicted variance to the step, which only DDPMScheduler and DPMSolverMultistepScheduler take (diffusers fails the same way)");
@@ -231,7 +236,7 @@ public abstract partial class LensPipeline : DenoisingPipeline
         using var outer = NewDisposeScope();
         int k = conditional.Count;
         using var scheduler = CreateScheduler();
-        scheduler.SetTimesteps(o.Steps);
+        SetTimesteps(scheduler, o);
 
         // diffusers draws a call's initial noise (and DDPM's per-step variance noise) from its CPU generator as randn of
         // the call's shape [N, ...]: one group per embedding, or one group shared by all
@@ -303,7 +308,7 @@ public abstract partial class LensPipeline : DenoisingPipeline
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
         using var scheduler = CreateScheduler();
-        scheduler.SetTimesteps(o.Steps);
+        SetTimesteps(scheduler, o);
         var shape = NoiseShape(o);
         shape[0] = o.ImagesPerPrompt;
         torch.randn(shape, dtype: DType, device: torch.CPU, generator: generator);
@@ -317,6 +322,10 @@ public abstract partial class LensPipeline : DenoisingPipeline
             scheduler.Step(prediction, t, sample, generator);
         }
     }
+
+    /// <summary>The scheduler's schedule for one generation: diffusers' <c>set_timesteps(num_inference_steps)</c>, or the
+    /// pipeline's own call (FLUX: its sigmas and the image-size shift mu).</summary>
+    private protected virtual void SetTimesteps(Scheduler scheduler, GenerationOptions o) => scheduler.SetTimesteps(o.Steps);
 
     /// <summary>Channels of the prediction a denoising step hands the scheduler (IF with a learned variance: twice the image's).</summary>
     private protected virtual int PredictionChannels(int sampleChannels) => sampleChannels;

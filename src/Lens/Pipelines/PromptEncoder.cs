@@ -26,6 +26,8 @@ internal sealed class PromptEncoder : IDisposable
     public static PromptEncoder Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
     {
         var index = ModelIndex.Load(modelDir);
+        if (index.ClassName == FluxPipeline.ClassName)
+            throw new LensException($"{modelDir} is a FluxPipeline: lens encode supports StableDiffusionPipeline and IFPipeline only (FLUX's lens is run by lens sweep)");
         if (index.ClassName == "StableDiffusionXLPipeline")
             throw new LensException($"{modelDir} is a StableDiffusionXLPipeline: lens encode supports StableDiffusionPipeline and IFPipeline only (SDXL's lens is run by lens sweep)");
         var dev = LensPipeline.ParseDevice(device);

@@ -5,7 +5,8 @@ namespace DiffusionLens.Pipelines;
 
 /// <summary>
 /// A model folder's prompt tokenization exactly as its diffusers pipeline does it: CLIP for Stable Diffusion
-/// (max_length padding/truncation), T5 for DeepFloyd IF (caption preprocessing, max_length 77, attention mask).
+/// (max_length padding/truncation), T5 for DeepFloyd IF (caption preprocessing, max_length 77, attention mask), T5
+/// (tokenizer_2) for FLUX (max_sequence_length, no attention mask given to the encoder).
 /// Loads only the tokenizer, no weights.
 /// </summary>
 internal sealed class PromptTokenizer
@@ -15,6 +16,9 @@ internal sealed class PromptTokenizer
     public string Kind { get; }
     /// <summary>Whether the text encoder is given the attention mask (IF always; SD only with use_attention_mask).</summary>
     public bool UsesAttentionMask { get; }
+
+    /// <summary>The T5 padding/truncation length: IF's 77; FLUX's max_sequence_length (set by the pipeline).</summary>
+    public int T5MaxLength { get; set; } = T5Tokenizer.IfMaxLength;
 
     /// <summary>Receives warnings (a prompt truncated at the tokenizer's max length, as diffusers warns); null: silent.</summary>
     public Action<string>? Warn { get; set; }
@@ -44,8 +48,12 @@ internal sealed class PromptTokenizer
                 return new PromptTokenizer("sdxl", ClipTokenizer.FromFolder(index.Require("tokenizer_2")), null, false);
             case "IFPipeline":
                 return new PromptTokenizer("if", null, T5Tokenizer.FromFolder(index.Require("tokenizer")), true);
+            case FluxPipeline.ClassName:
+                // the lensed encoder is text_encoder_2 (T5), called without an attention mask; no caption cleaning
+                return new PromptTokenizer("flux", null, T5Tokenizer.FromFolder(index.Require("tokenizer_2")), false)
+                    { T5MaxLength = FluxPipeline.DefaultMaxSequenceLength };
             default:
-                throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline");
+                throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(index.Folder, "model_index.json")}; supported: {LensPipeline.SupportedPipelines}");
         }
     }
 
@@ -59,9 +67,14 @@ internal sealed class PromptTokenizer
             WarnIfTruncated(_clip.Tokenize(prompt).Count, _clip.ModelMaxLength - 2, "CLIP", _clip.ModelMaxLength, prompt);
             return (ids, mask, prompt);
         }
-        // the IF pipeline's default is clean_caption=True
-        var text = CaptionCleaner.Preprocess(prompt, cleanCaption ?? true);
-        var (tids, tmask) = _t5!.Encode(text);
+        string text;
+        if (Kind == "flux")
+        {
+            if (cleanCaption is not null) throw new LensException("--clean-caption applies to DeepFloyd IF models only");
+            text = prompt; // FluxPipeline tokenizes the prompt as it is
+        }
+        else text = CaptionCleaner.Preprocess(prompt, cleanCaption ?? true); // the IF pipeline's default is clean_caption=True
+        var (tids, tmask) = _t5!.Encode(text, T5MaxLength);
         WarnIfTruncated(_t5.Tokenize(text).Count, tids.Length - 1, "T5", tids.Length, text);
         return (tids, tmask, text);
     }

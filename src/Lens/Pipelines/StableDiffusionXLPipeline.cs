@@ -114,7 +114,7 @@ internal sealed class StableDiffusionXLPipeline : LensPipeline
     /// output, or hidden state k) of a prompt whose text_encoder_2 ids are <paramref name="inputIds2"/>: x =
     /// final_layer_norm(hidden) (or hidden with <see cref="LensLayerNorm"/> off) replaces the penultimate output; prompt
     /// embeddings = [text_encoder(empty prompt).hidden_states[-2], x]; pooled = text_projection(final_layer_norm(last
-    /// layer(x))[eos]). Packed as <see cref="SdxlConditioning"/>, [1, T, D1 + D2 + P].
+    /// layer(x))[eos]). Packed as <see cref="PooledConditioning"/>, [1, T, D1 + D2 + P].
     /// </summary>
     internal Tensor LensConditioning(Tensor hidden, long[] inputIds2)
     {
@@ -126,7 +126,7 @@ internal sealed class StableDiffusionXLPipeline : LensPipeline
         var pooled = Clip2.Pooled(last, ids);
         var e1 = EmptyPromptEmbeds1();
         var prompt = torch.cat(new[] { e1, x.to(e1.dtype) }, -1);
-        return SdxlConditioning.Pack(prompt, pooled).MoveToOuterDisposeScope();
+        return PooledConditioning.Pack(prompt, pooled).MoveToOuterDisposeScope();
     }
 
     internal override Tensor LensEmbedding(PromptLayers prompt, string numbering, int index) =>
@@ -150,7 +150,7 @@ internal sealed class StableDiffusionXLPipeline : LensPipeline
         using var o2 = Clip2.Encode(ids2);
         var pooled = Clip2.Pooled(o2.LastHiddenState, ids2);
         var prompt = torch.cat(new[] { Penultimate(o1), Penultimate(o2) }, -1);
-        return SdxlConditioning.Pack(prompt, pooled).MoveToOuterDisposeScope();
+        return PooledConditioning.Pack(prompt, pooled).MoveToOuterDisposeScope();
     }
 
     private protected override long[] NoiseShape(GenerationOptions o)
@@ -188,7 +188,7 @@ internal sealed class StableDiffusionXLPipeline : LensPipeline
         using var scope = NewDisposeScope();
         using var noGrad = torch.no_grad();
         var tT = TimestepTensor(t);
-        var (promptEmbeds, textEmbeds) = SdxlConditioning.Unpack(embeds, PromptDim);
+        var (promptEmbeds, textEmbeds) = PooledConditioning.Unpack(embeds, PromptDim);
         long h = latents.shape[2] * VaeScaleFactor, w = latents.shape[3] * VaeScaleFactor;
         var timeIds = torch.tensor(new double[] { h, w, 0, 0, h, w }, dtype: ScalarType.Float64).to(DType, Device)
             .unsqueeze(0).expand(embeds.shape[0], -1).contiguous();

@@ -14,7 +14,7 @@ namespace DiffusionLens.Schedulers;
 internal abstract class Scheduler : IDisposable
 {
     public static readonly string[] SupportedClassNames =
-        { "PNDMScheduler", "DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler" };
+        { "PNDMScheduler", "DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler", "FlowMatchEulerDiscreteScheduler" };
 
     /// <summary>Short names accepted by <c>--scheduler</c>, each for a diffusers class name.</summary>
     public static readonly IReadOnlyDictionary<string, string> Aliases = new Dictionary<string, string>(StringComparer.Ordinal)
@@ -119,6 +119,19 @@ internal abstract class Scheduler : IDisposable
     }
 
     /// <summary>
+    /// A scheduler without a beta schedule (flow matching): only num_train_timesteps is read; <see cref="Betas"/> and
+    /// <see cref="AlphasCumprod"/> are empty.
+    /// </summary>
+    protected Scheduler(DiffusersConfig config)
+    {
+        NumTrainTimesteps = Opt(config, "num_train_timesteps", 1000);
+        if (NumTrainTimesteps < 1) throw new LensException($"{config.Path}: num_train_timesteps must be positive");
+        Betas = torch.empty(0, dtype: ScalarType.Float32).DetachFromDisposeScope();
+        AlphasCumprod = torch.empty(0, dtype: ScalarType.Float32).DetachFromDisposeScope();
+        Timesteps = Enumerable.Range(0, NumTrainTimesteps).Reverse().Select(i => (long)i).ToArray();
+    }
+
+    /// <summary>
     /// diffusers' <c>rescale_zero_terminal_snr(betas)</c> (Algorithm 1 of arXiv 2305.08891), with the same float32 torch ops.
     /// </summary>
     public static Tensor RescaleZeroTerminalSnr(Tensor betas)
@@ -185,6 +198,7 @@ internal abstract class Scheduler : IDisposable
             "DDIMScheduler" => new DDIMScheduler(config),
             "EulerDiscreteScheduler" => new EulerDiscreteScheduler(config),
             "DPMSolverMultistepScheduler" => new DPMSolverMultistepScheduler(config),
+            "FlowMatchEulerDiscreteScheduler" => new FlowMatchEulerDiscreteScheduler(config),
             _ => throw new LensException($"{config.Path}: scheduler '{name}' is not supported (supported schedulers: {string.Join(", ", SupportedClassNames)})"),
         };
     }

@@ -54,10 +54,12 @@ public static class LensSweep
         var index = ModelIndex.Load(o.ModelDir);
         bool isIf = index.ClassName == "IFPipeline";
         bool isXl = index.ClassName == "StableDiffusionXLPipeline";
-        if (!isIf && !isXl && index.ClassName != "StableDiffusionPipeline")
-            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline"
+        bool isFlux = index.ClassName == FluxPipeline.ClassName;
+        if (!isIf && !isXl && !isFlux && index.ClassName != "StableDiffusionPipeline")
+            throw new LensException($"unsupported pipeline '{index.ClassName}' in {Path.Combine(o.ModelDir, "model_index.json")}; supported: {LensPipeline.SupportedPipelines}"
                 + (index.ClassName == IFSuperResolutionPipeline.ClassName ? " (a super-resolution stage: pass it with --stage2, and the IF stage I folder with --model)" : ""));
         CheckLensLayerNorm(o, index.ClassName);
+        CheckFluxOptions(o, index.ClassName);
         var te = DiffusersConfig.Load(Path.Combine(index.Require("text_encoder"), "config.json"));
         int numLayers = isIf ? te.Int("num_layers", 6) : te.Int("num_hidden_layers", 12);
         if (isXl)
@@ -67,6 +69,12 @@ public static class LensSweep
             int n2 = DiffusersConfig.Load(te2Path).Int("num_hidden_layers", 12);
             StableDiffusionXLPipeline.CheckLayers(n2, te2Path);
             numLayers = n2 - 1;
+        }
+        if (isFlux)
+        {
+            // the lensed encoder is text_encoder_2 (T5); the transformer must take the 2x2-packed latents
+            numLayers = DiffusersConfig.Load(Path.Combine(index.Require("text_encoder_2"), "config.json")).Int("num_layers", 6);
+            FluxPipeline.CheckPacking(DiffusersConfig.Load(Path.Combine(index.Require("transformer"), "config.json")));
         }
         LayerSelection.Parse(o.Layers, numLayers, o.LayerNumbering);
         if (o.Steps is { } steps && steps < 1) throw new LensException($"--steps must be at least 1 (got {steps})");
@@ -78,6 +86,15 @@ public static class LensSweep
         if (o.Steps is int stepCount) CheckStepCount(schedulerConfig, schedulerClass, stepCount);
         ValidateStage2(o, index, te);
         if (o.Height is null && o.Width is null) return;
+        if (isFlux)
+        {
+            var vaeCfg = DiffusersConfig.Load(Path.Combine(index.Require("vae"), "config.json"));
+            int f = 1 << ((vaeCfg.Has("block_out_channels") ? vaeCfg.IntArray("block_out_channels").Length : 1) - 1);
+            int fh = o.Height ?? 128 * f, fw = o.Width ?? 128 * f;
+            if (fh % (2 * f) != 0 || fw % (2 * f) != 0 || fh < 2 * f || fw < 2 * f)
+                throw new LensException($"height and width must be multiples of {2 * f} for FLUX (twice the VAE scale factor, for the 2x2 latent packing; got {fh}x{fw})");
+            return;
+        }
         var unet = DiffusersConfig.Load(Path.Combine(index.Require("unet"), "config.json"));
         int size = unet.Int("sample_size", isXl ? 128 : 64);
         if (!isIf && DiffusersConfig.Load(Path.Combine(index.Require("vae"), "config.json")) is { } vae && vae.Has("block_out_channels")) size *= 1 << (vae.IntArray("block_out_channels").Length - 1);
@@ -103,6 +120,23 @@ public static class LensSweep
             throw new LensException($"--lens-layer-norm applies to Stable Diffusion XL models (StableDiffusionXLPipeline) only; {o.ModelDir} is a {pipelineClass}");
     }
 
+    /// <summary>
+    /// FLUX's own options and limits: --max-sequence-length applies to FLUX only (1..512); FLUX takes no negative prompt
+    /// (it runs no classifier-free guidance) and no --clean-caption (IF's).
+    /// </summary>
+    private static void CheckFluxOptions(SweepOptions o, string pipelineClass)
+    {
+        bool isFlux = pipelineClass == FluxPipeline.ClassName;
+        if (o.MaxSequenceLength is int n)
+        {
+            if (!isFlux) throw new LensException($"--max-sequence-length applies to FLUX models (FluxPipeline) only; {o.ModelDir} is a {pipelineClass}");
+            FluxPipeline.CheckMaxSequenceLength(n);
+        }
+        if (isFlux && o.CleanCaption is not null) throw new LensException("--clean-caption applies to DeepFloyd IF models only");
+        if (isFlux && o.NegativePrompt.Length != 0)
+            throw new LensException("--negative-prompt does not apply to FLUX models: FluxPipeline guides with an embedded guidance value, not with a negative prompt (true classifier-free guidance is not supported here)");
+    }
+
     /// <summary>--seed-policy and --images-per-layer, checked before loading and again by a sweep on a loaded pipeline.</summary>
     private static void CheckSeedOptions(SweepOptions o)
     {
@@ -118,7 +152,13 @@ public static class LensSweep
     private static void CheckStepCount(DiffusersConfig schedulerConfig, string? schedulerClass, int steps)
     {
         using var scheduler = Schedulers.Scheduler.FromConfig(schedulerConfig, schedulerClass);
-        try { scheduler.SetTimesteps(steps); }
+        try
+        {
+            // FLUX's schedule is the pipeline's (its sigmas and a mu from the image size, here the base size's)
+            if (scheduler is Schedulers.FlowMatchEulerDiscreteScheduler flow)
+                flow.SetSigmas(Schedulers.FlowMatchEulerDiscreteScheduler.PipelineSigmas(steps), flow.CalculateShift(flow.BaseImageSeqLen));
+            else scheduler.SetTimesteps(steps);
+        }
         catch (Exception e) when (e is not LensException)
         {
             throw new LensException($"--steps {steps}: {scheduler.GetType().Name} cannot make a schedule of {steps} steps from {scheduler.NumTrainTimesteps} training timesteps ({e.Message})");
@@ -215,7 +255,9 @@ public static class LensSweep
         var d = pipe.Defaults;
         CheckSeedOptions(o);
         CheckLensLayerNorm(o, pipe.PipelineName);
+        CheckFluxOptions(o, pipe.PipelineName);
         if (pipe is StableDiffusionXLPipeline xl) xl.LensLayerNorm = o.LensLayerNorm ?? true;
+        if (pipe is FluxPipeline flux) flux.MaxSequenceLength = o.MaxSequenceLength ?? FluxPipeline.DefaultMaxSequenceLength;
         var gen = new GenerationOptions(o.Seed, o.Steps ?? d.Steps, o.Guidance ?? d.Guidance, o.Height ?? d.Height, o.Width ?? d.Width)
             { ImagesPerPrompt = o.ImagesPerLayer };
         int perLayerImages = o.ImagesPerLayer;
@@ -443,8 +485,10 @@ public static class LensSweep
             LayerNumbering = numbering,
             Layers = layers,
             Lens = pipe is StableDiffusionXLPipeline sdxl ? SweepManifest.SdxlLensDescription(sdxl.LensLayerNorm, lensNumbering)
+                : pipe is FluxPipeline ? SweepManifest.FluxLensDescription(lensNumbering)
                 : lensNumbering ? SweepManifest.LensDescription : SweepManifest.HiddenStateLensDescription,
             LensLayerNorm = pipe is StableDiffusionXLPipeline sdxl2 ? sdxl2.LensLayerNorm : null,
+            MaxSequenceLength = pipe is FluxPipeline flux2 ? flux2.MaxSequenceLength : null,
             Files = new SortedDictionary<string, string>(files.ToDictionary(kv => kv.Key.ToString(), kv => kv.Value), SweepManifest.LayerOrder),
             SeedPolicy = o.SeedPolicy,
             ImagesPerLayer = perLayerImages,

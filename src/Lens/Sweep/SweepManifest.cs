@@ -15,7 +15,7 @@ internal sealed record SweepManifest
     public required string CreatedUtc { get; init; }
     public required string Model { get; init; }
     public required string Pipeline { get; init; }
-    /// <summary>"sd" or "if".</summary>
+    /// <summary>"sd", "sdxl", "if" or "flux".</summary>
     public required string Kind { get; init; }
     public required string Prompt { get; init; }
     /// <summary>The prompt as the tokenizer saw it (IF: after caption cleaning).</summary>
@@ -63,6 +63,12 @@ internal sealed record SweepManifest
     /// <summary>SDXL only: whether the lens applied text_encoder_2's final layer norm (--lens-layer-norm); absent otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public bool? LensLayerNorm { get; init; }
+    /// <summary>The FLUX lens (the nnsight tutorial's): T5's final_layer_norm applied to block L's output, CLIP fed the empty prompt.</summary>
+    public static string FluxLensDescription(bool lensNumbering) =>
+        $"final_layer_norm of text_encoder_2 (T5) applied to {(lensNumbering ? "the output of encoder block L" : "transformers' hidden_states[k]")} as the prompt embedding; text_encoder (CLIP) fed the empty prompt for the pooled embedding; no unconditional embedding (FluxPipeline runs no classifier-free guidance)";
+    /// <summary>FLUX only: T5's padding/truncation length (max_sequence_length); absent otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? MaxSequenceLength { get; init; }
     public const string HiddenStateLensDescription = "final_layer_norm(transformers' hidden_states[k]: k = 0 the embedding output, k >= 1 the output of encoder layer k-1) as the conditional embedding; unconditional = full-depth negative prompt";
     /// <summary>Layer (or hidden-state) index, as a string, to its PNG file name (with a stage II: the stage II image).</summary>
     public required SortedDictionary<string, string> Files { get; init; }

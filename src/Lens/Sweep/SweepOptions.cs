@@ -3,7 +3,7 @@ namespace DiffusionLens.Sweep;
 /// <summary>What one lens sweep renders. Null sampling settings take the pipeline's diffusers defaults.</summary>
 public sealed record SweepOptions
 {
-    /// <summary>A diffusers folder (StableDiffusionPipeline or IFPipeline in model_index.json).</summary>
+    /// <summary>A diffusers folder (StableDiffusionPipeline, StableDiffusionXLPipeline, IFPipeline or FluxPipeline in model_index.json).</summary>
     public required string ModelDir { get; init; }
     /// <summary>The prompt.</summary>
     public required string Prompt { get; init; }
@@ -74,6 +74,11 @@ public sealed record SweepOptions
     /// from <c>--batch 1</c>'s in the last bit (at most a level or two of 255).
     /// </summary>
     public bool BatchInvariant { get; init; } = true;
+    /// <summary>
+    /// FLUX only (<c>--max-sequence-length N</c>): T5's padding/truncation length, diffusers' max_sequence_length
+    /// (1..512); null: FluxPipeline's default 512. Any other pipeline rejects a value.
+    /// </summary>
+    public int? MaxSequenceLength { get; init; }
     /// <summary>Replace an existing, non-empty output folder.</summary>
     public bool Overwrite { get; init; }
 

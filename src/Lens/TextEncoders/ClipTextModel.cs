@@ -9,7 +9,8 @@ namespace DiffusionLens.TextEncoders;
 /// transformers <c>CLIPTextModel</c> (its <c>CLIPTextTransformer</c>; module keys without the "text_model." prefix):
 /// embeddings -&gt; encoder layers with causal self-attention -&gt; final_layer_norm.
 /// <see cref="Encode"/> returns the embedding output and every encoder layer's output so any of them can be pushed through
-/// <see cref="FinalLayerNorm"/> (the Diffusion Lens). The pooled output is not computed (the pipelines do not use it).
+/// <see cref="FinalLayerNorm"/> (the Diffusion Lens). The pooled output (FLUX uses it) is <see cref="PoolAtEos"/> of the
+/// last hidden state.
 /// </summary>
 internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
 {
@@ -93,6 +94,20 @@ internal sealed class ClipTextModel : nn.Module<Tensor, Tensor>, ITextEncoder
         using var scope = NewDisposeScope();
         var h = encoder.ForwardFrom(from, hidden, null);
         return final_layer_norm.forward(h).MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// transformers' <c>pooler_output</c> rule: last_hidden_state[b, eos_b] with eos_b = argmax(ids_b) when
+    /// <paramref name="eosTokenId"/> == 2 (the legacy configs), else the first position of eos_token_id. [B, D].
+    /// </summary>
+    public static Tensor PoolAtEos(Tensor lastHiddenState, Tensor inputIds, long eosTokenId)
+    {
+        using var noGrad = torch.no_grad();
+        using var scope = NewDisposeScope();
+        var ids = inputIds.reshape(-1, inputIds.shape[^1]).to(ScalarType.Int64).to(lastHiddenState.device);
+        var eos = eosTokenId == 2 ? ids.argmax(-1) : (ids == eosTokenId).to(ScalarType.Int32).argmax(-1);
+        var rows = torch.arange(ids.shape[0], dtype: ScalarType.Int64, device: lastHiddenState.device);
+        return lastHiddenState.index(new TensorIndex[] { TensorIndex.Tensor(rows), TensorIndex.Tensor(eos) }).MoveToOuterDisposeScope();
     }
 
     /// <summary>last_hidden_state for <paramref name="inputIds"/> (no padding mask).</summary>

@@ -78,10 +78,7 @@ internal sealed class ClipTextModelWithProjection : nn.Module<Tensor, Tensor>, I
     {
         using var noGrad = torch.no_grad();
         using var scope = NewDisposeScope();
-        var ids = inputIds.reshape(-1, inputIds.shape[^1]).to(ScalarType.Int64).to(lastHiddenState.device);
-        var eos = EosTokenId == 2 ? ids.argmax(-1) : (ids == EosTokenId).to(ScalarType.Int32).argmax(-1);
-        var rows = torch.arange(ids.shape[0], dtype: ScalarType.Int64, device: lastHiddenState.device);
-        var pooled = lastHiddenState.index(new TensorIndex[] { TensorIndex.Tensor(rows), TensorIndex.Tensor(eos) });
+        var pooled = ClipTextModel.PoolAtEos(lastHiddenState, inputIds, EosTokenId);
         return text_projection.forward(pooled).MoveToOuterDisposeScope();
     }
 

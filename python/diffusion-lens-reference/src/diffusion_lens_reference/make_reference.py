@@ -81,6 +81,16 @@ Modes:
          from the committed model.
 
          python fixtures/make_reference.py sdxl
+  flux   Builds a tiny random-weight FluxPipeline under fixtures/models/flux-tiny (CLIPTextModel, T5EncoderModel, a
+         FluxTransformer2DModel with one double- and one single-stream block, a 16-latent-channel AutoencoderKL without
+         quant convs, FLUX.1-schnell's FlowMatchEulerDiscreteScheduler file; float16 weights, rounded first) and records,
+         on the CPU in float32, the nnsight tutorial's FLUX lens (CLIP fed the empty prompt; the input of T5's
+         final_layer_norm replaced by block L's output, as forward hooks) for every T5 layer at 1 step (the tutorial's)
+         and 4 steps, guidance 0, into fixtures/references-flux/flux-tiny/: the lensed T5 embedding, CLIP's pooled
+         embedding, the initial packed latents, the first transformer call's inputs and prediction, every step's
+         latents, the final latents and images (float and PNG). --no-build records from the committed model.
+
+         python fixtures/make_reference.py flux
   numbering
          Records, for sd-tiny-12 and if-tiny-a, transformers' hidden_states[0] (the embedding output) and
          hidden_states[1] (output_hidden_states=True) with their final-layer-norm lens, into
@@ -2373,6 +2383,228 @@ def cmd_sdxl(args) -> None:
     print(f"  {out_dir}: layers {lens_layers} x {list(SDXL_VARIANTS)}")
 
 
+FLUX_NAME = "flux-tiny"
+# black-forest-labs/FLUX.1-schnell's scheduler/scheduler_config.json
+FLUX_SCHEDULER_FILE = {"_class_name": "FlowMatchEulerDiscreteScheduler", "_diffusers_version": "0.30.0.dev0",
+                       "base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+                       "num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
+FLUX_CONFIG = dict(
+    # FLUX.1-schnell's CLIP config carries bos 0 / eos 2 / pad 1 (transformers pools at the argmax of the ids)
+    text=dict(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2, hidden_act="quick_gelu"),
+    t5=dict(d_model=8, d_kv=4, d_ff=16, num_layers=3, num_heads=2, feed_forward_proj="gated-gelu", dense_act_fn="gelu_new",
+            is_gated_act=True, vocab_size=32128, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+            layer_norm_epsilon=1e-6, dropout_rate=0.0),
+    transformer=dict(patch_size=1, in_channels=64, out_channels=None, num_layers=1, num_single_layers=1,
+                     attention_head_dim=8, num_attention_heads=2, joint_attention_dim=8, pooled_projection_dim=8,
+                     guidance_embeds=False, axes_dims_rope=(2, 2, 4)),
+    vae=dict(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=1, block_out_channels=(8, 16),
+             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, norm_num_groups=8,
+             sample_size=32, scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+             use_post_quant_conv=False, force_upcast=True),
+)
+# the tutorial's FLUX call: 1 step, guidance 0 (512x512 there; tiny here), the pipeline's default max_sequence_length;
+# a second step count to check the schedule and the step
+FLUX_RUNS = [dict(steps=1, guidance=0.0, seed=17, height=16, width=24), dict(steps=4, guidance=0.0, seed=17, height=16, width=24)]
+
+
+def build_flux(cfg: dict, tok_dir: Path, spiece: Path, models_dir: Path) -> Path:
+    """A tiny FluxPipeline from the real classes, saved with float16 weights (rounded first, so the float32 load is
+    exact) to keep the folder small; the tokenizers are CLIP's BPE files and T5's SentencePiece model."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    special = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=0, eos_token_id=2, pad_token_id=1,
+                   layer_norm_eps=1e-5)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**special, **cfg["text"])).eval()
+    torch.manual_seed(1)
+    text_encoder_2 = T5EncoderModel(T5Config(**cfg["t5"])).eval()
+    torch.manual_seed(2)
+    transformer = FluxTransformer2DModel(**cfg["transformer"]).eval()
+    torch.manual_seed(3)
+    vae = AutoencoderKL(**cfg["vae"]).eval()
+    for m in (text_encoder, text_encoder_2, transformer, vae):
+        round_params(m, torch.float16)
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(FLUX_SCHEDULER_FILE)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=make_clip_tokenizer(tok_dir),
+                        text_encoder_2=text_encoder_2, tokenizer_2=make_t5_tokenizer(spiece), transformer=transformer)
+    out = models_dir / FLUX_NAME
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    write_sd_tokenizer_files(out / "tokenizer", tok_dir, "<|endoftext|>")
+    (out / "scheduler" / "scheduler_config.json").write_text(json.dumps(FLUX_SCHEDULER_FILE, indent=2) + "\n")
+    for f in out.glob("*/*.safetensors"):
+        rewrite_safetensors(f, dtype=torch.float16)
+    return out
+
+
+def load_flux(folder: Path, dtype=torch.float32):
+    from diffusers import FluxPipeline
+    pipe = FluxPipeline.from_pretrained(folder, torch_dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class FluxLens:
+    """The nnsight tutorial's FLUX Diffusion Lens as forward hooks, active for one pipeline call: text_encoder (CLIP) is
+    fed the empty prompt's tokens (its pooled output conditions the transformer), and the input of text_encoder_2's
+    (T5's) encoder.final_layer_norm is replaced by the output of block L, so the prompt embedding is
+    final_layer_norm(block L output) (then T5's dropout, inactive in eval)."""
+
+    def __init__(self, pipe, layer: int):
+        self.pipe, self.layer = pipe, layer
+        self.handles = []
+        self.calls = {"text_encoder": 0, "text_encoder_2": 0}
+
+    def __enter__(self):
+        pipe = self.pipe
+        empty = pipe.tokenizer("", padding="max_length", max_length=pipe.tokenizer_max_length, truncation=True,
+                               return_overflowing_tokens=False, return_length=False, return_tensors="pt").input_ids
+        self.empty_ids = empty
+        stack = pipe.text_encoder_2.encoder
+        store = {}
+
+        def te1_pre(module, args, kwargs):
+            self.calls["text_encoder"] += 1
+            ids = empty.to(args[0].device if args else kwargs["input_ids"].device)
+            if args:
+                return (ids,) + tuple(args[1:]), kwargs
+            return args, dict(kwargs, input_ids=ids)
+
+        def te2_pre(module, args, kwargs):
+            self.calls["text_encoder_2"] += 1
+
+        def capture(module, args, output):
+            store["h"] = (output[0] if isinstance(output, (tuple, list)) else output).detach().clone()
+
+        def replace_input(module, args, kwargs):
+            self.block_output = store["h"]
+            if args:
+                return (store["h"],) + tuple(args[1:]), kwargs
+            return args, dict(kwargs, hidden_states=store["h"])
+
+        self.handles.append(pipe.text_encoder.register_forward_pre_hook(te1_pre, with_kwargs=True))
+        self.handles.append(pipe.text_encoder_2.register_forward_pre_hook(te2_pre, with_kwargs=True))
+        self.handles.append(stack.block[self.layer].register_forward_hook(capture))
+        self.handles.append(stack.final_layer_norm.register_forward_pre_hook(replace_input, with_kwargs=True))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+@torch.no_grad()
+def cmd_flux(args) -> None:
+    """Builds fixtures/models/flux-tiny (unless --no-build) and records, CPU float32, for every lens layer L of T5 and
+    each run of FLUX_RUNS, what diffusers' FluxPipeline receives and makes under the tutorial's intervention: the
+    transformer's inputs of its first call (encoder_hidden_states = the lensed T5 embedding, pooled_projections =
+    CLIP's pooled output of the empty prompt, hidden_states = the initial packed latents, timestep, txt_ids, img_ids)
+    and its output (the first step's prediction), every step's latents, the final packed latents and the image (float
+    and PNG); plus the prompt's T5 ids, the empty prompt's CLIP ids, the timesteps and sigmas of each run, and a check
+    that the intervention equals final_layer_norm(output of block L)."""
+    torch.set_grad_enabled(False)
+    models_dir = ROOT / "models"
+    tok_dir = models_dir / "sd-tiny-12" / "tokenizer"  # CLIP's BPE files
+    spiece = models_dir / "if-tiny-a" / "tokenizer" / "spiece.model"  # T5's SentencePiece model
+    if not args.no_build:
+        print(f"building {FLUX_NAME}")
+        build_flux(FLUX_CONFIG, tok_dir, spiece, models_dir)
+    pipe = load_flux(models_dir / FLUX_NAME)
+    n = pipe.text_encoder_2.config.num_layers
+    lens_layers = list(range(n))
+    max_len = 512  # FluxPipeline's default max_sequence_length, which the tutorial's call keeps
+    out_dir = Path(args.out) / FLUX_NAME
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    tok2 = pipe.tokenizer_2(LENS_PROMPT, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
+    tensors["input_ids_2"] = tok2.input_ids.to(torch.int64)
+    # every T5 block's output for the prompt (no attention mask, as FluxPipeline calls T5), for the check
+    blocks, handles = capture_layers(pipe.text_encoder_2.encoder.block)
+    try:
+        pipe.text_encoder_2(tok2.input_ids)
+    finally:
+        for hd in handles:
+            hd.remove()
+    runs, images = [], {}
+    for run in FLUX_RUNS:
+        rk = f"steps{run['steps']}"
+        (out_dir / rk).mkdir(exist_ok=True)
+        images[rk] = {}
+        for L in lens_layers:
+            g = torch.Generator("cpu").manual_seed(run["seed"])
+            calls, steps = [], []
+
+            def tr_hook(module, a, kw, output):
+                calls.append({k: kw[k].detach().clone() for k in ("hidden_states", "encoder_hidden_states",
+                              "pooled_projections", "timestep", "txt_ids", "img_ids")} | dict(out=output[0].detach().clone()))
+
+            orig_step = pipe.scheduler.step
+
+            @functools.wraps(orig_step)
+            def step(model_output, timestep, sample, *a, **kw):
+                res = orig_step(model_output, timestep, sample, *a, **kw)
+                steps.append((res[0] if isinstance(res, tuple) else res.prev_sample).detach().clone())
+                return res
+
+            h = pipe.transformer.register_forward_hook(tr_hook, with_kwargs=True)
+            pipe.scheduler.step = step
+            try:
+                with FluxLens(pipe, L) as lens:
+                    latents = pipe(prompt=LENS_PROMPT, num_inference_steps=run["steps"], guidance_scale=run["guidance"],
+                                   height=run["height"], width=run["width"], generator=g, output_type="latent").images
+            finally:
+                h.remove()
+                pipe.scheduler.step = orig_step
+            if lens.calls != {"text_encoder": 1, "text_encoder_2": 1}:
+                raise SystemExit(f"layer {L}: the text encoders were called {lens.calls} times (expected once each)")
+            if len(calls) != run["steps"]:
+                raise SystemExit(f"layer {L}: {len(calls)} transformer calls for {run['steps']} steps")
+            first = calls[0]
+            expected = pipe.text_encoder_2.encoder.final_layer_norm(blocks[L])
+            if not torch.equal(first["encoder_hidden_states"], expected):
+                raise SystemExit(f"layer {L}: the intervention is not final_layer_norm(output of block {L})")
+            # FluxPipeline's decode, as its __call__ does it after the loop
+            unpacked = pipe._unpack_latents(latents, run["height"], run["width"], pipe.vae_scale_factor)
+            z = (unpacked / pipe.vae.config.scaling_factor) + pipe.vae.config.shift_factor
+            image = pipe.vae.decode(z, return_dict=False)[0]
+            img_np = pipe.image_processor.postprocess(image, output_type="np")[0]
+            key = f"{rk}.{L}"
+            if L == 0:
+                tensors[f"{rk}.timesteps"] = pipe.scheduler.timesteps.clone()
+                tensors[f"{rk}.sigmas"] = pipe.scheduler.sigmas.clone()
+                tensors[f"{rk}.initial_latents"] = first["hidden_states"]
+                tensors[f"{rk}.timestep"] = first["timestep"]
+                tensors[f"{rk}.img_ids"] = first["img_ids"]
+                if rk == "steps1":
+                    tensors["empty_input_ids_1"] = lens.empty_ids.to(torch.int64)
+                    tensors["pooled"] = first["pooled_projections"]
+                    tensors["txt_ids"] = first["txt_ids"]
+            if rk == "steps1":
+                tensors[f"lens.{L}"] = first["encoder_hidden_states"]
+            tensors[f"{key}.prediction"] = first["out"]
+            tensors[f"{key}.step_latents"] = torch.cat(steps)
+            tensors[f"{key}.final_latents"] = latents
+            tensors[f"{key}.image"] = torch.from_numpy(img_np)
+            name = f"{rk}/layer-{L:02d}.png"
+            save_png(to_uint8(img_np), out_dir / name)
+            images[rk][str(L)] = name
+            print(f"  {rk} layer {L}: {len(steps)} steps")
+        runs.append(dict(run, key=rk))
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(out_dir / "tensors.safetensors"))
+    effective = {k: json_safe(v) for k, v in dict(pipe.scheduler.config).items() if not k.startswith("_")}
+    ref = dict(
+        format=1, kind="flux", model=model_entry(FLUX_NAME, FLUX_CONFIG),
+        generated_by=dict(versions(), device="cpu", dtype="float32"), pipeline=type(pipe).__name__,
+        scheduler=type(pipe.scheduler).__name__, scheduler_config=effective,
+        intervention="nnsight Diffusion Lens tutorial, FLUX: text_encoder fed tokenizer('') ids; the input of "
+                     "text_encoder_2.encoder.final_layer_norm replaced by the output of encoder.block[L]",
+        prompt=LENS_PROMPT, max_sequence_length=max_len, runs=runs, num_layers=n, lens_layers=lens_layers,
+        images=images, tensors="tensors.safetensors",
+    )
+    (out_dir / "reference.json").write_text(json.dumps(ref, indent=2, ensure_ascii=False) + "\n")
+    print(f"  {out_dir}: layers {lens_layers} x {[r['key'] for r in runs]}")
+
+
 def main(fixtures: Path | None = None) -> None:
     """The command line; fixtures: the fixtures folder (default: --fixtures, LENS_FIXTURES_DIR, else ./fixtures)."""
     global ROOT
@@ -2446,12 +2678,16 @@ def main(fixtures: Path | None = None) -> None:
                         "float32)")
     sx.add_argument("--out", default=str(ROOT / "references-sdxl"))
     sx.add_argument("--no-build", action="store_true", help="record from the committed fixtures/models/sdxl-tiny")
+    fx = sub.add_parser("flux", help="build the tiny FLUX model (fixtures/models/flux-tiny) and record the nnsight "
+                        "tutorial's FLUX lens for every T5 layer at 1 and 4 steps (references-flux/; CPU float32)")
+    fx.add_argument("--out", default=str(ROOT / "references-flux"))
+    fx.add_argument("--no-build", action="store_true", help="record from the committed fixtures/models/flux-tiny")
     args = ap.parse_args()
     if args.mode == "keys" and args.out is None:
         args.out = args.configs
     {"tiny": cmd_tiny, "real": cmd_real, "truth": cmd_truth, "guidance": cmd_guidance, "seeds": cmd_seeds,
      "schedulers": cmd_schedulers, "keys": cmd_keys, "clipskip": cmd_clipskip, "if2": cmd_if2, "sd2": cmd_sd2,
-     "numbering": cmd_numbering, "sdxl": cmd_sdxl}[args.mode](args)
+     "numbering": cmd_numbering, "sdxl": cmd_sdxl, "flux": cmd_flux}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ from pathlib import Path
 BASE_NAMES = ("diffusion_pytorch_model", "model")
 COMPONENTS = {"StableDiffusionPipeline": ("text_encoder", "unet", "vae"), "IFPipeline": ("text_encoder", "unet"),
               "StableDiffusionXLPipeline": ("text_encoder", "text_encoder_2", "unet", "vae"),
-              "IFSuperResolutionPipeline": ("unet",)}
+              "IFSuperResolutionPipeline": ("unet",),
+              "FluxPipeline": ("text_encoder", "text_encoder_2", "transformer", "vae")}
 _VARIANT_FILE = re.compile(r"^(?:diffusion_pytorch_model|model)(?:\.([A-Za-z0-9_-]+?)(?:-\d{5}-of-\d{5})?\.safetensors"
                            r"|\.safetensors\.index\.([A-Za-z0-9_-]+)\.json)$")
 

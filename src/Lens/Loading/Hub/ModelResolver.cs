@@ -12,8 +12,8 @@ namespace DiffusionLens.Loading.Hub;
 /// </summary>
 internal static class ModelResolver
 {
-    /// <summary>The components a Stable Diffusion or IF lens sweep loads.</summary>
-    public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "unet", "vae", "scheduler" };
+    /// <summary>The components a Stable Diffusion (XL), IF or FLUX lens sweep loads.</summary>
+    public static readonly string[] NeededComponents = { "text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2", "unet", "transformer", "vae", "scheduler" };
     /// <summary>The components a DeepFloyd IF super-resolution stage loads (its text encoder is never used).</summary>
     public static readonly string[] Stage2Components = { "unet", "scheduler", "image_noising_scheduler" };
 

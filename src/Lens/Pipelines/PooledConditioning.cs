@@ -4,11 +4,12 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Pipelines;
 
 /// <summary>
-/// SDXL's conditioning of one row carried as one tensor, so the sweep's batching, noise plans and warm-up treat it as
-/// any pipeline's prompt embedding: [B, T, D + P] = the prompt embeddings [B, T, D] (both encoders' penultimate states,
-/// concatenated) followed on every token row by the pooled text embeddings [B, P] of text_encoder_2.
+/// A conditioning of prompt embeddings and pooled text embeddings carried as one tensor, so the sweep's batching, noise
+/// plans and warm-up treat it as any pipeline's prompt embedding: [B, T, D + P] = the prompt embeddings [B, T, D]
+/// followed on every token row by the pooled embeddings [B, P]. SDXL: both encoders' penultimate states concatenated,
+/// text_encoder_2's pooled text embeddings; FLUX: T5's (lensed) sequence embedding, CLIP's pooled output.
 /// </summary>
-internal static class SdxlConditioning
+internal static class PooledConditioning
 {
     /// <summary>[B, T, D] prompt embeddings and [B, P] pooled embeddings -&gt; [B, T, D + P].</summary>
     public static Tensor Pack(Tensor promptEmbeds, Tensor pooled)
@@ -24,7 +25,7 @@ internal static class SdxlConditioning
     public static (Tensor PromptEmbeds, Tensor Pooled) Unpack(Tensor packed, long promptDim)
     {
         if (packed.ndim != 3 || packed.shape[2] <= promptDim)
-            throw new ArgumentException($"packed SDXL conditioning [{string.Join(",", packed.shape)}] is not wider than the prompt embeddings ({promptDim})");
+            throw new ArgumentException($"packed conditioning [{string.Join(",", packed.shape)}] is not wider than the prompt embeddings ({promptDim})");
         var prompt = packed.narrow(2, 0, promptDim);
         var pooled = packed.select(1, 0).narrow(1, promptDim, packed.shape[2] - promptDim);
         return (prompt, pooled);
