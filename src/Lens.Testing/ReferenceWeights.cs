@@ -20,6 +20,7 @@ public static class ReferenceWeights
         "if" => new[] { "text_encoder", "unet" },
         "if2" or "if2-seeds" or "if2-schedulers" => new[] { "unet" }, // IF stage II: no text encoder of its own
         "sdxl" => new[] { "text_encoder", "text_encoder_2", "unet", "vae" },
+        "flux" => new[] { "text_encoder", "text_encoder_2", "transformer", "vae" },
         _ => new[] { "text_encoder", "unet", "vae" },
     };
 
@@ -27,7 +28,7 @@ public static class ReferenceWeights
 
     /// <summary>Throws, naming the file, unless <paramref name="modelDir"/> holds exactly the recorded weight files.</summary>
     /// <param name="referenceName">the reference's name, for messages</param>
-    /// <param name="kind">"sd", "sdxl", "if" or "if2"</param>
+    /// <param name="kind">"sd", "sdxl", "flux", "if" or "if2"</param>
     /// <param name="modelDir">the model folder the reference is compared against</param>
     /// <param name="recorded">reference.json's model.weights_sha256 (null: none recorded, which fails)</param>
     /// <param name="variant">the weights variant the reference was recorded with, or null</param>
