@@ -46,11 +46,10 @@ internal sealed class SweepCommand : ICommand
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
-          --batch-invariant on|off  on: a batch of several layers gives each layer exactly --batch 1's image
-                                 (convolutions whose cuDNN algorithm changes with the batch size, found by running
-                                 both ways once per shape, run per layer; recorded in manifest.json); off: all
-                                 batched, faster on CUDA, images may differ from --batch 1's by a level or two of
-                                 255 (default on)
+          --batch-invariant on|off  on: convolutions and group norms whose kernels change with the batch size
+                                 (found by running both ways once per shape) run per layer, as --batch 1 runs them;
+                                 slower on CUDA, and not yet enough for --batch 1's exact images (manifest.json
+                                 records what ran per layer) (default off)
           --seed-policy P        reseed: every layer's call starts from a CPU generator seeded with --seed (the
                                  tutorial's loop); continue: one generator for the whole sweep, consumed call after
                                  call in layer order (the original Diffusion Lens code); exact at any --batch
@@ -118,7 +117,7 @@ internal sealed class SweepCommand : ICommand
                 "off" => false,
                 var v => throw new LensException($"--lens-layer-norm must be on or off (got '{v}')"),
             },
-            BatchInvariant = a.Get("batch-invariant", "on") switch
+            BatchInvariant = a.Get("batch-invariant", "off") switch
             {
                 "on" => true,
                 "off" => false,

@@ -45,7 +45,7 @@ internal sealed record SweepManifest
     /// <summary>What was asked for: "auto" or the number.</summary>
     public string? BatchRequested { get; init; }
     /// <summary>--batch-invariant: whether batches of several layers computed each layer as --batch 1 does.</summary>
-    public bool BatchInvariant { get; init; } = true;
+    public bool BatchInvariant { get; init; }
     /// <summary>With --batch-invariant on and batches of several layers: the convolution shapes that ran per layer's rows
     /// (their batched call gave other numbers) of those checked; null otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
