@@ -383,7 +383,8 @@ def report(kind: str, r: dict, serial: int) -> None:
         log(phase_line(f"C# {name} (batch {c['batch']})", t, ["total", "load", "encode", "warmup", "denoise", "denoise_per_step",
                                                               "decode", "write_images", "image_encoding_background"])
             + f"  gpu_peak={c.get('gpu_memory_peak_gib')}"
-            + (f"  per-layer convs/norms {c['batch_invariance']['per_layer_convolutions']}/{c['batch_invariance']['checked_convolutions']}"
+            + ("  per-layer shapes " + ", ".join(f"{k} {v}/{c['batch_invariance']['checked_shapes'][k]}"
+                                                for k, v in c["batch_invariance"]["per_layer_shapes"].items())
                if c.get("batch_invariance") else ""))
         if t.get("step_seconds"):
             st, q = t["step_seconds"], t["step_queue_seconds"]

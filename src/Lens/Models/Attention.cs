@@ -20,7 +20,7 @@ internal enum AttentionProcessorKind
 /// SDPA is called without an explicit scale, as diffusers does (default 1/sqrt(head_dim)); upcast_attention and
 /// upcast_softmax do not change these processors (they only matter to the legacy AttnProcessor).
 /// </summary>
-internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
+internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>, IBatchInvariant
 {
     private readonly GroupNorm? group_norm;
     private readonly nn.Module<Tensor, Tensor>? norm_cross;
@@ -168,7 +168,7 @@ internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
         key = key.view(batchSize, -1, Heads, headDim).transpose(1, 2);
         value = value.view(batchSize, -1, Heads, headDim).transpose(1, 2);
 
-        var h = nn.functional.scaled_dot_product_attention(query, key, value, attentionMask, 0.0, false);
+        var h = Sdpa(query, key, value, attentionMask);
         h = h.transpose(1, 2).reshape(batchSize, -1, Heads * headDim);
         if (h.dtype != query.dtype) h = h.to(query.dtype);
 
@@ -215,7 +215,7 @@ internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
             value = encValue;
         }
 
-        var h = nn.functional.scaled_dot_product_attention(query, key, value, attentionMask, 0.0, false);
+        var h = Sdpa(query, key, value, attentionMask);
         h = h.transpose(1, 2).reshape(batchSize, -1, residual.shape[1]);
 
         h = to_out[0].forward(h);
@@ -267,4 +267,12 @@ internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>
         if (!_crossNormIsGroup) return norm_cross.forward(encoderHidden);
         return norm_cross.forward(encoderHidden.transpose(1, 2)).transpose(1, 2);
     }
+
+    /// <summary>Per input shape: whether the attention kernel runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    public BatchInvariance.Decisions Invariance { get; } = new("Attention");
+
+    private Tensor Sdpa(Tensor query, Tensor key, Tensor value, Tensor? mask) =>
+        mask is null
+            ? BatchInvariance.Run(new[] { query, key, value }, Invariance, a => nn.functional.scaled_dot_product_attention(a[0], a[1], a[2], null, 0.0, false))
+            : BatchInvariance.Run(new[] { query, key, value, mask }, Invariance, a => nn.functional.scaled_dot_product_attention(a[0], a[1], a[2], a[3], 0.0, false));
 }

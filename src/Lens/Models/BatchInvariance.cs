@@ -1,14 +1,18 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
 namespace DiffusionLens.Models;
 
 /// <summary>
-/// Batch invariance of a lens sweep's batches (<c>--batch-invariant</c>, on by default): while a batch of k layers runs
-/// inside <see cref="Layers"/>, every <see cref="Conv2d"/> and <see cref="GroupNorm"/> whose batched call would give a
-/// row other numbers than that layer's own call runs per layer's rows, so images do not depend on how many layers
-/// share a batch (for <c>--batch auto</c>: on the free memory). Which calls those are depends on the kernels' choices
-/// per shape, so each module finds out once per input shape by computing both ways (<see cref="Run"/>). Measured:
-/// on an H200 (float16) 34 of the SD 1.5 UNet's 98 convolution shapes at 24 rows, 1 of the VAE decoder's 36
-/// (<c>ci/batch_invariance.py</c>); on the CPU (float32) libtorch's GroupNorm at some shapes. Linear, attention and
-/// LayerNorm were batch-invariant on both. The scope is per thread, so sweeps on other threads are unaffected.
+/// Batch invariance of a lens sweep's batches (<c>--batch-invariant on</c>): while a batch of k layers runs inside
+/// <see cref="Layers"/>, every kernel call of the image models' <see cref="IBatchInvariant"/> modules (Conv2d,
+/// GroupNorm, LayerNorm, Linear, attention's SDPA) whose batched call would give a row other numbers than that layer's
+/// own call runs per layer's rows, so images do not depend on how many layers share a batch (for <c>--batch auto</c>:
+/// on the free memory). Which calls those are depends on the kernels' choices per shape, so each module finds out once
+/// per input shape by computing both ways (<see cref="Run"/>). Measured in diffusers' UNet on an H200 (float16): 34 of
+/// the SD 1.5 UNet's 98 convolution shapes at 24 rows, 1 of the VAE decoder's 36 (<c>ci/batch_invariance.py</c>); on
+/// the CPU (float32) libtorch's GroupNorm and small GEMMs at some shapes. The scope is per thread, so sweeps on other
+/// threads are unaffected.
 /// </summary>
 internal static class BatchInvariance
 {
@@ -36,51 +40,77 @@ internal static class BatchInvariance
     /// both batched and per layer's rows and remembers in <paramref name="decisions"/> whether they differ; from then on
     /// the shape runs batched (equal) or per layer's rows (different).
     /// </summary>
-    public static TorchSharp.torch.Tensor Run(TorchSharp.torch.Tensor input, Decisions decisions, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> op)
+    public static Tensor Run(Tensor input, Decisions decisions, Func<Tensor, Tensor> op) =>
+        Run(new[] { input }, decisions, a => op(a[0]));
+
+    /// <summary>
+    /// <see cref="Run(Tensor, Decisions, Func{Tensor, Tensor})"/> for an op of several inputs (e.g. query, key, value):
+    /// the rows are the first input's leading dimension; every input with that many leading rows is split alike, the
+    /// others (broadcast masks) are passed whole to each per-layer call.
+    /// </summary>
+    public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
         long layers = _layers;
-        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers || input.shape[0] % layers != 0) return op(input);
-        long unit = input.shape[0] / layers;
-        var key = new ShapeKey(string.Join("x", input.shape), unit);
-        if (decisions.TryGetValue(key, out bool split)) return split ? PerLayer(input, unit, op) : op(input);
-        var whole = op(input);
-        var perLayer = PerLayer(input, unit, op);
+        var input = inputs[0];
+        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers || input.shape[0] % layers != 0) return op(inputs);
+        long rows = input.shape[0], unit = rows / layers;
+        var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit);
+        if (decisions.TryGetValue(key, out bool split)) return split ? PerLayer(inputs, rows, unit, op) : op(inputs);
+        var whole = op(inputs);
+        var perLayer = PerLayer(inputs, rows, unit, op);
         split = !whole.Equals(perLayer);
         decisions[key] = split;
-        if (split) { whole.Dispose(); return perLayer; }
+        if (split)
+        {
+            whole.Dispose();
+            if (Trace) Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs per layer ({unit} rows)");
+            return perLayer;
+        }
         perLayer.Dispose();
         return whole;
     }
 
-    private static TorchSharp.torch.Tensor PerLayer(TorchSharp.torch.Tensor x, long unit, Func<TorchSharp.torch.Tensor, TorchSharp.torch.Tensor> op)
+    private static readonly bool Trace = Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_TRACE") == "1";
+
+    private static Tensor PerLayer(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
     {
-        using var scope = TorchSharp.torch.NewDisposeScope();
-        var parts = new TorchSharp.torch.Tensor[x.shape[0] / unit];
-        for (int i = 0; i < parts.Length; i++) parts[i] = op(x.narrow(0, i * unit, unit));
-        return TorchSharp.torch.cat(parts, 0).MoveToOuterDisposeScope();
+        using var scope = NewDisposeScope();
+        var parts = new Tensor[rows / unit];
+        for (int i = 0; i < parts.Length; i++)
+            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit) : t).ToArray());
+        return torch.cat(parts, 0).MoveToOuterDisposeScope();
     }
 
-    /// <summary>An input shape ("24x320x64x64") and the rows per layer it splits into.</summary>
+    /// <summary>An input shape ("24x320x64x64", inputs separated by commas) and the rows per layer it splits into.</summary>
     public readonly record struct ShapeKey(string Shape, long Unit);
 
     /// <summary>One module's decisions: per input shape, whether it runs per layer's rows.</summary>
-    public sealed class Decisions : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, bool>
+    public sealed class Decisions(string owner) : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, bool>
     {
+        /// <summary>The kind of module ("Conv2d", "Linear", ...), for counts and traces.</summary>
+        public string Owner => owner;
         /// <summary>The shapes that run per layer's rows.</summary>
         public int Split => this.Count(kv => kv.Value);
     }
 
-    /// <summary>How many of the modules' (convolution and group norm) input shapes ran per layer's rows, of how many checked.</summary>
-    public static (int Split, int Checked) Count(IEnumerable<TorchSharp.torch.nn.Module> roots)
+    /// <summary>Per module kind: how many input shapes ran per layer's rows, and how many were checked.</summary>
+    public static SortedDictionary<string, (int Split, int Checked)> Count(IEnumerable<nn.Module> roots)
     {
-        int split = 0, checkedShapes = 0;
+        var counts = new SortedDictionary<string, (int Split, int Checked)>(StringComparer.Ordinal);
         foreach (var root in roots)
             foreach (var (_, m) in root.named_modules())
-                if (((m as Conv2d)?.Invariance ?? (m as GroupNorm)?.Invariance) is Decisions d)
+                if (m is IBatchInvariant b && b.Invariance.Count > 0)
                 {
-                    split += d.Split;
-                    checkedShapes += d.Count;
+                    var (split, checkedShapes) = counts.GetValueOrDefault(b.Invariance.Owner);
+                    counts[b.Invariance.Owner] = (split + b.Invariance.Split, checkedShapes + b.Invariance.Count);
                 }
-        return (split, checkedShapes);
+        return counts;
     }
+}
+
+/// <summary>A module whose kernel calls <see cref="BatchInvariance"/> keeps batch-invariant.</summary>
+internal interface IBatchInvariant
+{
+    /// <summary>Per input shape: whether the module's kernel runs per layer's rows.</summary>
+    BatchInvariance.Decisions Invariance { get; }
 }

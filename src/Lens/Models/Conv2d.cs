@@ -13,7 +13,7 @@ namespace DiffusionLens.Models;
 /// (<c>ci/batch_invariance.py</c>); where the results differ the call is then always made per layer's rows (the
 /// convolutions that agree stay batched). This keeps a batched sweep's images identical to <c>--batch 1</c>'s.
 /// </summary>
-internal sealed class Conv2d : nn.Module<Tensor, Tensor>
+internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
 #pragma warning disable IDE1006 // state-dict names
     public Parameter weight;
@@ -24,7 +24,7 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>
     private readonly long[] _padding;
 
     /// <summary>Per input shape: whether this convolution runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
-    internal BatchInvariance.Decisions Invariance { get; } = new();
+    public BatchInvariance.Decisions Invariance { get; } = new("Conv2d");
 
     public long InChannels => weight.shape[1];
     public long OutChannels => weight.shape[0];

@@ -9,7 +9,7 @@ namespace DiffusionLens.Models;
 /// batch-invariant inside a batch of several layers like <see cref="Conv2d"/>: libtorch's CPU kernel splits its
 /// reductions by the number of (row, group) pairs, so at some shapes a row's numbers depend on the rows beside it.
 /// </summary>
-internal sealed class GroupNorm : nn.Module<Tensor, Tensor>
+internal sealed class GroupNorm : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
 #pragma warning disable IDE1006 // state-dict names
     public Parameter? weight;
@@ -21,7 +21,7 @@ internal sealed class GroupNorm : nn.Module<Tensor, Tensor>
     public double Eps { get; }
 
     /// <summary>Per input shape: whether this norm runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
-    internal BatchInvariance.Decisions Invariance { get; } = new();
+    public BatchInvariance.Decisions Invariance { get; } = new("GroupNorm");
 
     public GroupNorm(long numGroups, long numChannels, double eps, Parameter? weight, Parameter? bias) : base(nameof(GroupNorm))
     {

@@ -58,10 +58,12 @@ internal static class Layers
         return new Conv2d(Empty(new[] { outChannels, inChannels, kernelSize, kernelSize }, t), bias ? Empty(new[] { outChannels }, t) : null, stride, padding);
     }
 
+    /// <summary>nn.LayerNorm's parameters (weight = 1, bias = 0; uninitialised when loading) in the batch-invariant module.</summary>
     public static LayerNorm LayerNorm(long dim, double eps = 1e-5, bool elementwise_affine = true)
     {
-        if (_target is not Target t) return nn.LayerNorm(dim, eps, elementwise_affine: elementwise_affine);
-        return nn.LayerNorm(dim, eps, elementwise_affine: elementwise_affine, device: t.Device, dtype: t.DType);
+        if (!elementwise_affine) return new LayerNorm(dim, eps, null, null);
+        if (_target is Target t) return new LayerNorm(dim, eps, Empty(new[] { dim }, t), Empty(new[] { dim }, t));
+        return new LayerNorm(dim, eps, new Parameter(torch.ones(dim), requires_grad: false), new Parameter(torch.zeros(dim), requires_grad: false));
     }
 
     /// <summary>nn.GroupNorm's parameters (affine: weight = 1, bias = 0 by default, uninitialised when loading) in the batch-invariant module.</summary>

@@ -12,7 +12,7 @@ namespace DiffusionLens.Models;
 /// broadcast add kernel and a GEMM without the fused bias: on an H200 at 24 rows of SD 1.5 about 8 ms a step, and
 /// numbers that differ from what diffusers computes (the epilogue adds the bias before rounding to half precision).
 /// </summary>
-internal sealed class Linear : nn.Module<Tensor, Tensor>
+internal sealed class Linear : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
 #pragma warning disable IDE1006 // state-dict names
     public Parameter weight;
@@ -32,7 +32,12 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor input)
+    /// <summary>Per input shape: whether this projection runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    public BatchInvariance.Decisions Invariance { get; } = new("Linear");
+
+    public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Compute);
+
+    private Tensor Compute(Tensor input)
     {
         using var scope = NewDisposeScope();
         var wt = weight.t();

@@ -479,8 +479,13 @@ public static class LensSweep
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             BatchInvariant = o.BatchInvariant,
-            BatchInvariance = o.BatchInvariant && Math.Min(batch, layers.Length) > 1 && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is var (split, checkedShapes)
-                ? new BatchInvarianceManifest { PerLayerConvolutions = split, CheckedConvolutions = checkedShapes } : null,
+            BatchInvariance = o.BatchInvariant && Math.Min(batch, layers.Length) > 1
+                && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is var counts
+                ? new BatchInvarianceManifest
+                {
+                    PerLayerShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Split), StringComparer.Ordinal),
+                    CheckedShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Checked), StringComparer.Ordinal),
+                } : null,
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,
             Layers = layers,

@@ -46,8 +46,8 @@ internal sealed record SweepManifest
     public string? BatchRequested { get; init; }
     /// <summary>--batch-invariant: whether batches of several layers computed each layer as --batch 1 does.</summary>
     public bool BatchInvariant { get; init; }
-    /// <summary>With --batch-invariant on and batches of several layers: the convolution shapes that ran per layer's rows
-    /// (their batched call gave other numbers) of those checked; null otherwise.</summary>
+    /// <summary>With --batch-invariant on and batches of several layers: per module kind, the input shapes that ran per
+    /// layer's rows (their batched call gave other numbers) and those checked; null otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public BatchInvarianceManifest? BatchInvariance { get; init; }
     public required int NumLayers { get; init; }
@@ -168,11 +168,12 @@ internal sealed record Stage2Manifest
 }
 
 /// <summary>
-/// What --batch-invariant did in a sweep whose batches held several layers: the convolution input shapes that ran per
-/// layer's rows because their batched call gave other numbers than --batch 1's, of the shapes checked.
+/// What --batch-invariant did in a sweep whose batches held several layers, per module kind (Conv2d, GroupNorm,
+/// LayerNorm, Linear, Attention): the input shapes that ran per layer's rows because their batched call gave other
+/// numbers than --batch 1's, and the shapes checked.
 /// </summary>
 internal sealed record BatchInvarianceManifest
 {
-    public required int PerLayerConvolutions { get; init; }
-    public required int CheckedConvolutions { get; init; }
+    public required SortedDictionary<string, int> PerLayerShapes { get; init; }
+    public required SortedDictionary<string, int> CheckedShapes { get; init; }
 }
