@@ -17,6 +17,7 @@ namespace DiffusionLens.Models;
 internal static class BatchInvariance
 {
     [ThreadStatic] private static long _layers;
+    [ThreadStatic] private static long _blocks;
 
     /// <summary>The layers in the batch running on this thread (0 or 1: no per-layer splitting).</summary>
     public static long CurrentLayers => _layers;
@@ -35,6 +36,24 @@ internal static class BatchInvariance
     }
 
     /// <summary>
+    /// Marks the model calls on this thread until disposal as made of <paramref name="blocks"/> blocks of the batch's
+    /// layers, as a guided call is ([unconditional rows of every layer, conditional rows of every layer]): a layer's
+    /// rows are then its rows of each block, in --batch 1's order (a kernel's numbers for a row may depend on the row's
+    /// position in the batch, so a layer's rows are run in the positions --batch 1 gives them).
+    /// </summary>
+    public static IDisposable Blocks(long blocks)
+    {
+        var previous = _blocks;
+        _blocks = blocks;
+        return new RestoreBlocks(previous);
+    }
+
+    private sealed class RestoreBlocks(long previous) : IDisposable
+    {
+        public void Dispose() => _blocks = previous;
+    }
+
+    /// <summary>
     /// <paramref name="op"/> on <paramref name="input"/> as <c>--batch 1</c> computes it: outside a batch of several
     /// layers, or for rows that are not the batch's layers' rows, one call; otherwise the first call at a shape runs
     /// both batched and per layer's rows and remembers in <paramref name="decisions"/> whether they differ; from then on
@@ -50,19 +69,19 @@ internal static class BatchInvariance
     /// </summary>
     public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
-        long layers = _layers;
+        long layers = _layers, blocks = Math.Max(1, _blocks);
         var input = inputs[0];
-        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers || input.shape[0] % layers != 0) return op(inputs);
+        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers * blocks || input.shape[0] % (layers * blocks) != 0) return op(inputs);
         long rows = input.shape[0], unit = rows / layers;
-        var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit);
+        var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit, blocks);
         var state = decisions.GetOrAdd(key, _ => new Decision());
-        if (state.Split) return PerLayer(inputs, rows, unit, op);
+        if (state.Split) return PerLayer(inputs, rows, layers, blocks, op);
         if (state.Probes >= Probes) return op(inputs);
         // a probe: both ways on this call's data (kernels that sum in another order agree on most inputs in half
         // precision, so one equal probe does not prove the shape batch-invariant: several calls are checked)
         state.Probes++;
         var whole = op(inputs);
-        var perLayer = PerLayer(inputs, rows, unit, op);
+        var perLayer = PerLayer(inputs, rows, layers, blocks, op);
         if (whole.Equals(perLayer))
         {
             perLayer.Dispose();
@@ -90,17 +109,36 @@ internal static class BatchInvariance
         public int Probes;
     }
 
-    private static Tensor PerLayer(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
+    private static Tensor PerLayer(Tensor[] inputs, long rows, long layers, long blocks, Func<Tensor[], Tensor> op)
     {
         using var scope = NewDisposeScope();
-        var parts = new Tensor[rows / unit];
-        for (int i = 0; i < parts.Length; i++)
-            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit) : t).ToArray());
-        return torch.cat(parts, 0).MoveToOuterDisposeScope();
+        long unit = rows / layers;
+        if (blocks == 1)
+        {
+            // a layer's rows are contiguous: views, and the outputs concatenated
+            var parts = new Tensor[layers];
+            for (int i = 0; i < layers; i++)
+                parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit) : t).ToArray());
+            return torch.cat(parts, 0).MoveToOuterDisposeScope();
+        }
+        // a layer's rows are one run in each block: gathered in block order (--batch 1's), the output scattered back
+        long perBlock = rows / blocks, run = perBlock / layers;
+        Tensor? result = null;
+        for (long i = 0; i < layers; i++)
+        {
+            var index = torch.cat(Enumerable.Range(0, (int)blocks).Select(b => torch.arange(b * perBlock + i * run, b * perBlock + (i + 1) * run, dtype: ScalarType.Int64)).ToList(), 0)
+                .to(inputs[0].device);
+            var output = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.index_select(0, index) : t).ToArray());
+            result ??= torch.empty(new[] { rows }.Concat(output.shape.Skip(1)).ToArray(), dtype: output.dtype, device: output.device);
+            result.index_copy_(0, index, output);
+        }
+        return result!.MoveToOuterDisposeScope();
     }
 
-    /// <summary>An input shape ("24x320x64x64", inputs separated by commas) and the rows per layer it splits into.</summary>
-    public readonly record struct ShapeKey(string Shape, long Unit);
+
+    /// <summary>An input shape ("24x320x64x64", inputs separated by commas), the rows per layer it splits into, and the
+    /// blocks a layer's rows are spread over (<see cref="Blocks"/>).</summary>
+    public readonly record struct ShapeKey(string Shape, long Unit, long Blocks = 1);
 
     /// <summary>One module's decisions: per input shape, whether it runs per layer's rows.</summary>
     public sealed class Decisions(string owner) : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, Decision>

@@ -73,6 +73,7 @@ internal sealed class IFPipeline : LensPipeline
         using var noGrad = torch.no_grad();
         bool guided = UsesGuidance(guidance);
         var input = scheduler.ScaleModelInput(guided ? torch.cat(new[] { images, images }, 0) : images, t);
+        using var blocks = Models.BatchInvariance.Blocks(guided ? 2 : 1); // [uncond rows, cond rows]
         var output = UNet.Forward(input, TimestepTensor(t), embeds);
         return CombineGuided(output, images.shape[1], guidance, SchedulerConfig).MoveToOuterDisposeScope();
     }

@@ -75,6 +75,7 @@ internal sealed class StableDiffusionPipeline : LensPipeline
         if (!UsesGuidance(guidance))
             return UNet.Forward(scheduler.ScaleModelInput(latents, t), tT, embeds).MoveToOuterDisposeScope();
         var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
+        using var blocks = Models.BatchInvariance.Blocks(2); // [uncond rows, cond rows]
         var parts = UNet.Forward(input, tT, embeds).chunk(2, 0);
         return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();
     }
