@@ -8,7 +8,9 @@ namespace DiffusionLens.Tests.Parity;
 /// <summary>
 /// Image snapshots of the tiny-model sweeps (layer images and the labelled grid) made by the real CLI path.
 /// Tolerance: 2 8-bit levels per channel (the layer images themselves are checked against diffusers in
-/// PipelineParityTests; the snapshots pin the grid's layout and labels and catch any drift).
+/// PipelineParityTests; the snapshots pin the grid's layout and labels and catch any drift); 6 with an IF stage II,
+/// whose two chained pixel-space stages amplify the CPU's rounding: on the GPU host's CPU (another instruction set
+/// than the one the snapshot was made on) 81 pixels of the stage II grid differed by 3-4 levels.
 /// </summary>
 [Collection("pipelines")]
 public class SnapshotTests
@@ -41,9 +43,10 @@ public class SnapshotTests
         });
         try
         {
-            ImageSnapshot.Match($"{model}{(stage2 is null ? "" : "-" + stage2)}-grid", RgbImage.Load(result.GridPath), 2);
+            int levels = stage2 is null ? 2 : 6;
+            ImageSnapshot.Match($"{model}{(stage2 is null ? "" : "-" + stage2)}-grid", RgbImage.Load(result.GridPath), levels);
             foreach (var (layer, path) in result.LayerImages.Where(kv => kv.Key % 4 == 0))
-                ImageSnapshot.Match($"{model}{(stage2 is null ? "" : "-" + stage2)}-layer-{layer:D2}", RgbImage.Load(path), 2);
+                ImageSnapshot.Match($"{model}{(stage2 is null ? "" : "-" + stage2)}-layer-{layer:D2}", RgbImage.Load(path), levels);
         }
         finally
         {
