@@ -22,6 +22,10 @@ public class SnapshotTests
         // the paper's setups: SD 2.x-style (pads with "!", v-prediction) under DPM-Solver++, and IF stage I + II
         { "sd2-tiny", "all", 20, "A few people are in the ocean splashing around", "DPMSolverMultistepScheduler", null },
         { "if-tiny-b", "all", 10, "A few people are in the ocean splashing around", null, "if2-tiny" },
+        // the tutorial's bonus models: SDXL (text_encoder_2's layers 0..N-2, Euler) and FLUX.1-schnell-style (T5 blocks,
+        // flow matching, one step as the tutorial)
+        { "sdxl-tiny", "all", 10, "A few people are in the ocean splashing around", null, null },
+        { "flux-tiny", "all", 1, "A few people are in the ocean splashing around", null, null },
     };
 
     [Theory, MemberData(nameof(Sweeps))]
