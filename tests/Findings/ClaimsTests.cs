@@ -23,6 +23,19 @@ public class ClaimsTests
     }
 
     [Fact]
+    public void Sdxl_claim_expects_the_ocean_first_with_the_tutorial_lens()
+    {
+        // issue 10: the tutorial's SDXL showed the ocean first, unlike SD 1.5's CLIP (the second concept first)
+        var c = Paper().Claims.Single(c => c.Model == "sdxl");
+        Assert.Equal("stabilityai/stable-diffusion-xl-base-1.0", c.ModelName);
+        Assert.Equal(new[] { "people", "ocean" }, c.Concepts.Take(2));
+        Assert.Equal(ConceptOrder.Second, c.ExpectedOrder);
+        Assert.Equal(ConceptOrder.First, Paper().Claims.Single(x => x.Id == "sd15-tutorial-people-first").ExpectedOrder);
+        Assert.Contains("ocean first", Assert.Single(c.Published).Text);
+        Assert.False(string.IsNullOrEmpty(c.ModelEnv)); // skipped, naming it, where the weights are absent
+    }
+
+    [Fact]
     public void Flux_claim_states_the_tutorial_observation_in_its_setting()
     {
         // the nnsight tutorial's FLUX cell: 1 step, guidance 0, 512x512; its observation: the snowy landscape first,

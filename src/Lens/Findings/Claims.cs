@@ -136,8 +136,8 @@ internal sealed record Claim
     public string Id { get; init; } = "";
     public string Title { get; init; } = "";
     public string Statement { get; init; } = "";
-    /// <summary>"sd" (Stable Diffusion, CLIP text encoder), "if" (DeepFloyd IF stage I, T5 encoder) or "flux" (FLUX, the
-    /// tutorial's lens of its T5 encoder)</summary>
+    /// <summary>"sd" (Stable Diffusion, CLIP text encoder), "sdxl" (Stable Diffusion XL, the tutorial's lens of its second
+    /// CLIP encoder), "if" (DeepFloyd IF stage I, T5 encoder) or "flux" (FLUX, the tutorial's lens of its T5 encoder)</summary>
     public string Model { get; init; } = "";
     /// <summary>a human name of the checkpoint, e.g. "runwayml/stable-diffusion-v1-5"</summary>
     public string? ModelName { get; init; }
@@ -231,7 +231,7 @@ internal sealed record ClaimsFile
             if (string.IsNullOrWhiteSpace(c.Id) || !System.Text.RegularExpressions.Regex.IsMatch(c.Id, "^[a-z0-9][a-z0-9._-]*$"))
                 throw new LensException($"{w}: claim id '{c.Id}' must be lower-case letters, digits, '.', '_' or '-'");
             if (!ids.Add(c.Id)) throw new LensException($"{w}: claim id '{c.Id}' is used twice");
-            if (c.Model is not ("sd" or "if" or "flux")) throw new LensException($"{where}: model must be \"sd\", \"if\" or \"flux\", got '{c.Model}'");
+            if (c.Model is not ("sd" or "sdxl" or "if" or "flux")) throw new LensException($"{where}: model must be \"sd\", \"sdxl\", \"if\" or \"flux\", got '{c.Model}'");
             if (c.ModelEnv is null && c.ModelDir is null) throw new LensException($"{where}: needs model_env or model_dir");
             if (c.PromptSet is { } ps)
             {

@@ -3,7 +3,7 @@ namespace DiffusionLens.Findings;
 /// <summary>What the audit asks of one lens sweep (mirrors the sweep library's options).</summary>
 internal sealed record SweepRequest
 {
-    /// <summary>"sd", "if" or "flux"</summary>
+    /// <summary>"sd", "sdxl", "if" or "flux"</summary>
     public required string Model { get; init; }
     public required string ModelDir { get; init; }
     public required string Prompt { get; init; }
