@@ -62,31 +62,24 @@ public class BatchInvarianceTests
     }
 
     [Fact]
-    public void GuidedCallsRunEachLayersRowsInBatchOnesPositions()
+    public void GuidedCallsRunInLayerMajorOrderInsideABatchOfLayers()
     {
-        // a guided call of 3 layers is [uncond x3, cond x3]; --batch 1 runs [uncond, cond]: an op whose numbers depend on
-        // a row's position in its batch must see each layer's two rows at positions 0 and 1, and the rows go back in place
+        // a guided call of 3 layers is [uncond x3, cond x3] (diffusers' order); --batch 1 runs [uncond, cond]: inside a
+        // batch of layers the call's rows go layer-major, so each layer's two rows are contiguous and in --batch 1's order
         using var scope = NewDisposeScope();
         var x = torch.arange(6 * 2, dtype: ScalarType.Float32).view(6, 2); // rows u0 u1 u2 c0 c1 c2
-        Tensor PositionDependent(Tensor t) => t * 100 + torch.arange(t.shape[0], dtype: ScalarType.Float32).unsqueeze(1);
-        var d = new BatchInvariance.Decisions("Test");
-        Tensor result;
+        Assert.True(BatchInvariance.ToLayerMajor(x, 2).Equals(x)); // outside a batch of layers: as is
         using (BatchInvariance.Layers(3))
-        using (BatchInvariance.Blocks(2))
-            result = BatchInvariance.Run(x, d, PositionDependent);
-        var expected = torch.zeros(6, 2);
-        for (int i = 0; i < 3; i++)
         {
-            var own = PositionDependent(torch.stack(new[] { x[i], x[3 + i] })); // layer i at --batch 1
-            expected[i] = own[0];
-            expected[3 + i] = own[1];
+            var lm = BatchInvariance.ToLayerMajor(x, 2);
+            Assert.Equal(new[] { 0f, 6, 2, 8, 4, 10 }, lm[.., 0].data<float>().ToArray()); // u0 c0 u1 c1 u2 c2
+            Assert.True(BatchInvariance.ToBlockMajor(lm, 2).Equals(x));
+            Assert.True(BatchInvariance.ToLayerMajor(x, 1).Equals(x)); // no guidance: one block
+            // N = 2 images per layer: [u0 u0' u1 u1' u2 u2' c0 c0' ...] -> [u0 u0' c0 c0' u1 ...]
+            var y = torch.arange(12, dtype: ScalarType.Float32);
+            Assert.Equal(new[] { 0f, 1, 6, 7, 2, 3, 8, 9, 4, 5, 10, 11 }, BatchInvariance.ToLayerMajor(y, 2).data<float>().ToArray());
+            Assert.True(BatchInvariance.ToLayerMajor(torch.zeros(4, 2), 2).shape.SequenceEqual(new long[] { 4, 2 })); // not 3 layers' rows: as is
         }
-        Assert.True(result.Equals(expected));
-        Assert.Equal(1, d.Split);
-        Assert.Equal(2, d.Keys.Single().Blocks);
-        // one block (a decode of one image per layer): contiguous rows
-        using (BatchInvariance.Layers(3)) result = BatchInvariance.Run(x, d, PositionDependent);
-        Assert.True(result.Equals(torch.cat(new[] { PositionDependent(x[0..2]), PositionDependent(x[2..4]), PositionDependent(x[4..6]) }, 0)));
     }
 
     [Fact]

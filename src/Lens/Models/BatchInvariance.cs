@@ -10,7 +10,8 @@ namespace DiffusionLens.Models;
 /// own call runs per layer's rows, so images do not depend on how many layers share a batch (for <c>--batch auto</c>:
 /// on the free memory). Which calls those are depends on the kernels' choices per shape, so each module finds out once
 /// per input shape by computing both ways (<see cref="Run"/>), with each layer's rows in the positions --batch 1 gives
-/// them (<see cref="Blocks"/>: cuDNN's numbers for a row can depend on its position in the batch). Measured on an H200
+/// them (guided calls run in layer-major order, <see cref="ToLayerMajor"/>: cuDNN's numbers for a row can depend on its
+/// position in the batch). Measured on an H200
 /// (SD 1.5-sized UNet and VAE, float16, 12 layers): 35 of 134 convolution shapes run per layer, no GroupNorm,
 /// LayerNorm, Linear or attention shape; the sweep's 12 images then equal --batch 1's bit for bit. On the CPU (float32)
 /// libtorch's GroupNorm and small GEMMs (the time embedding's) vary at some shapes. The scope is per thread, so sweeps
@@ -19,7 +20,6 @@ namespace DiffusionLens.Models;
 internal static class BatchInvariance
 {
     [ThreadStatic] private static long _layers;
-    [ThreadStatic] private static long _blocks;
 
     /// <summary>The layers in the batch running on this thread (0 or 1: no per-layer splitting).</summary>
     public static long CurrentLayers => _layers;
@@ -38,22 +38,27 @@ internal static class BatchInvariance
     }
 
     /// <summary>
-    /// Marks the model calls on this thread until disposal as made of <paramref name="blocks"/> blocks of the batch's
-    /// layers, as a guided call is ([unconditional rows of every layer, conditional rows of every layer]): a layer's
-    /// rows are then its rows of each block, in --batch 1's order (a kernel's numbers for a row may depend on the row's
-    /// position in the batch, so a layer's rows are run in the positions --batch 1 gives them).
+    /// A guided call's rows in layer-major order, for a batch of several layers inside <see cref="Layers"/> (identity
+    /// otherwise): [block 0: layer 0..k-1, block 1: layer 0..k-1] (diffusers' [uncond rows, cond rows]) becomes
+    /// [layer 0: block 0, block 1; layer 1: ...], so each layer's rows are contiguous and in the positions --batch 1 gives
+    /// them ([uncond, cond]): cuDNN's numbers for a row can depend on its position in the batch. Every per-row input of
+    /// the call is reordered alike; <see cref="ToBlockMajor"/> puts the output back.
     /// </summary>
-    public static IDisposable Blocks(long blocks)
+    public static Tensor ToLayerMajor(Tensor x, long blocks) => Reorder(x, blocks, toLayerMajor: true);
+
+    /// <summary>The inverse of <see cref="ToLayerMajor"/>.</summary>
+    public static Tensor ToBlockMajor(Tensor x, long blocks) => Reorder(x, blocks, toLayerMajor: false);
+
+    private static Tensor Reorder(Tensor x, long blocks, bool toLayerMajor)
     {
-        var previous = _blocks;
-        _blocks = blocks;
-        return new RestoreBlocks(previous);
+        long layers = _layers;
+        if (layers <= 1 || blocks <= 1 || x.ndim < 1 || x.shape[0] % (layers * blocks) != 0) return x;
+        long run = x.shape[0] / (layers * blocks);
+        var outer = toLayerMajor ? new[] { blocks, layers } : new[] { layers, blocks };
+        var shape = outer.Concat(new[] { run }).Concat(x.shape.Skip(1)).ToArray();
+        return x.reshape(shape).transpose(0, 1).reshape(x.shape);
     }
 
-    private sealed class RestoreBlocks(long previous) : IDisposable
-    {
-        public void Dispose() => _blocks = previous;
-    }
 
     /// <summary>
     /// <paramref name="op"/> on <paramref name="input"/> as <c>--batch 1</c> computes it: outside a batch of several
@@ -71,18 +76,18 @@ internal static class BatchInvariance
     /// </summary>
     public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
-        long layers = _layers, blocks = Math.Max(1, _blocks);
+        long layers = _layers;
         var input = inputs[0];
-        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers * blocks || input.shape[0] % (layers * blocks) != 0) return op(inputs);
+        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers || input.shape[0] % layers != 0) return op(inputs);
         long rows = input.shape[0], unit = rows / layers;
-        var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit, blocks);
+        var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit);
         var state = decisions.GetOrAdd(key, _ => new Decision());
-        if (state.Split) return PerLayer(inputs, rows, layers, blocks, op);
+        if (state.Split) return PerLayer(inputs, rows, unit, op);
         if (state.Probes >= Probes) return op(inputs);
         // a probe: both ways on this call's data (two algorithms may agree on some inputs, so several calls are checked)
         state.Probes++;
         var whole = op(inputs);
-        var perLayer = PerLayer(inputs, rows, layers, blocks, op);
+        var perLayer = PerLayer(inputs, rows, unit, op);
         if (whole.Equals(perLayer))
         {
             perLayer.Dispose();
@@ -114,36 +119,17 @@ internal static class BatchInvariance
         public int Probes;
     }
 
-    private static Tensor PerLayer(Tensor[] inputs, long rows, long layers, long blocks, Func<Tensor[], Tensor> op)
+    private static Tensor PerLayer(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
     {
         using var scope = NewDisposeScope();
-        long unit = rows / layers;
-        if (blocks == 1)
-        {
-            // a layer's rows are contiguous: views, and the outputs concatenated
-            var parts = new Tensor[layers];
-            for (int i = 0; i < layers; i++)
-                parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit) : t).ToArray());
-            return torch.cat(parts, 0).MoveToOuterDisposeScope();
-        }
-        // a layer's rows are one run in each block: gathered in block order (--batch 1's), the output scattered back
-        long perBlock = rows / blocks, run = perBlock / layers;
-        Tensor? result = null;
-        for (long i = 0; i < layers; i++)
-        {
-            var index = torch.cat(Enumerable.Range(0, (int)blocks).Select(b => torch.arange(b * perBlock + i * run, b * perBlock + (i + 1) * run, dtype: ScalarType.Int64)).ToList(), 0)
-                .to(inputs[0].device);
-            var output = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.index_select(0, index) : t).ToArray());
-            result ??= torch.empty(new[] { rows }.Concat(output.shape.Skip(1)).ToArray(), dtype: output.dtype, device: output.device);
-            result.index_copy_(0, index, output);
-        }
-        return result!.MoveToOuterDisposeScope();
+        var parts = new Tensor[rows / unit];
+        for (int i = 0; i < parts.Length; i++)
+            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit) : t).ToArray());
+        return torch.cat(parts, 0).MoveToOuterDisposeScope();
     }
 
-
-    /// <summary>An input shape ("24x320x64x64", inputs separated by commas), the rows per layer it splits into, and the
-    /// blocks a layer's rows are spread over (<see cref="Blocks"/>).</summary>
-    public readonly record struct ShapeKey(string Shape, long Unit, long Blocks = 1);
+    /// <summary>An input shape ("24x320x64x64", inputs separated by commas) and the rows per layer it splits into.</summary>
+    public readonly record struct ShapeKey(string Shape, long Unit);
 
     /// <summary>One module's decisions: per input shape, whether it runs per layer's rows.</summary>
     public sealed class Decisions(string owner) : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, Decision>

@@ -73,8 +73,10 @@ internal sealed class IFPipeline : LensPipeline
         using var noGrad = torch.no_grad();
         bool guided = UsesGuidance(guidance);
         var input = scheduler.ScaleModelInput(guided ? torch.cat(new[] { images, images }, 0) : images, t);
-        using var blocks = Models.BatchInvariance.Blocks(guided ? 2 : 1); // [uncond rows, cond rows]
-        var output = UNet.Forward(input, TimestepTensor(t), embeds);
+        // --batch-invariant: each layer's [uncond, cond] rows together, as --batch 1 runs them (identity otherwise)
+        long blocks = guided ? 2 : 1;
+        var output = Models.BatchInvariance.ToBlockMajor(UNet.Forward(Models.BatchInvariance.ToLayerMajor(input, blocks), TimestepTensor(t),
+            Models.BatchInvariance.ToLayerMajor(embeds, blocks)), blocks);
         return CombineGuided(output, images.shape[1], guidance, SchedulerConfig).MoveToOuterDisposeScope();
     }
 

@@ -340,8 +340,11 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         if (LensPipeline.UsesGuidance(guidance)) modelInput = torch.cat(new[] { modelInput, modelInput }, 0);
         modelInput = scheduler.ScaleModelInput(modelInput, t);
         var classLabels = torch.full(new long[] { modelInput.shape[0] }, noiseLevel, dtype: ScalarType.Int64, device: Device);
-        using var blocks = Models.BatchInvariance.Blocks(LensPipeline.UsesGuidance(guidance) ? 2 : 1); // [uncond rows, cond rows]
-        var output = UNet.Forward(modelInput, TimestepTensor(t), embeds, classLabels: classLabels);
+        // --batch-invariant: each layer's [uncond, cond] rows together, as --batch 1 runs them (identity otherwise)
+        long blocks = LensPipeline.UsesGuidance(guidance) ? 2 : 1;
+        Tensor L(Tensor x) => Models.BatchInvariance.ToLayerMajor(x, blocks);
+        var output = Models.BatchInvariance.ToBlockMajor(
+            UNet.Forward(L(modelInput), TimestepTensor(t), L(embeds), classLabels: L(classLabels)), blocks);
         return IFPipeline.CombineGuided(output, modelInput.shape[1] / 2, guidance, SchedulerConfig).MoveToOuterDisposeScope();
     }
 

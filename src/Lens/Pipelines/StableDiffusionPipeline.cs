@@ -75,8 +75,9 @@ internal sealed class StableDiffusionPipeline : LensPipeline
         if (!UsesGuidance(guidance))
             return UNet.Forward(scheduler.ScaleModelInput(latents, t), tT, embeds).MoveToOuterDisposeScope();
         var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
-        using var blocks = Models.BatchInvariance.Blocks(2); // [uncond rows, cond rows]
-        var parts = UNet.Forward(input, tT, embeds).chunk(2, 0);
+        // --batch-invariant: each layer's [uncond, cond] rows together, as --batch 1 runs them (identity otherwise)
+        var parts = Models.BatchInvariance.ToBlockMajor(
+            UNet.Forward(Models.BatchInvariance.ToLayerMajor(input, 2), tT, Models.BatchInvariance.ToLayerMajor(embeds, 2)), 2).chunk(2, 0);
         return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();
     }
 

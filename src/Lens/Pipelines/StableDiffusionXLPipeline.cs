@@ -196,8 +196,10 @@ internal sealed class StableDiffusionXLPipeline : LensPipeline
             return UNet.Forward(scheduler.ScaleModelInput(latents, t), tT, promptEmbeds, textEmbeds: textEmbeds, timeIds: timeIds)
                 .MoveToOuterDisposeScope();
         var input = scheduler.ScaleModelInput(torch.cat(new[] { latents, latents }, 0), t);
-        using var blocks = Models.BatchInvariance.Blocks(2); // [uncond rows, cond rows]
-        var parts = UNet.Forward(input, tT, promptEmbeds, textEmbeds: textEmbeds, timeIds: timeIds).chunk(2, 0);
+        // --batch-invariant: each layer's [uncond, cond] rows together, as --batch 1 runs them (identity otherwise)
+        Tensor L(Tensor x) => Models.BatchInvariance.ToLayerMajor(x, 2);
+        var parts = Models.BatchInvariance.ToBlockMajor(
+            UNet.Forward(L(input), tT, L(promptEmbeds), textEmbeds: L(textEmbeds), timeIds: L(timeIds)), 2).chunk(2, 0);
         return (parts[0] + guidance * (parts[1] - parts[0])).MoveToOuterDisposeScope();
     }
 
