@@ -13,7 +13,9 @@ internal sealed class EncodeCommand : ICommand
         lens encode --prompt TEXT --out FILE.safetensors [--model DIR|ORG/NAME [--revision REV]] [--device cpu|cuda] [--dtype float32] [--variant NAME] [--clean-caption BOOL] [--overwrite]
 
         Writes input_ids [1,T] int64, attention_mask [1,T] int64 (IF), and for every layer L: hidden.L (output of
-        encoder layer L, before the final norm) and lens.L (after it), float32.
+        encoder layer L, before the final norm) and lens.L (after it), float32. The encoder is the one the pipeline's
+        lens reads: text_encoder (SD, IF) or text_encoder_2 (SDXL's OpenCLIP bigG, FLUX's T5 with its tokenizer_2 and
+        max_sequence_length 512); the file's metadata names it.
         """;
 
     public int Run(IReadOnlyList<string> args)
@@ -53,7 +55,11 @@ internal sealed class EncodeCommand : ICommand
         Interrupt.RegisterPartial(tmp);
         try
         {
-            SafetensorsFile.Write(tmp, tensors, new Dictionary<string, string> { ["prompt"] = prompt, ["processed_prompt"] = layers.Text, ["model"] = pipe.ModelDir });
+            SafetensorsFile.Write(tmp, tensors, new Dictionary<string, string>
+            {
+                ["prompt"] = prompt, ["processed_prompt"] = layers.Text, ["model"] = pipe.ModelDir,
+                ["encoder"] = PromptEncoder.EncoderComponent(ModelIndex.Load(pipe.ModelDir).ClassName),
+            });
             File.Move(tmp, outPath, overwrite: true);
         }
         finally

@@ -15,7 +15,7 @@ internal sealed class PromptEncoder : IDisposable
     public required string ModelDir { get; init; }
     public required Device Device { get; init; }
     public required ScalarType DType { get; init; }
-    /// <summary>"sd" or "if".</summary>
+    /// <summary>"sd", "sdxl", "if" or "flux" (<see cref="PromptTokenizer.Kind"/>).</summary>
     public required string Kind { get; init; }
     public required PromptTokenizer Tokenizer { get; init; }
     public required ITextEncoder TextEncoder { get; init; }
@@ -26,32 +26,36 @@ internal sealed class PromptEncoder : IDisposable
     public static PromptEncoder Load(string modelDir, string device = "cpu", string dtype = "float32", string? variant = null)
     {
         var index = ModelIndex.Load(modelDir);
-        if (index.ClassName == FluxPipeline.ClassName)
-            throw new LensException($"{modelDir} is a FluxPipeline: lens encode supports StableDiffusionPipeline and IFPipeline only (FLUX's lens is run by lens sweep)");
-        if (index.ClassName == "StableDiffusionXLPipeline")
-            throw new LensException($"{modelDir} is a StableDiffusionXLPipeline: lens encode supports StableDiffusionPipeline and IFPipeline only (SDXL's lens is run by lens sweep)");
         var dev = LensPipeline.ParseDevice(device);
         var dt = LensPipeline.ParseDType(dtype);
         var components = LensPipeline.PipelineComponents(index);
         // the same variant rule as the full pipeline: some component of the pipeline must hold the variant's files
         WeightSet.CheckPipelineVariant(modelDir, components.Select(index.Require), variant);
+        // the lensed encoder: SDXL's and FLUX's second one (OpenCLIP bigG with its projection; T5), as lens sweep lenses
         var tokenizer = PromptTokenizer.Load(index);
-        var teDir = index.Require("text_encoder");
+        var teDir = index.Require(EncoderComponent(index.ClassName));
         var teVariant = WeightSet.ComponentVariant(teDir, variant);
-        ITextEncoder encoder = index.ClassName == "IFPipeline"
-            ? T5EncoderModel.FromFolder(teDir, dev, dt, teVariant)
-            : ClipTextModel.FromFolder(teDir, dev, dt, teVariant);
+        ITextEncoder encoder = index.ClassName switch
+        {
+            "IFPipeline" or FluxPipeline.ClassName => T5EncoderModel.FromFolder(teDir, dev, dt, teVariant),
+            "StableDiffusionXLPipeline" => ClipTextModelWithProjection.FromFolder(teDir, dev, dt, teVariant),
+            _ => ClipTextModel.FromFolder(teDir, dev, dt, teVariant),
+        };
         return new PromptEncoder
         {
             ModelDir = index.Folder,
             Device = dev,
             DType = dt,
-            Kind = index.ClassName == "IFPipeline" ? "if" : "sd",
+            Kind = tokenizer.Kind,
             Tokenizer = tokenizer,
             TextEncoder = encoder,
             Variant = variant,
         };
     }
+
+    /// <summary>The component whose layers a pipeline's lens reads: text_encoder_2 for SDXL and FLUX, else text_encoder.</summary>
+    public static string EncoderComponent(string pipelineClass) =>
+        pipelineClass is "StableDiffusionXLPipeline" or FluxPipeline.ClassName ? "text_encoder_2" : "text_encoder";
 
     /// <summary>Preprocesses and tokenizes the prompt and runs the text encoder once, keeping every layer and the
     /// embedding output.</summary>
