@@ -6,9 +6,16 @@ Models (random weights, built once per GPU host under /tmp/lens-bench, directly 
   if  - DeepFloyd IF stage I sized: T5 v1.1 XXL encoder (google/t5-v1_1-xxl config) + an IF-I-XL-sized UNet (see
         IF_UNET; pass --if-unet-config unet/config.json of the real IF-I-XL-v1.0 to use its exact config), DDPM as IF
         ships it, saved with variant="fp16"
+  sdxl - Stable Diffusion XL base 1.0 architecture (CLIP ViT-L + OpenCLIP bigG with projection, the 2.6B UNet,
+        EulerDiscreteScheduler), float16; the tutorial's SDXL lens (make_reference's SdxlLens hooks on diffusers' side)
+  flux - FLUX.1-schnell architecture (CLIP ViT-L, T5 v1.1 XXL, the 12B FluxTransformer2DModel, 16-channel VAE,
+        FlowMatchEulerDiscreteScheduler), bfloat16 (~33 GB on disk: the IF model folder is removed first to make room);
+        the tutorial's FLUX lens (FluxLens hooks)
 Workload (the issue's): prompt "A few people are in the ocean splashing around", seed 17.
   sd: 12 layers x 50 PNDM steps (51 UNet calls), 512x512, guidance 7.5; and 2 steps (3 UNet calls) for fixed costs
   if: the tutorial's 12 blocks (0,2,...,22 of 24), 64x64, 100 DDPM steps, guidance 7.0, no caption cleaning
+  sdxl: 12 layers (0,2,...,22 of text_encoder_2's 0..30) x 20 Euler steps, 1024x1024, guidance 5.0
+  flux: the tutorial's 12 T5 blocks (0,2,...,22) x 4 steps (schnell's default), 512x512, guidance 0
 
 Diffusers side (one fresh process per model; everything it times writes PNGs, as the C# sweep does, and a grid):
   load      from_pretrained(...).to("cuda")
@@ -25,7 +32,7 @@ Peak GPU memory: diffusers torch.cuda.max_memory_reserved; both sides also the d
 CUDA context) at the end of the batched run / the largest the sweep saw (manifest gpu_memory_peak_gib).
 
 Run by ci/gpu-test.sh --bench [--profile] (torch, transformers and diffusers sources on PYTHONPATH; the C# app from
-ci/gpu-pack.sh). Flags: --only sd|if, --quick (4 layers, fewer steps), --profile (per-step host-queue vs total time
+ci/gpu-pack.sh). Flags: --only sd|if|sdxl|flux (all: sd and if), --quick (4 layers, fewer steps), --profile (per-step host-queue vs total time
 of the C# sweep, LENS_PROFILE=1). Each section that fails prints its error and the bench goes on.
 Prints a phase breakdown for both sides and the ratios C#/diffusers; appends rows to ci/BENCHMARKS.md; writes
 bench.json to --out.
@@ -85,6 +92,42 @@ IF_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2",
                     thresholding=True, dynamic_thresholding_ratio=0.95, sample_max_value=1.5, clip_sample=True,
                     clip_sample_range=1.0, prediction_type="epsilon", variance_type="learned_range")
 
+# --- Stable Diffusion XL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0 configs) ---
+SDXL_UNET = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                 up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                 transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+                 projection_class_embeddings_input_dim=2816, norm_num_groups=32, act_fn="silu", flip_sin_to_cos=True,
+                 freq_shift=0, upcast_attention=False)
+SDXL_VAE = dict(SD_VAE, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+SDXL_TEXT_2 = dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+                   max_position_embeddings=77, hidden_act="gelu", projection_dim=1280, bos_token_id=49406,
+                   eos_token_id=49407, pad_token_id=1, layer_norm_eps=1e-5)
+SDXL_SCHEDULER = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+                      steps_offset=1, timestep_spacing="leading", prediction_type="epsilon", interpolation_type="linear",
+                      use_karras_sigmas=False)
+
+# --- FLUX.1-schnell (black-forest-labs/FLUX.1-schnell configs) ---
+FLUX_TRANSFORMER = dict(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+                        num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=False,
+                        axes_dims_rope=(16, 56, 56))
+FLUX_VAE = dict(in_channels=3, out_channels=3, latent_channels=16, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
+                sample_size=1024, act_fn="silu", scaling_factor=0.3611, shift_factor=0.1159, use_quant_conv=False,
+                use_post_quant_conv=False, force_upcast=True)
+FLUX_SCHEDULER = dict(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False, base_shift=0.5, max_shift=1.15,
+                      base_image_seq_len=256, max_image_seq_len=4096)
+
+# per model: the sweep's settings on both sides
+SETTINGS = {
+    "sd": dict(height=512, width=512, guidance=7.5, dtype="float16"),
+    "if": dict(height=64, width=64, guidance=7.0, dtype="float16"),
+    "sdxl": dict(height=1024, width=1024, guidance=5.0, dtype="float16"),
+    "flux": dict(height=512, width=512, guidance=0.0, dtype="bfloat16"),
+}
+FOLDERS = {"sd": "sd15-random", "if": "if-xl-random", "sdxl": "sdxl-random", "flux": "flux-schnell-random"}
+
 
 def log(msg: str) -> None:
     print(msg, flush=True)
@@ -139,8 +182,51 @@ def build_if(folder: Path, unet_config: dict) -> None:
     (folder / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
 
 
+def build_sdxl(folder: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    torch.manual_seed(0)
+    tok_dir = ROOT / "fixtures" / "models" / "sdxl-tiny"
+    with _fast_init():
+        unet, vae = UNet2DConditionModel(**SDXL_UNET), AutoencoderKL(**SDXL_VAE)
+        te = CLIPTextModel(CLIPTextConfig(**SD_TEXT))
+        te2 = CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_2))
+    torch.set_default_dtype(torch.float32)
+    log(f"  unet {sum(p.numel() for p in unet.parameters()) / 1e9:.2f}B, text_encoder_2 "
+        f"{sum(p.numel() for p in te2.parameters()) / 1e6:.0f}M parameters")
+    pipe = StableDiffusionXLPipeline(vae=vae, text_encoder=te, text_encoder_2=te2,
+                                     tokenizer=CLIPTokenizer.from_pretrained(tok_dir / "tokenizer"),
+                                     tokenizer_2=CLIPTokenizer.from_pretrained(tok_dir / "tokenizer_2"), unet=unet,
+                                     scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER), force_zeros_for_empty_prompt=True,
+                                     add_watermarker=False)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
+def build_flux(folder: Path) -> None:
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+
+    torch.manual_seed(0)
+    tok_dir = ROOT / "fixtures" / "models" / "flux-tiny"
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        transformer, vae = FluxTransformer2DModel(**FLUX_TRANSFORMER), AutoencoderKL(**FLUX_VAE)
+        te = CLIPTextModel(CLIPTextConfig(**SD_TEXT))
+        t5 = T5EncoderModel(T5Config(**T5_XXL))
+    torch.set_default_dtype(torch.float32)
+    log(f"  transformer {sum(p.numel() for p in transformer.parameters()) / 1e9:.2f}B, T5 "
+        f"{sum(p.numel() for p in t5.parameters()) / 1e9:.2f}B parameters")
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER), vae=vae, text_encoder=te,
+                        tokenizer=CLIPTokenizer.from_pretrained(tok_dir / "tokenizer"), text_encoder_2=t5,
+                        tokenizer_2=T5TokenizerFast.from_pretrained(tok_dir / "tokenizer_2"), transformer=transformer)
+    pipe.save_pretrained(folder, safe_serialization=True)
+
+
 def ensure_model(kind: str, args) -> Path:
-    folder = WORK / ("sd15-random" if kind == "sd" else "if-xl-random")
+    folder = WORK / FOLDERS[kind]
     if (folder / "model_index.json").exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -148,6 +234,11 @@ def ensure_model(kind: str, args) -> Path:
     log(f"building a random {kind} pipeline in {folder} ...")
     if kind == "sd":
         build_sd(folder)
+    elif kind == "sdxl":
+        build_sdxl(folder)
+    elif kind == "flux":
+        shutil.rmtree(WORK / FOLDERS["if"], ignore_errors=True)  # the device's disk holds FLUX's ~33 GB or IF's 18 GB
+        build_flux(folder)
     else:
         cfg = dict(IF_UNET)
         if args.if_unet_config:
@@ -175,6 +266,12 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
         from diffusers import StableDiffusionPipeline
         pipe = StableDiffusionPipeline.from_pretrained(folder, torch_dtype=torch.float16, safety_checker=None,
                                                        requires_safety_checker=False).to("cuda")
+    elif kind == "sdxl":
+        from diffusers import StableDiffusionXLPipeline
+        pipe = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=torch.float16, add_watermarker=False).to("cuda")
+    elif kind == "flux":
+        from diffusers import FluxPipeline
+        pipe = FluxPipeline.from_pretrained(folder, torch_dtype=torch.bfloat16).to("cuda")
     else:
         from diffusers import IFPipeline
         pipe = IFPipeline.from_pretrained(folder, variant="fp16", torch_dtype=torch.float16, safety_checker=None,
@@ -183,8 +280,26 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
     res["load_s"] = time.perf_counter() - t0
     pipe.set_progress_bar_config(disable=True)
     te = pipe.text_encoder
+    settings = SETTINGS[kind]
 
     def encode():
+        if kind in ("sdxl", "flux"):
+            # the tutorial's lens as make_reference's forward hooks, one encode_prompt per layer: (prompt, pooled) rows
+            sys.path.insert(0, str(ROOT / "python" / "diffusion-lens-reference" / "src"))
+            from diffusion_lens_reference.make_reference import FluxLens, SdxlLens
+            rows = []
+            with torch.no_grad():
+                for L in layers:
+                    if kind == "sdxl":
+                        with SdxlLens(pipe, L, True):
+                            pe, _, pooled, _ = pipe.encode_prompt(PROMPT, device=torch.device("cuda"),
+                                                                  do_classifier_free_guidance=False)
+                    else:
+                        with FluxLens(pipe, L):
+                            pe, pooled, _ = pipe.encode_prompt(PROMPT, prompt_2=None, device=torch.device("cuda"),
+                                                               max_sequence_length=512)
+                    rows.append((pe, pooled))
+            return rows, None
         if kind == "sd":
             tm = getattr(te, "text_model", te)  # transformers 5 flattens CLIPTextModel
             ids = pipe.tokenizer(PROMPT, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.cuda()
@@ -207,6 +322,21 @@ def diffusers_worker(kind: str, folder: Path, layers: list[int], steps: int, ser
 
     def call(embeds, uncond, n_steps, d: Path):
         k = len(embeds)
+        if kind in ("sdxl", "flux"):
+            h, w = settings["height"], settings["width"]
+            kw = dict(prompt_embeds=torch.cat([e for e, _ in embeds], 0), pooled_prompt_embeds=torch.cat([p for _, p in embeds], 0),
+                      num_inference_steps=n_steps, guidance_scale=settings["guidance"], height=h, width=w, output_type="pil")
+            g = torch.Generator("cpu").manual_seed(SEED)
+            if kind == "sdxl":
+                # every row from the seed's single-image noise; the negative conditioning: zeros (force_zeros_for_empty_prompt)
+                shape = (1, pipe.unet.config.in_channels, h // pipe.vae_scale_factor, w // pipe.vae_scale_factor)
+                noise = randn_tensor(shape, generator=g, device=torch.device("cuda"), dtype=torch.float16)
+                kw.update(latents=noise.expand(k, -1, -1, -1).contiguous())
+            else:
+                latents, _ = pipe.prepare_latents(1, pipe.transformer.config.in_channels // 4, h, w, torch.bfloat16,
+                                                  torch.device("cuda"), g)
+                kw.update(latents=latents.expand(k, -1, -1).contiguous())
+            return pipe(**kw).images
         kw = dict(prompt_embeds=torch.cat(embeds, 0), negative_prompt_embeds=uncond.expand(k, -1, -1).contiguous(),
                   num_inference_steps=n_steps, generator=torch.Generator("cpu").manual_seed(SEED), output_type="pil")
         if kind == "sd":
@@ -286,12 +416,12 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     shutil.rmtree(d, ignore_errors=True)
     d.parent.mkdir(parents=True, exist_ok=True)
     cmd = ["dotnet", str(app / "lens.dll"), "sweep", "--model", str(folder), "--prompt", PROMPT, "--seed", str(SEED),
-           "--steps", str(steps), "--layers", layers, "--device", "cuda", "--dtype", "float16", "--batch", batch,
+           "--steps", str(steps), "--layers", layers, "--device", "cuda", "--dtype", SETTINGS[kind]["dtype"], "--batch", batch,
            "--quiet", "--out", str(d)] + (extra or [])
-    if kind == "sd":
-        cmd += ["--height", "512", "--width", "512", "--guidance", "7.5"]
-    else:
-        cmd += ["--height", "64", "--width", "64", "--guidance", "7.0", "--clean-caption", "false", "--variant", "fp16"]
+    st = SETTINGS[kind]
+    cmd += ["--height", str(st["height"]), "--width", str(st["width"]), "--guidance", str(st["guidance"])]
+    if kind == "if":
+        cmd += ["--clean-caption", "false", "--variant", "fp16"]
     env = dict(env or os.environ)
     if profile:
         env["LENS_PROFILE"] = "1"
@@ -336,8 +466,12 @@ def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
         layers = list(range(4 if quick else 12))
         steps, layer_arg = (10 if quick else 50), (f"0:{4 if quick else 12}")
     else:
+        # IF's, SDXL's and FLUX's 12 layers: 0, 2, ..., 22
         layers = list(range(0, 8 if quick else 24, 2))
-        steps, layer_arg = (20 if quick else 100), (f"0:{8 if quick else 24}:2")
+        full_steps = {"if": 100, "sdxl": 20, "flux": 4}[kind]
+        steps, layer_arg = (min(full_steps, 20) if quick else full_steps), (f"0:{8 if quick else 24}:2")
+        if kind == "flux" and quick:
+            steps = 4  # the 2-step run is the fixed-cost reference: per step needs more
     serial = 2 if quick else (12 if kind == "sd" else args.if_serial_layers)
     folder = ensure_model(kind, args)
     r: dict = dict(layers=len(layers), steps=steps)
@@ -504,17 +638,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--app", help="folder with lens.dll (ci/gpu-pack.sh)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--only", choices=["sd", "if", "all"], default="all")
+    ap.add_argument("--only", choices=["sd", "if", "sdxl", "flux", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="4 layers and fewer steps: a smoke run")
     ap.add_argument("--profile", action="store_true", help="also a C# run with LENS_PROFILE=1 (per-step host vs GPU time)")
-    ap.add_argument("--if-serial-layers", type=int, default=3, help="IF serial loops run over this many layers, scaled to 12")
+    ap.add_argument("--if-serial-layers", type=int, default=3,
+                    help="IF, SDXL and FLUX serial loops run over this many layers, scaled to 12")
     ap.add_argument("--if-unet-config", help="a real IF-I-XL unet/config.json to build the IF UNet from")
     ap.add_argument("--no-append", action="store_true", help="do not append to ci/BENCHMARKS.md")
     ap.add_argument("--audit-devices", action="store_true", help="issue #9: lens audit on two GPUs against one (needs 2 GPUs)")
     ap.add_argument("--audit-seeds", type=int, default=8)
     ap.add_argument("--audit-steps", type=int, default=25)
     # internal: the diffusers worker process
-    ap.add_argument("--worker", choices=["sd", "if"])
+    ap.add_argument("--worker", choices=["sd", "if", "sdxl", "flux"])
     ap.add_argument("--folder")
     ap.add_argument("--worker-layers")
     ap.add_argument("--worker-steps", type=int)

@@ -54,7 +54,7 @@ for step in "$@"; do
       # shellcheck disable=SC2086
       dotnet "$app/Parity.Tests.dll" --show-live-output "${LENS_TEST_LIVE:-off}" ${LENS_TEST_ARGS:-} 2>&1 | tee "$out/gpu-tests.log" | grep -E "^(failed|skipped) |total:|failed:|succeeded:|skipped:|worst" | head -60 ;;
     --bench)
-      # the issue #11 table (SD then IF, ~6-7 min on an H200); LENS_BENCH_ARGS adds flags: --only sd|if, --quick, --profile
+      # the issue #11 table (SD then IF, ~6-7 min on an H200); LENS_BENCH_ARGS adds flags: --only sd|if|sdxl|flux, --quick, --profile
       # shellcheck disable=SC2086
       python3 ci/bench.py --app "$app" --out "$out" ${LENS_BENCH_ARGS:-} ;;
     --kernel-trace)
