@@ -11,7 +11,7 @@ namespace DiffusionLens.Models;
 /// norm_added_q, norm_added_k, to_add_out. The context's q/k/v come first in the joint sequence; the rotary embedding
 /// is applied to q and k of the whole sequence; SDPA without a mask and with the default scale.
 /// </summary>
-internal sealed class FluxAttention : nn.Module
+internal sealed class FluxAttention : nn.Module, IBatchInvariant
 {
     private readonly RMSNorm norm_q;
     private readonly RMSNorm norm_k;
@@ -77,7 +77,8 @@ internal sealed class FluxAttention : nn.Module
         q = FluxPosEmbed.ApplyRotaryEmb(q, cos, sin);
         k = FluxPosEmbed.ApplyRotaryEmb(k, cos, sin);
         // diffusers' native attention backend: [B, S, H, D] -> [B, H, S, D], SDPA, back
-        var o = nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), null, 0.0, false)
+        var o = BatchInvariance.Run(new[] { q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2) }, Invariance,
+                a => nn.functional.scaled_dot_product_attention(a[0], a[1], a[2], null, 0.0, false))
             .transpose(1, 2).flatten(2, 3).to(q.dtype);
         if (encoderHidden is null)
             return (o.MoveToOuterDisposeScope(), null);
@@ -88,4 +89,7 @@ internal sealed class FluxAttention : nn.Module
         var ctxProj = to_add_out!.forward(ctxOut.contiguous());
         return (imgOut.MoveToOuterDisposeScope(), ctxProj.MoveToOuterDisposeScope());
     }
+
+    /// <summary>Per input shape: whether the attention kernel runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    public BatchInvariance.Decisions Invariance { get; } = new("Attention");
 }
