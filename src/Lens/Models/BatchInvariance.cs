@@ -59,15 +59,21 @@ internal static class BatchInvariance
         return x.reshape(shape).transpose(0, 1).reshape(x.shape);
     }
 
-
     /// <summary>
     /// <paramref name="op"/> on <paramref name="input"/> as <c>--batch 1</c> computes it: outside a batch of several
-    /// layers, or for rows that are not the batch's layers' rows, one call; otherwise the first call at a shape runs
-    /// both batched and per layer's rows and remembers in <paramref name="decisions"/> whether they differ; from then on
-    /// the shape runs batched (equal) or per layer's rows (different).
+    /// layers, or for rows that are not the batch's layers' rows, one call; otherwise the first calls at a shape
+    /// (<see cref="Probes"/>) run both batched and per layer's rows and remember in <paramref name="decisions"/> whether
+    /// they differ; from then on the shape runs per layer's rows (it differed) or batched.
     /// </summary>
     public static Tensor Run(Tensor input, Decisions decisions, Func<Tensor, Tensor> op) =>
-        Run(new[] { input }, decisions, a => op(a[0]));
+        SplitsIntoLayers(input) ? Run(new[] { input }, decisions, a => op(a[0])) : op(input); // no allocation when off
+
+    /// <summary>Whether <paramref name="rows"/>' leading dimension is the rows of this thread's batch of several layers.</summary>
+    private static bool SplitsIntoLayers(Tensor rows)
+    {
+        long layers = _layers;
+        return layers > 1 && rows.ndim >= 2 && rows.shape[0] >= layers && rows.shape[0] % layers == 0;
+    }
 
     /// <summary>
     /// <see cref="Run(Tensor, Decisions, Func{Tensor, Tensor})"/> for an op of several inputs (e.g. query, key, value):
@@ -76,10 +82,8 @@ internal static class BatchInvariance
     /// </summary>
     public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
-        long layers = _layers;
-        var input = inputs[0];
-        if (layers <= 1 || input.ndim < 2 || input.shape[0] < layers || input.shape[0] % layers != 0) return op(inputs);
-        long rows = input.shape[0], unit = rows / layers;
+        if (!SplitsIntoLayers(inputs[0])) return op(inputs);
+        long rows = inputs[0].shape[0], unit = rows / _layers;
         var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit);
         var state = decisions.GetOrAdd(key, _ => new Decision());
         if (state.Split) return PerLayer(inputs, rows, unit, op);

@@ -6,12 +6,9 @@ namespace DiffusionLens.Models;
 
 /// <summary>
 /// torch.nn.Conv2d (keys weight [out, in, k, k], bias [out]; zero padding, no dilation or groups) computed by
-/// <c>conv2d</c> exactly as PyTorch's module, with one addition for batched lens sweeps: inside a
-/// <see cref="BatchInvariance.Layers"/> scope of k layers, a call whose batch holds k layers' rows is checked once per
-/// input shape against the same call made one layer's rows at a time (what <c>--batch 1</c> runs). cuDNN picks its
-/// algorithm by shape, and some pick another one for 24 rows than for 2, which gives a row other numbers
-/// (<c>ci/batch_invariance.py</c>); where the results differ the call is then always made per layer's rows (the
-/// convolutions that agree stay batched). This keeps a batched sweep's images identical to <c>--batch 1</c>'s.
+/// <c>conv2d</c> exactly as PyTorch's module, kept batch-invariant inside a batch of several layers
+/// (<see cref="BatchInvariance"/>): cuDNN picks its algorithm by shape, and some pick another one for 24 rows than for
+/// 2, which gives a row other numbers (<c>ci/batch_invariance.py</c>); such shapes then run per layer's rows.
 /// </summary>
 internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
