@@ -42,26 +42,6 @@ internal static class FluxModel
      "max_image_seq_len": 4096, "max_shift": 1.15, "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": true}
     """;
 
-    private static void Randomize(nn.Module m, int seed)
-    {
-        using var noGrad = torch.no_grad();
-        torch.manual_seed(seed);
-        foreach (var (_, p) in m.named_parameters()) p.copy_(torch.randn_like(p) * 0.3);
-    }
-
-    private static void Save(nn.Module m, string dir, string file, string config)
-    {
-        Directory.CreateDirectory(dir);
-        File.WriteAllText(Path.Combine(dir, "config.json"), config);
-        SafetensorsFile.Write(Path.Combine(dir, file), m.state_dict().ToList());
-    }
-
-    private static void CopyDir(string src, string dst)
-    {
-        Directory.CreateDirectory(dst);
-        foreach (var f in Directory.GetFiles(src)) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
-    }
-
     /// <summary>Writes the folder (a new temporary path) and returns it; the caller deletes it.</summary>
     public static string Write(string transformerJson = TransformerJson, string schedulerJson = SchnellSchedulerJson)
     {
@@ -74,12 +54,12 @@ internal static class FluxModel
          "transformer": ["diffusers", "FluxTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"],
          "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"], "image_encoder": [null, null], "feature_extractor": [null, null]}
         """);
-        CopyDir(Path.Combine(models, "sd-tiny-12", "tokenizer"), Path.Combine(dir, "tokenizer"));
-        CopyDir(Path.Combine(models, "if-tiny-a", "tokenizer"), Path.Combine(dir, "tokenizer_2"));
-        using (var m = new ClipTextModel(ClipTextConfig.FromConfig(DiffusersConfig.FromJson(ClipJson)))) { Randomize(m, 1); Save(m, Path.Combine(dir, "text_encoder"), "model.safetensors", ClipJson); }
-        using (var m = new T5EncoderModel(T5Config.FromConfig(DiffusersConfig.FromJson(T5Json)))) { Randomize(m, 2); Save(m, Path.Combine(dir, "text_encoder_2"), "model.safetensors", T5Json); }
-        using (var m = FluxTransformer2DModel.FromConfig(DiffusersConfig.FromJson(transformerJson))) { Randomize(m, 3); Save(m, Path.Combine(dir, "transformer"), "diffusion_pytorch_model.safetensors", transformerJson); }
-        using (var m = AutoencoderKL.FromConfig(DiffusersConfig.FromJson(VaeJson))) { Randomize(m, 4); Save(m, Path.Combine(dir, "vae"), "diffusion_pytorch_model.safetensors", VaeJson); }
+        RandomFolder.CopyDir(Path.Combine(models, "sd-tiny-12", "tokenizer"), Path.Combine(dir, "tokenizer"));
+        RandomFolder.CopyDir(Path.Combine(models, "if-tiny-a", "tokenizer"), Path.Combine(dir, "tokenizer_2"));
+        using (var m = new ClipTextModel(ClipTextConfig.FromConfig(DiffusersConfig.FromJson(ClipJson)))) RandomFolder.Component(m, 1, 0.3, Path.Combine(dir, "text_encoder"), "model.safetensors", ClipJson);
+        using (var m = new T5EncoderModel(T5Config.FromConfig(DiffusersConfig.FromJson(T5Json)))) RandomFolder.Component(m, 2, 0.3, Path.Combine(dir, "text_encoder_2"), "model.safetensors", T5Json);
+        using (var m = FluxTransformer2DModel.FromConfig(DiffusersConfig.FromJson(transformerJson))) RandomFolder.Component(m, 3, 0.3, Path.Combine(dir, "transformer"), "diffusion_pytorch_model.safetensors", transformerJson);
+        using (var m = AutoencoderKL.FromConfig(DiffusersConfig.FromJson(VaeJson))) RandomFolder.Component(m, 4, 0.3, Path.Combine(dir, "vae"), "diffusion_pytorch_model.safetensors", VaeJson);
         Directory.CreateDirectory(Path.Combine(dir, "scheduler"));
         File.WriteAllText(Path.Combine(dir, "scheduler", "scheduler_config.json"), schedulerJson);
         return dir;

@@ -22,26 +22,6 @@ namespace DiffusionLens.Tests.Parity;
 [Collection("pipelines")]
 public class SdxlSmokeTests
 {
-    private static void Randomize(nn.Module m, int seed)
-    {
-        using var noGrad = torch.no_grad();
-        torch.manual_seed(seed);
-        foreach (var (_, p) in m.named_parameters()) p.copy_(torch.randn_like(p) * 0.1);
-    }
-
-    private static void Save(nn.Module m, string dir, string file, string config)
-    {
-        Directory.CreateDirectory(dir);
-        File.WriteAllText(Path.Combine(dir, "config.json"), config);
-        SafetensorsFile.Write(Path.Combine(dir, file), m.state_dict().ToList());
-    }
-
-    private static void CopyDir(string src, string dst)
-    {
-        Directory.CreateDirectory(dst);
-        foreach (var f in Directory.GetFiles(src)) File.Copy(f, Path.Combine(dst, Path.GetFileName(f)));
-    }
-
     /// <summary>A random-weight SDXL folder: text_encoder 3 layers, text_encoder_2 4 layers (lens layers 0..2).</summary>
     private static string RandomSdxl()
     {
@@ -55,16 +35,16 @@ public class SdxlSmokeTests
          "unet": ["diffusers", "UNet2DConditionModel"], "vae": ["diffusers", "AutoencoderKL"],
          "scheduler": ["diffusers", "EulerDiscreteScheduler"]}
         """);
-        CopyDir(Path.Combine(models, "sd-tiny-12", "tokenizer"), Path.Combine(dir, "tokenizer"));
-        CopyDir(Path.Combine(models, "sd2-tiny", "tokenizer"), Path.Combine(dir, "tokenizer_2")); // pads with "!"
+        RandomFolder.CopyDir(Path.Combine(models, "sd-tiny-12", "tokenizer"), Path.Combine(dir, "tokenizer"));
+        RandomFolder.CopyDir(Path.Combine(models, "sd2-tiny", "tokenizer"), Path.Combine(dir, "tokenizer_2")); // pads with "!"
         const string te1 = """{"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "hidden_act": "quick_gelu", "eos_token_id": 2}""";
         const string te2 = """{"hidden_size": 24, "intermediate_size": 48, "num_hidden_layers": 4, "num_attention_heads": 2, "hidden_act": "gelu", "projection_dim": 8, "eos_token_id": 2}""";
-        using (var m = new ClipTextModel(ClipTextConfig.FromConfig(DiffusersConfig.FromJson(te1)))) { Randomize(m, 1); Save(m, Path.Combine(dir, "text_encoder"), "model.safetensors", te1); }
-        using (var m = new ClipTextModelWithProjection(ClipTextConfig.FromConfig(DiffusersConfig.FromJson(te2)), 8, 2)) { Randomize(m, 2); Save(m, Path.Combine(dir, "text_encoder_2"), "model.safetensors", te2); }
+        using (var m = new ClipTextModel(ClipTextConfig.FromConfig(DiffusersConfig.FromJson(te1)))) RandomFolder.Component(m, 1, 0.1, Path.Combine(dir, "text_encoder"), "model.safetensors", te1);
+        using (var m = new ClipTextModelWithProjection(ClipTextConfig.FromConfig(DiffusersConfig.FromJson(te2)), 8, 2)) RandomFolder.Component(m, 2, 0.1, Path.Combine(dir, "text_encoder_2"), "model.safetensors", te2);
         var unetJson = SdxlUnitTests.TinySdxlUnet;
-        using (var m = UNet2DConditionModel.FromConfig(DiffusersConfig.FromJson(unetJson))) { Randomize(m, 3); Save(m, Path.Combine(dir, "unet"), "diffusion_pytorch_model.safetensors", unetJson); }
+        using (var m = UNet2DConditionModel.FromConfig(DiffusersConfig.FromJson(unetJson))) RandomFolder.Component(m, 3, 0.1, Path.Combine(dir, "unet"), "diffusion_pytorch_model.safetensors", unetJson);
         const string vae = """{"block_out_channels": [8, 16], "down_block_types": ["DownEncoderBlock2D", "DownEncoderBlock2D"], "up_block_types": ["UpDecoderBlock2D", "UpDecoderBlock2D"], "latent_channels": 4, "norm_num_groups": 8, "layers_per_block": 1, "scaling_factor": 0.13025, "force_upcast": true}""";
-        using (var m = AutoencoderKL.FromConfig(DiffusersConfig.FromJson(vae))) { Randomize(m, 4); Save(m, Path.Combine(dir, "vae"), "diffusion_pytorch_model.safetensors", vae); }
+        using (var m = AutoencoderKL.FromConfig(DiffusersConfig.FromJson(vae))) RandomFolder.Component(m, 4, 0.1, Path.Combine(dir, "vae"), "diffusion_pytorch_model.safetensors", vae);
         Directory.CreateDirectory(Path.Combine(dir, "scheduler"));
         File.WriteAllText(Path.Combine(dir, "scheduler", "scheduler_config.json"), """
         {"_class_name": "EulerDiscreteScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
