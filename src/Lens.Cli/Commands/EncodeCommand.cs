@@ -58,7 +58,7 @@ internal sealed class EncodeCommand : ICommand
             SafetensorsFile.Write(tmp, tensors, new Dictionary<string, string>
             {
                 ["prompt"] = prompt, ["processed_prompt"] = layers.Text, ["model"] = pipe.ModelDir,
-                ["encoder"] = PromptEncoder.EncoderComponent(ModelIndex.Load(pipe.ModelDir).ClassName),
+                ["encoder"] = pipe.Component,
             });
             File.Move(tmp, outPath, overwrite: true);
         }

@@ -19,6 +19,8 @@ internal sealed class PromptEncoder : IDisposable
     public required string Kind { get; init; }
     public required PromptTokenizer Tokenizer { get; init; }
     public required ITextEncoder TextEncoder { get; init; }
+    /// <summary>The component the text encoder was read from (<see cref="EncoderComponent"/>).</summary>
+    public required string Component { get; init; }
     public string? Variant { get; init; }
     public int NumLayers => TextEncoder.NumLayers;
 
@@ -33,7 +35,8 @@ internal sealed class PromptEncoder : IDisposable
         WeightSet.CheckPipelineVariant(modelDir, components.Select(index.Require), variant);
         // the lensed encoder: SDXL's and FLUX's second one (OpenCLIP bigG with its projection; T5), as lens sweep lenses
         var tokenizer = PromptTokenizer.Load(index);
-        var teDir = index.Require(EncoderComponent(index.ClassName));
+        var component = EncoderComponent(index.ClassName);
+        var teDir = index.Require(component);
         var teVariant = WeightSet.ComponentVariant(teDir, variant);
         ITextEncoder encoder = index.ClassName switch
         {
@@ -49,6 +52,7 @@ internal sealed class PromptEncoder : IDisposable
             Kind = tokenizer.Kind,
             Tokenizer = tokenizer,
             TextEncoder = encoder,
+            Component = component,
             Variant = variant,
         };
     }
