@@ -470,8 +470,6 @@ def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
         layers = list(range(0, 8 if quick else 24, 2))
         full_steps = {"if": 100, "sdxl": 20, "flux": 4}[kind]
         steps, layer_arg = (min(full_steps, 20) if quick else full_steps), (f"0:{8 if quick else 24}:2")
-        if kind == "flux" and quick:
-            steps = 4  # the 2-step run is the fixed-cost reference: per step needs more
     serial = 2 if quick else (12 if kind == "sd" else args.if_serial_layers)
     folder = ensure_model(kind, args)
     r: dict = dict(layers=len(layers), steps=steps)
