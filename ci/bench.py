@@ -482,7 +482,8 @@ def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
     runs = [("batch1", "1", steps, layer_arg if serial >= len(layers) else f"0:{serial}" if kind == "sd" else f"0:{2 * serial}:2"),
             ("auto", "auto", steps, layer_arg), ("auto_2steps", "auto", 2, layer_arg)]
     # --batch-invariant on: batch-dependent convolutions and group norms per layer's rows (slower; closer to --batch 1)
-    runs += [(f"{n}_invariant", b, st, lay) for n, b, st, lay in runs[1:]]
+    if not args.skip_invariant:
+        runs += [(f"{n}_invariant", b, st, lay) for n, b, st, lay in runs[1:]]
     for name, batch, n_steps, lay in runs:
         extra = ["--batch-invariant", "on"] if name.endswith("_invariant") else []
         try:
@@ -638,6 +639,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", choices=["sd", "if", "sdxl", "flux", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="4 layers and fewer steps: a smoke run")
+    ap.add_argument("--skip-invariant", action="store_true", help="no --batch-invariant on runs (they double the C# runs)")
     ap.add_argument("--profile", action="store_true", help="also a C# run with LENS_PROFILE=1 (per-step host vs GPU time)")
     ap.add_argument("--if-serial-layers", type=int, default=3,
                     help="IF, SDXL and FLUX serial loops run over this many layers, scaled to 12")
