@@ -182,6 +182,14 @@ def build_if(folder: Path, unet_config: dict) -> None:
     (folder / "tokenizer" / "tokenizer.json").unlink(missing_ok=True)
 
 
+def _fixture_tokenizers(folder: Path, tok_dir: Path) -> None:
+    """The fixture's tokenizer folders replace what save_pretrained wrote: transformers 5 saves them without
+    model_max_length, and the pipelines then pad to a length tokenizers cannot take (OverflowError)."""
+    for sub in ("tokenizer", "tokenizer_2"):
+        shutil.rmtree(folder / sub, ignore_errors=True)
+        shutil.copytree(tok_dir / sub, folder / sub)
+
+
 def build_sdxl(folder: Path) -> None:
     import torch
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
@@ -202,6 +210,7 @@ def build_sdxl(folder: Path) -> None:
                                      scheduler=EulerDiscreteScheduler(**SDXL_SCHEDULER), force_zeros_for_empty_prompt=True,
                                      add_watermarker=False)
     pipe.save_pretrained(folder, safe_serialization=True)
+    _fixture_tokenizers(folder, tok_dir)
 
 
 def build_flux(folder: Path) -> None:
@@ -223,6 +232,7 @@ def build_flux(folder: Path) -> None:
                         tokenizer=CLIPTokenizer.from_pretrained(tok_dir / "tokenizer"), text_encoder_2=t5,
                         tokenizer_2=T5TokenizerFast.from_pretrained(tok_dir / "tokenizer_2"), transformer=transformer)
     pipe.save_pretrained(folder, safe_serialization=True)
+    _fixture_tokenizers(folder, tok_dir)
 
 
 def ensure_model(kind: str, args) -> Path:
