@@ -37,7 +37,13 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IBatchInvariant
 
     public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Compute);
 
-    private Tensor Compute(Tensor input)
+    private Tensor Compute(Tensor input) => Apply(input, weight, bias);
+
+    /// <summary>
+    /// <c>at::linear(input, weight, bias)</c> as PyTorch computes it (see the class summary), for this module's
+    /// parameters or views of them (GEGLU's two halves).
+    /// </summary>
+    internal static Tensor Apply(Tensor input, Tensor weight, Tensor? bias)
     {
         using var scope = NewDisposeScope();
         var wt = weight.t();

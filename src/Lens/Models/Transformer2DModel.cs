@@ -16,8 +16,6 @@ internal sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, T
     private readonly ModuleList<BasicTransformerBlock> transformer_blocks;
     private readonly nn.Module<Tensor, Tensor> proj_out;
 
-    private readonly bool _useLinearProjection;
-
     public int InnerDim { get; }
     public int NumLayers { get; }
 
@@ -35,7 +33,6 @@ internal sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, T
         int outC = outChannels ?? inC;
         InnerDim = numAttentionHeads * attentionHeadDim;
         NumLayers = numLayers;
-        _useLinearProjection = useLinearProjection;
 
         norm = Norms.GroupNorm(groups, inC, 1e-6, affine: true);
         proj_in = useLinearProjection
@@ -69,41 +66,60 @@ internal sealed class Transformer2DModel : nn.Module<Tensor, Tensor?, Tensor?, T
         if (encoderAttentionMask is not null && encoderAttentionMask.ndim == 2)
             encoderAttentionMask = ((1 - encoderAttentionMask.to(hidden.dtype)) * -10000.0).unsqueeze(1);
 
-        long batch = hidden.shape[0], height = hidden.shape[2], width = hidden.shape[3];
         var residual = hidden;
 
-        // _operate_on_continuous_inputs
-        // each intermediate is released as soon as the next one exists (TensorScopes.Then)
+        // _operate_on_continuous_inputs; each intermediate is released as soon as the next one exists (TensorScopes.Then)
         var h = norm.forward(hidden);
-        long innerDim;
-        if (!_useLinearProjection)
-        {
-            h = TensorScopes.Then(h, proj_in.forward(h), hidden);
-            innerDim = h.shape[1];
-            h = TensorScopes.Then(h, h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim), hidden);
-        }
-        else
-        {
-            innerDim = h.shape[1];
-            h = TensorScopes.Then(h, h.permute(0, 2, 3, 1).reshape(batch, height * width, innerDim), hidden);
-            h = TensorScopes.Then(h, proj_in.forward(h), hidden);
-        }
+        h = TensorScopes.Then(h, BatchInvariance.Run(h, ((IBatchInvariant)proj_in).Invariance, ProjIn), hidden);
 
         foreach (var block in transformer_blocks)
             h = TensorScopes.Then(h, block.forward(h, attentionMask, encoderHidden, encoderAttentionMask), hidden);
 
-        // _get_output_for_continuous_inputs
-        if (!_useLinearProjection)
-        {
-            h = TensorScopes.Then(h, h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(), hidden);
-            h = TensorScopes.Then(h, proj_out.forward(h), hidden);
-        }
-        else
-        {
-            h = TensorScopes.Then(h, proj_out.forward(h), hidden);
-            h = TensorScopes.Then(h, h.reshape(batch, height, width, innerDim).permute(0, 3, 1, 2).contiguous(), hidden);
-        }
-        var output = h.add_(residual); // output + residual, in the fresh output buffer
+        // _get_output_for_continuous_inputs, + residual
+        return BatchInvariance.Run(new[] { h, residual }, ((IBatchInvariant)proj_out).Invariance, a => ProjOutPlus(a[0], a[1]))
+            .MoveToOuterDisposeScope();
+    }
+
+    /// <summary>proj_in's or proj_out's weight as a matrix [out, in] (a 1x1 convolution's [out, in, 1, 1] viewed).</summary>
+    private static (Tensor Weight, Tensor? Bias) Matrix(nn.Module<Tensor, Tensor> projection) => projection switch
+    {
+        Conv2d c => (c.weight.view(c.OutChannels, c.InChannels), c.bias),
+        Linear l => (l.weight, l.bias),
+        _ => throw new InvalidOperationException($"Transformer2DModel: unexpected projection {projection.GetType().Name}"),
+    };
+
+    /// <summary>
+    /// proj_in of the group norm's output [B, C, H, W], as tokens [B, H*W, inner]: diffusers' 1x1 convolution then
+    /// permute copy (or permute copy then Linear, with use_linear_projection) is one batched GEMM that reads the
+    /// channels-first input through a transposed view, x_b^T W^T + b: the same products, without the permute copy or
+    /// cuDNN's layout conversions around a 1x1 convolution.
+    /// </summary>
+    private Tensor ProjIn(Tensor normed)
+    {
+        using var scope = NewDisposeScope();
+        var (w, bias) = Matrix(proj_in);
+        long b = normed.shape[0], c = normed.shape[1], tokens = normed.shape[2] * normed.shape[3], o = w.shape[0];
+        var x = normed.reshape(b, c, tokens).transpose(1, 2);
+        var wt = w.t().expand(b, c, o);
+        var output = bias is null ? torch.bmm(x, wt) : Baddbmm.Apply(bias.expand(b, tokens, o), x, wt);
         return output.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>
+    /// proj_out of the tokens [B, H*W, inner] plus the residual [B, C, H, W]: one batched GEMM writing channels-first
+    /// output (W h_b^T + b, reading the tokens through a transposed view), then the residual added in place: diffusers'
+    /// sums in its order (projection with bias, then + residual), without the permute copy and cuDNN's layout
+    /// conversions around a 1x1 convolution (or the permute copy after a Linear).
+    /// </summary>
+    private Tensor ProjOutPlus(Tensor tokens, Tensor residual)
+    {
+        using var scope = NewDisposeScope();
+        var (w, bias) = Matrix(proj_out);
+        long b = residual.shape[0], o = w.shape[0], n = tokens.shape[1];
+        var wb = w.expand(b, o, w.shape[1]);
+        var ht = tokens.transpose(1, 2);
+        var output = bias is null ? torch.bmm(wb, ht) : Baddbmm.Apply(bias.view(o, 1).expand(b, o, n), wb, ht);
+        // output + residual, in the fresh output buffer (a + b == b + a exactly)
+        return output.add_(residual.reshape(b, o, n)).view(residual.shape).MoveToOuterDisposeScope();
     }
 }
