@@ -444,8 +444,11 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     t = m["timings_s"]
     cold = t["total"] - t["load"]
     # warm: without the first-call setup a warm process would not repeat (CUDA warm-up; the option checks and the
-    # process's first libtorch call before loading, timings_s.prepare, none for a sweep on a loaded pipeline)
-    return dict(process_s=wall, cold_s=cold, warm_s=cold - t.get("warmup", 0) - t.get("prepare", 0), batch=m["batch"],
+    # process's first libtorch call before loading, timings_s.prepare, none for a sweep on a loaded pipeline), nor the
+    # wait for the weights' sha256 (timings_s.weights_hash_wait: read once per model folder, then cached; the first C#
+    # run on a fresh FLUX folder waited 9.5 s for its 34 GB)
+    warm = cold - t.get("warmup", 0) - t.get("prepare", 0) - t.get("weights_hash_wait", 0)
+    return dict(process_s=wall, cold_s=cold, warm_s=warm, batch=m["batch"],
                 gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t, batch_invariance=m.get("batch_invariance"))
 
 
