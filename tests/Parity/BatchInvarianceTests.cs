@@ -153,17 +153,18 @@ public class BatchInvarianceTests
     /// <summary>
     /// Every pipeline's batched sweep with --batch-invariant on against --batch 1 on the CPU: the guided calls'
     /// layer-major order covers each pipeline's per-row inputs (SDXL's pooled embeddings and time ids, IF stage II's
-    /// class labels and upscaled images), FLUX's unguided rows, DDPM's per-step noise, N images per layer. SD, IF and IF +
-    /// stage II are bit for bit; the tiny SDXL and FLUX models stay within 1e-6 (one 8-bit level) on the CPU: after every
-    /// wrapped kernel runs per layer, an element-wise CPU kernel still gives a value other last bits at another position
-    /// in the batch (SIMD body against scalar tail, as far as measured: their UNet/transformer samples or VAE images differ
-    /// by at most 1.3e-6). On CUDA, where element-wise kernels compute every element alike, the SD sweep is bit for bit
+    /// class labels and upscaled images), FLUX's unguided rows, DDPM's per-step noise, N images per layer. Within one 8-bit
+    /// level on the CPU: after every wrapped kernel runs per layer, an element-wise CPU kernel still gives a value other
+    /// last bits at another position in the batch (SIMD body against scalar tail, as far as measured: the tiny SDXL and
+    /// FLUX samples or VAE images differ by at most 1.3e-6). SD, IF and IF + stage II are bit for bit on the 2-core CI
+    /// machine but were 1 level off on the 16-core GPU host's CPU (the work splits over threads at other offsets). On
+    /// CUDA, where element-wise kernels compute every element alike, the SD sweep is bit for bit
     /// (OnCudaABatchInvariantSweepGivesBatchOnesImagesBitForBit).
     /// </summary>
     [Theory]
-    [InlineData("sd-tiny-b", null, 2, 0)]
-    [InlineData("if-tiny-b", null, 1, 0)]
-    [InlineData("if-tiny-b", "if2-tiny", 1, 0)]
+    [InlineData("sd-tiny-b", null, 2, 1)]
+    [InlineData("if-tiny-b", null, 1, 1)]
+    [InlineData("if-tiny-b", "if2-tiny", 1, 1)]
     [InlineData("sdxl-tiny", null, 1, 1)]
     [InlineData("flux-tiny", null, 1, 1)]
     public void EveryPipelinesBatchMatchesBatchOneWhenInvariant(string model, string? stage2, int imagesPerLayer, int maxLevels)
