@@ -527,7 +527,8 @@ def report(kind: str, r: dict, serial: int) -> None:
     for name, c in cs.items():
         t = c["timings"]
         log(phase_line(f"C# {name} (batch {c['batch']})", t, ["total", "load", "encode", "warmup", "denoise", "denoise_per_step",
-                                                              "decode", "write_images", "image_encoding_background"])
+                                                              "decode", "images_to_host", "write_images", "other", "weights_hash_wait",
+                                                              "image_encoding_background"])
             + f"  gpu_peak={c.get('gpu_memory_peak_gib')}"
             + ("  per-layer shapes " + ", ".join(f"{k} {v}/{c['batch_invariance']['checked_shapes'][k]}"
                                                 for k, v in c["batch_invariance"]["per_layer_shapes"].items())

@@ -352,6 +352,7 @@ public static class LensSweep
         var images = new List<(string, RgbImage)>();
         var perLayer = new SortedDictionary<string, double>(SweepManifest.LayerOrder);
         var writes = new List<Task<double>>(); // PNG encoding runs on the thread pool while the next batch denoises
+        double toHostS = 0;
         int unetCalls = 0;
         for (int start = 0; start < layers.Length;)
         {
@@ -411,8 +412,10 @@ public static class LensSweep
             using (unit)
             using (unit1)
             {
+                var toHost = Stopwatch.StartNew();
                 var rgb = RgbImage.FromUnitNhwc(unit);
                 var rgb1 = unit1 is null ? null : RgbImage.FromUnitNhwc(unit1);
+                toHostS += toHost.Elapsed.TotalSeconds;
                 for (int j = 0; j < chunk.Length; j++)
                 {
                     var names = new string[perLayerImages];
@@ -528,6 +531,7 @@ public static class LensSweep
                 Denoise = Math.Round(timer.Seconds.GetValueOrDefault("denoise"), 4),
                 DenoisePerStep = timer.Steps > 0 ? Math.Round(timer.Seconds.GetValueOrDefault("denoise") / timer.Steps, 5) : 0,
                 Decode = Math.Round(timer.Seconds.GetValueOrDefault("decode"), 4),
+                ImagesToHost = Math.Round(toHostS, 4),
                 WriteImages = 0, // set below, once the manifest itself is written
                 ImageEncodingBackground = Math.Round(imageEncodeS, 4),
                 WeightsHashBackground = Math.Round(hashS, 4),
@@ -540,8 +544,13 @@ public static class LensSweep
             GpuMemoryPeakGib = Math.Max(timer.PeakDeviceBytes ?? -1, timer2.PeakDeviceBytes ?? -1) is long peak && peak >= 0 ? Math.Round(peak / (double)(1L << 30), 3) : null,
         };
         // image writing on the critical path: waiting for the background PNGs, the grid, and the manifest
-        double writeS = writeClock.Elapsed.TotalSeconds;
-        manifest = manifest with { TimingsS = manifest.TimingsS with { WriteImages = Math.Round(writeS, 4), Total = Math.Round(total.Elapsed.TotalSeconds + prepareS + loadS + stage2LoadS, 4) } };
+        double writeS = writeClock.Elapsed.TotalSeconds, sweepS = total.Elapsed.TotalSeconds;
+        double otherS = sweepS - warmupS - encodeS - timer.Seconds.Values.Sum() - timer2.Seconds.Values.Sum() - toHostS - writeS;
+        manifest = manifest with { TimingsS = manifest.TimingsS with
+        {
+            WriteImages = Math.Round(writeS, 4), Other = Math.Round(Math.Max(0, otherS), 4),
+            Total = Math.Round(sweepS + prepareS + loadS + stage2LoadS, 4),
+        } };
         File.WriteAllText(output.PathOf("manifest.json"), manifest.ToJson());
         return new SweepResult
         {

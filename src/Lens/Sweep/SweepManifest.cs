@@ -127,8 +127,15 @@ internal sealed record SweepTimings
     public double DenoisePerStep { get; init; }
     /// <summary>Sample to image (SD: VAE decode), postprocessing and the copy to the host, all batches.</summary>
     public double Decode { get; init; }
+    /// <summary>The images to 8 bits (on the device) and their copy to the host, all batches.</summary>
+    public double ImagesToHost { get; init; }
     /// <summary>Image writing left on the critical path: waiting for the background PNG encoders, the grid, the manifest.</summary>
     public double WriteImages { get; init; }
+    /// <summary>
+    /// The sweep's time outside every phase above (the option checks, each batch's lens embeddings and initial noise, the
+    /// loop's bookkeeping): the total after loading less warm-up, encode, denoise, decode, images to host and writing.
+    /// </summary>
+    public double Other { get; init; }
     /// <summary>Seconds the background PNG encoders worked in all (overlapping the denoising; not on the critical path).</summary>
     public double ImageEncodingBackground { get; init; }
     /// <summary>Seconds hashing the weights files took on a worker thread (started after loading, overlapping the sweep).</summary>
