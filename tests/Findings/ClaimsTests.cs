@@ -25,25 +25,34 @@ public class ClaimsTests
     [Fact]
     public void Sdxl_claim_expects_the_ocean_first_with_the_tutorial_lens()
     {
-        // issue 10: the tutorial's SDXL showed the ocean first, unlike SD 1.5's CLIP (the second concept first)
+        // the tutorial's BONUS SDXL cell: seed 17, 40 steps, text_encoder_2 layers range(0, 31, 2); its observation: the
+        // ocean first, then the people, unlike SD 1.5's CLIP (the second concept first)
         var c = Paper().Claims.Single(c => c.Model == "sdxl");
         Assert.Equal("stabilityai/stable-diffusion-xl-base-1.0", c.ModelName);
+        Assert.Equal(new[] { "A few people are in the ocean splashing around" }, c.Prompts);
         Assert.Equal(new[] { "people", "ocean" }, c.Concepts.Take(2));
+        Assert.Equal(new[] { 17L }, c.Seeds);
+        Assert.Equal(40, c.Steps);
+        Assert.Equal(Enumerable.Range(0, 16).Select(i => 2 * i), c.Layers.Layers!);
         Assert.Equal(ConceptOrder.Second, c.ExpectedOrder);
         Assert.Equal(ConceptOrder.First, Paper().Claims.Single(x => x.Id == "sd15-tutorial-people-first").ExpectedOrder);
-        Assert.Contains("ocean first", Assert.Single(c.Published).Text);
+        var text = Assert.Single(c.Published, p => p.Kind == "text" && p.Source == "tutorial");
+        Assert.Contains("SDXL starts by making the ocean, then the people", text.Text);
         Assert.False(string.IsNullOrEmpty(c.ModelEnv)); // skipped, naming it, where the weights are absent
     }
 
     [Fact]
     public void Flux_claim_states_the_tutorial_observation_in_its_setting()
     {
-        // the nnsight tutorial's FLUX cell: 1 step, guidance 0, 512x512; its observation: the snowy landscape first,
-        // the penguins last (T5 in reverse order), so the second concept is expected first
+        // the nnsight tutorial's BONUS FLUX cell: its prompt, seed 17, 1 step, guidance 0, 512x512, T5 blocks range(0, 23, 2);
+        // its observation: the snowy landscape first, the penguins last (T5 in reverse order), so the second concept is
+        // expected first
         var c = Paper().Claims.Single(c => c.Model == "flux");
         Assert.Equal("black-forest-labs/FLUX.1-schnell", c.ModelName);
+        Assert.Equal(new[] { "Penguin playing chess at a wooden table in a snowy landscape." }, c.Prompts);
         Assert.Equal((1, 0.0, 512, 512), (c.Steps!.Value, c.Guidance!.Value, c.Height!.Value, c.Width!.Value));
-        Assert.Equal(new[] { "penguins", "a snowy landscape" }, c.Concepts.Take(2));
+        Assert.Equal(Enumerable.Range(0, 12).Select(i => 2 * i), c.Layers.Layers!);
+        Assert.Equal(new[] { "a penguin", "a snowy landscape" }, c.Concepts.Take(2));
         Assert.Equal(ConceptOrder.Second, c.ExpectedOrder);
         var text = Assert.Single(c.Published, p => p.Kind == "text" && p.Source == "tutorial");
         Assert.Contains("snowy landscape first", text.Text);
