@@ -27,13 +27,10 @@ dotnet publish "$build/src/Lens.Cli" "${common[@]}" --self-contained false -o "$
 # (which references the CLI, so both apps' framework needs are roots; TrimMode=partial trims framework assemblies only)
 # gives the trimmed framework assemblies, which replace the shared framework's; assemblies it dropped are left out.
 # This keeps the device carry (64 MiB with the repository's fixtures) small; checked by running the whole Parity suite
-# on the packed runtime (ci/gpu-pack.sh --check, on the CPU libtorch here). ReadyToRun: trimming drops the shipped
-# framework's precompiled code, so the trimmed assemblies (framework, TorchSharp, the library, the CLI) are compiled
-# ahead of time again (crossgen2), or every first call of a sweep (image writing, JSON, the manifest) would be JIT-compiled
-# on the critical path.
+# on the packed runtime (ci/gpu-pack.sh --check, on the CPU libtorch here).
 dotnet publish "$build/tests/Parity" "${common[@]}" --self-contained true -p:PublishTrimmed=true -p:TrimMode=partial \
   -p:SuppressTrimAnalysisWarnings=true -p:JsonSerializerIsReflectionEnabledByDefault=true -p:EventSourceSupport=true \
-  -p:PublishReadyToRun=true -o "$build/trimmed"
+  -o "$build/trimmed"
 fxdir="$out/dotnet/shared/Microsoft.NETCore.App/$fx"
 for f in "$fxdir"/*.dll; do
   n="$(basename "$f")"
