@@ -21,6 +21,41 @@ public class SpeedPathTests
     private static string Model(string name) => Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", name);
 
     [Fact]
+    public void BaddbmmIsInputPlusTheBatchedProduct()
+    {
+        // the order-finding wrapper around TorchSharp's torch.baddbmm (its arguments reach the native call in another
+        // order), with the broadcast, expanded and transposed operands the transformer projections pass
+        using var scope = NewDisposeScope();
+        var g = new Generator(11);
+        var bias = torch.randn(new long[] { 5 }, generator: g, dtype: ScalarType.Float64);
+        var a = torch.randn(new long[] { 3, 6, 4 }, generator: g, dtype: ScalarType.Float64).transpose(1, 2); // [3, 4, 6], a view
+        var w = torch.randn(new long[] { 6, 5 }, generator: g, dtype: ScalarType.Float64);
+        var got = Baddbmm.Apply(bias.expand(3, 4, 5), a, w.expand(3, 6, 5));
+        var want = torch.bmm(a, w.expand(3, 6, 5)) + bias;
+        Assert.Equal(new long[] { 3, 4, 5 }, got.shape);
+        Assert.True(got.allclose(want, rtol: 1e-12, atol: 1e-12), $"max diff {(got - want).abs().max().item<double>()}");
+    }
+
+    [Fact]
+    public void GegluHalvesEqualDiffusersChunkedFormula()
+    {
+        // GEGLU runs its two halves as two GEMMs on views of proj's rows: hidden * gelu(gate) with (hidden, gate) =
+        // proj(x).chunk(2, -1), the first half the hidden states, the second the gate (diffusers' order)
+        using var scope = NewDisposeScope();
+        var g = new Generator(12);
+        var geglu = new GEGLU(8, 6);
+        geglu.to(ScalarType.Float64);
+        foreach (var (_, p) in geglu.named_parameters())
+            using (torch.no_grad()) p.copy_(torch.randn(p.shape, generator: g, dtype: ScalarType.Float64));
+        var x = torch.randn(new long[] { 2, 5, 8 }, generator: g, dtype: ScalarType.Float64);
+        var sd = geglu.state_dict();
+        var parts = nn.functional.linear(x, sd["proj.weight"], sd["proj.bias"]).chunk(2, -1);
+        var want = parts[0] * nn.functional.gelu(parts[1]);
+        var got = geglu.forward(x);
+        Assert.True(got.allclose(want, rtol: 1e-12, atol: 1e-12), $"max diff {(got - want).abs().max().item<double>()}");
+    }
+
+    [Fact]
     public void BatchedImageConversionEqualsThePerImageConversion()
     {
         // values on and next to the rounding boundaries of (x*255).round(), in float16 as the pipelines produce them
