@@ -28,9 +28,25 @@ dotnet publish "$build/src/Lens.Cli" "${common[@]}" --self-contained false -o "$
 # gives the trimmed framework assemblies, which replace the shared framework's; assemblies it dropped are left out.
 # This keeps the device carry (64 MiB with the repository's fixtures) small; checked by running the whole Parity suite
 # on the packed runtime (ci/gpu-pack.sh --check, on the CPU libtorch here).
+# LENS_PACK_READYTORUN (issue #11, to measure; default off): trimming drops the shipped framework's precompiled code, so
+# everything is JIT-compiled. "all" compiles the trimmed framework and the app ahead of time (crossgen2; one H200 run:
+# load 1.94 -> 1.04 s, its image phases slower but within that host's run-to-run spread; on the CPU every phase was
+# faster: ci/BENCHMARKS.md); "framework" only the
+# framework and the test platform, the library, the CLI and TorchSharp staying JIT-compiled. LENS_PACK_READYTORUN_ISA
+# (e.g. x86-64-v3) lets the precompiled code use that instruction set (crossgen2 --instruction-set).
+r2r=()
+case "${LENS_PACK_READYTORUN:-off}" in
+  off) ;;
+  all|framework) r2r=(-p:PublishReadyToRun=true)
+    [ -n "${LENS_PACK_READYTORUN_ISA:-}" ] && r2r+=("-p:PublishReadyToRunCrossgen2ExtraArgs=--instruction-set:$LENS_PACK_READYTORUN_ISA") ;;
+  *) echo "gpu-pack: LENS_PACK_READYTORUN must be off, all or framework (got '$LENS_PACK_READYTORUN')" >&2; exit 2 ;;
+esac
 dotnet publish "$build/tests/Parity" "${common[@]}" --self-contained true -p:PublishTrimmed=true -p:TrimMode=partial \
   -p:SuppressTrimAnalysisWarnings=true -p:JsonSerializerIsReflectionEnabledByDefault=true -p:EventSourceSupport=true \
-  -o "$build/trimmed"
+  "${r2r[@]}" -o "$build/trimmed"
+# "framework": the app's own assemblies keep their JIT-compiled (IL-only) form from the framework-dependent publish
+keep_il=()
+[ "${LENS_PACK_READYTORUN:-off}" = framework ] && keep_il=(DiffusionLens.dll lens.dll TorchSharp.dll Parity.Tests.dll DiffusionLens.Testing.dll)
 fxdir="$out/dotnet/shared/Microsoft.NETCore.App/$fx"
 for f in "$fxdir"/*.dll; do
   n="$(basename "$f")"
@@ -39,6 +55,7 @@ done
 # the trimmer also trims trimmable libraries (the test platform): take its consistent set for the app folder as well
 for f in "$out/app"/*.dll; do
   n="$(basename "$f")"
+  [[ " ${keep_il[*]} " == *" $n "* ]] && continue
   if [ -f "$build/trimmed/$n" ]; then cp "$build/trimmed/$n" "$f"; fi
 done
 rm -rf "$build" "$out/app/models" "$out"/app/libonnxruntime*.so
