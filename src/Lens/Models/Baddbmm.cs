@@ -12,10 +12,10 @@ internal static class Baddbmm
 {
     private static readonly Lazy<bool> SwappedOrder = new(() =>
     {
-        using var scope = NewDisposeScope();
-        using var c = full(new long[] { 1, 1, 1 }, 1f);
-        using var a = full(new long[] { 1, 1, 1 }, 2f);
-        using var b = full(new long[] { 1, 1, 1 }, 3f);
+        using var scope = NewDisposeScope(); // the three inputs and the result
+        var c = full(new long[] { 1, 1, 1 }, 1f);
+        var a = full(new long[] { 1, 1, 1 }, 2f);
+        var b = full(new long[] { 1, 1, 1 }, 3f);
         var r = baddbmm(c, a, b).item<float>();
         return r switch
         {
