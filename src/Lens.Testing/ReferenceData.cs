@@ -268,6 +268,19 @@ public sealed class ReferenceData : IDisposable
         return r;
     }
 
+    /// <summary>
+    /// Opens the reference folder at <paramref name="folder"/>, or skips the running xunit test when its
+    /// <c>reference.json</c> is not recorded yet, saying how to record it (<paramref name="howToRecord"/>, e.g. "run
+    /// `python3 fixtures/make_reference.py flux` ... and commit ..."). Whether the reference can run here is left to
+    /// <see cref="SkipIfUnavailable"/>.
+    /// </summary>
+    public static ReferenceData OpenRecordedOrSkip(string folder, string howToRecord)
+    {
+        if (!File.Exists(System.IO.Path.Combine(folder, "reference.json")))
+            Assert.Skip($"{folder}/reference.json is not recorded yet: {howToRecord}");
+        return OpenFolder(folder);
+    }
+
     /// <summary>Opens the reference folder at <paramref name="folder"/> (any path).</summary>
     public static ReferenceData OpenFolder(string folder)
     {

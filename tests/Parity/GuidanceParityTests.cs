@@ -31,9 +31,7 @@ public class GuidanceParityTests
     public void GuidanceAtMostOneMatchesDiffusers(string model)
     {
         var folder = Path.Combine(GuidanceRefsDir, model);
-        if (!File.Exists(Path.Combine(folder, "reference.json")))
-            Assert.Skip($"{folder}/reference.json is not recorded yet: run `python3 fixtures/make_reference.py guidance` with real diffusers (CPU float32) and commit fixtures/references-guidance/");
-        using var r = ReferenceData.OpenFolder(folder);
+        using var r = ReferenceData.OpenRecordedOrSkip(folder, "run `python3 fixtures/make_reference.py guidance` with real diffusers (CPU float32) and commit fixtures/references-guidance/");
         using var pipe = LensPipeline.Load(r.ModelPath!, "cpu", "float32", r.Variant);
         bool? clean = r.Kind == "if" ? r.Json["clean_caption"]?.GetValue<bool>() ?? false : null;
         using var layers = pipe.EncodeLayers(r.Prompt, clean);

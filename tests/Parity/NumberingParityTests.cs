@@ -24,9 +24,7 @@ public class NumberingParityTests
     public void HiddenStatesMatchTransformersHiddenStates(string model)
     {
         var folder = Path.Combine(ReferenceData.RepoRoot, "fixtures", "references-numbering", model);
-        if (!File.Exists(Path.Combine(folder, "reference.json")))
-            Assert.Skip($"{folder}/reference.json is not recorded yet: run `python3 fixtures/make_reference.py numbering` with real transformers (CPU float32) and commit fixtures/references-numbering/");
-        using var r = ReferenceData.OpenFolder(folder);
+        using var r = ReferenceData.OpenRecordedOrSkip(folder, "run `python3 fixtures/make_reference.py numbering` with real transformers (CPU float32) and commit fixtures/references-numbering/");
         r.SkipIfUnavailable();
         using var enc = PromptEncoder.Load(r.ModelPath!, variant: r.Variant);
         Assert.Equal(r.Json["num_layers"]!.GetValue<int>(), enc.NumLayers);

@@ -52,9 +52,7 @@ public class Sd2ParityTests
     private static ReferenceData OpenOrSkip(string scheduler, string policy)
     {
         var folder = Path.Combine(RefsDir, $"{scheduler}-{policy}");
-        if (!File.Exists(Path.Combine(folder, "reference.json")))
-            Assert.Skip($"{folder}/reference.json is not recorded yet: {Recording}");
-        var r = ReferenceData.OpenFolder(folder);
+        var r = ReferenceData.OpenRecordedOrSkip(folder, Recording);
         r.SkipIfUnavailable();
         return r;
     }

@@ -32,9 +32,7 @@ public class SdxlParityTests(ITestOutputHelper output)
 
     private static ReferenceData OpenOrSkip()
     {
-        if (!File.Exists(Path.Combine(Folder, "reference.json")))
-            Assert.Skip($"{Folder}/reference.json is not recorded yet: {Recording}");
-        var r = ReferenceData.OpenFolder(Folder);
+        var r = ReferenceData.OpenRecordedOrSkip(Folder, Recording);
         r.SkipIfUnavailable();
         return r;
     }

@@ -31,9 +31,7 @@ public class SeedPolicyTests
     private static ReferenceData OpenOrSkip(string model)
     {
         var folder = Path.Combine(SeedRefsDir, model);
-        if (!File.Exists(Path.Combine(folder, "reference.json")))
-            Assert.Skip($"{folder}/reference.json is not recorded yet: run `python3 fixtures/make_reference.py seeds` with real diffusers (CPU float32) and commit fixtures/references-seeds/");
-        return ReferenceData.OpenFolder(folder);
+        return ReferenceData.OpenRecordedOrSkip(folder, "run `python3 fixtures/make_reference.py seeds` with real diffusers (CPU float32) and commit fixtures/references-seeds/");
     }
 
     private static SweepOptions Options(ReferenceData r, string outDir) => new()

@@ -44,9 +44,7 @@ public class Stage2SchedulerParityTests
     private static ReferenceData OpenOrSkip(string folderName)
     {
         var folder = Path.Combine(RefsDir, folderName);
-        if (!File.Exists(Path.Combine(folder, "reference.json")))
-            Assert.Skip($"{folder}/reference.json is not recorded yet: {Recording}");
-        var r = ReferenceData.OpenFolder(folder);
+        var r = ReferenceData.OpenRecordedOrSkip(folder, Recording);
         r.SkipIfUnavailable();
         Assert.Equal("if2-schedulers", r.Kind);
         return r;

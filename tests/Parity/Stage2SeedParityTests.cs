@@ -24,10 +24,8 @@ public class Stage2SeedParityTests
 
     private static ReferenceData OpenOrSkip()
     {
-        if (!File.Exists(Path.Combine(Folder, "reference.json")))
-            Assert.Skip($"{Folder}/reference.json is not recorded yet: run `python3 fixtures/make_reference.py if2 --seeds` with real diffusers (CPU float32) and commit fixtures/references-seeds/if2-tiny/");
-        var r = ReferenceData.OpenFolder(Folder);
-        if (r.SkipReason is string why) Assert.Skip(why);
+        var r = ReferenceData.OpenRecordedOrSkip(Folder, "run `python3 fixtures/make_reference.py if2 --seeds` with real diffusers (CPU float32) and commit fixtures/references-seeds/if2-tiny/");
+        r.SkipIfUnavailable();
         Assert.Equal("if2-seeds", r.Kind);
         return r;
     }
