@@ -138,10 +138,14 @@ public abstract class DenoisingPipeline : IDisposable
 
     /// <summary>
     /// diffusers' postprocessing of images in [-1, 1] [k, C, H, W]: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then
-    /// float32 HWC on the CPU (output_type="np").
+    /// float32 HWC on the CPU (output_type="np"), or left on the images' device (<paramref name="onDevice"/>: the sweep
+    /// converts to 8 bits there and copies a quarter of the bytes, <see cref="Reports.RgbImage.FromUnitNhwc"/>).
     /// </summary>
-    internal static Tensor ToUnitHwc(Tensor images) =>
-        (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous().cpu();
+    internal static Tensor ToUnitHwc(Tensor images, bool onDevice = false)
+    {
+        var unit = (images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).to(ScalarType.Float32).contiguous();
+        return onDevice ? unit : unit.cpu();
+    }
 
     /// <summary>The modules that make images from embeddings (UNet, VAE): where --batch-invariant splits convolutions.</summary>
     internal abstract IEnumerable<nn.Module> ImageModules { get; }

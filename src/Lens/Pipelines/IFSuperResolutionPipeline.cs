@@ -283,13 +283,15 @@ internal sealed class IFSuperResolutionPipeline : DenoisingPipeline
         Generator generator, Action<int, int>? onStep = null, PhaseTimer? timer = null) =>
         Generate(stage1Images, conditional, unconditional, o, [generator], 1, onStep, timer);
 
-    /// <summary><see cref="GenerateImages"/> of k calls of N images postprocessed: [k*N, H, W, C] float32 in [0, 1] on the CPU.</summary>
+    /// <summary><see cref="GenerateImages"/> of k calls of N images postprocessed: [k*N, H, W, C] float32 in [0, 1] on the CPU
+    /// (or on the pipeline's device: <paramref name="onDevice"/>).</summary>
     public Tensor Generate(Tensor stage1Images, IReadOnlyList<Tensor> conditional, Tensor unconditional, SuperResolutionOptions o,
-        IReadOnlyList<Generator> generators, int imagesPerCall, Action<int, int>? onStep = null, PhaseTimer? timer = null)
+        IReadOnlyList<Generator> generators, int imagesPerCall, Action<int, int>? onStep = null, PhaseTimer? timer = null,
+        bool onDevice = false)
     {
         using var scope = NewDisposeScope();
         var images = GenerateImages(stage1Images, conditional, unconditional, o, generators, imagesPerCall, onStep, timer);
-        return ToUnitHwc(images).MoveToOuterDisposeScope();
+        return ToUnitHwc(images, onDevice).MoveToOuterDisposeScope();
     }
 
     /// <summary>

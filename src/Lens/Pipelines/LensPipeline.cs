@@ -177,8 +177,9 @@ public abstract partial class LensPipeline : DenoisingPipeline
     /// <param name="timer">records the denoise and decode phases (and, profiling, each step); null: not timed</param>
     /// <param name="generators">one CPU generator per conditional embedding, in its state at the start of that
     /// embedding's call (used, not copied); null: a generator seeded with <c>o.Seed</c> for every embedding</param>
+    /// <param name="onDevice">leave the images on the pipeline's device (the sweep converts them to 8 bits there)</param>
     internal Tensor Generate(IReadOnlyList<Tensor> conditional, Tensor unconditional, GenerationOptions o,
-        Action<int, int>? onStep, PhaseTimer? timer, IReadOnlyList<Generator>? generators = null)
+        Action<int, int>? onStep, PhaseTimer? timer, IReadOnlyList<Generator>? generators = null, bool onDevice = false)
     {
         using var outer = NewDisposeScope();
         // reseed: one CPU generator seeded with the seed, shared by all k calls (they draw the same noise)
@@ -186,7 +187,7 @@ public abstract partial class LensPipeline : DenoisingPipeline
         var images = GenerateImages(conditional, unconditional, o, generators ?? [seeded!], onStep, timer);
         // diffusers' postprocessing: (x/2+0.5).clamp(0,1) in the pipeline's dtype, then float32 HWC
         var decode = Stopwatch.StartNew();
-        var unit = ToUnitHwc(images);
+        var unit = ToUnitHwc(images, onDevice);
         if (timer is not null)
         {
             timer.Add("decode", decode.Elapsed.TotalSeconds);

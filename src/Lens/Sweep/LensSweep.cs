@@ -328,6 +328,7 @@ public static class LensSweep
                     }
                 }
             }
+            HostWarmUp.Run(pipe.Device, PngZlibLevel);
             warmupS += warm.Elapsed.TotalSeconds;
             timer.SampleMemory();
         }
@@ -382,7 +383,7 @@ public static class LensSweep
                     }
                 };
                 if (stage2 is null)
-                    unit = pipe.Generate(conds, uncond, gen, OnStep("", of => unetCalls = of), timer, chunkGenerators);
+                    unit = pipe.Generate(conds, uncond, gen, OnStep("", of => unetCalls = of), timer, chunkGenerators, onDevice: true);
                 else
                 {
                     // diffusers' two-stage usage per layer: stage I with output_type="pt", then stage II on those
@@ -392,9 +393,9 @@ public static class LensSweep
                     using var seeded = chunkGenerators is null ? new Generator((ulong)o.Seed) : null;
                     IReadOnlyList<Generator> generators = chunkGenerators ?? [seeded!];
                     var images1 = pipe.GenerateImages(conds, uncond, gen, generators, OnStep("", of => unetCalls = of), timer);
-                    unit1 = DenoisingPipeline.ToUnitHwc(images1).MoveToOuterDisposeScope();
+                    unit1 = DenoisingPipeline.ToUnitHwc(images1, onDevice: true).MoveToOuterDisposeScope();
                     lastReported = -1;
-                    unit = stage2.Generate(images1, conds, uncond, gen2!, generators, perLayerImages, OnStep("stage II ", of => stage2Calls = of), timer2)
+                    unit = stage2.Generate(images1, conds, uncond, gen2!, generators, perLayerImages, OnStep("stage II ", of => stage2Calls = of), timer2, onDevice: true)
                         .MoveToOuterDisposeScope();
                 }
             }
