@@ -448,7 +448,7 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     # wait for the weights' sha256 (timings_s.weights_hash_wait: read once per model folder, then cached; the first C#
     # run on a fresh FLUX folder waited 9.5 s for its 34 GB)
     warm = cold - t.get("warmup", 0) - t.get("prepare", 0) - t.get("weights_hash_wait", 0)
-    return dict(process_s=wall, cold_s=cold, warm_s=warm, batch=m["batch"],
+    return dict(process_s=wall, cold_s=cold, warm_s=warm, batch=m["batch"], unet_calls=m.get("unet_calls_per_image"),
                 gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t, batch_invariance=m.get("batch_invariance"))
 
 
@@ -528,7 +528,7 @@ def report(kind: str, r: dict, serial: int) -> None:
         t = c["timings"]
         log(phase_line(f"C# {name} (batch {c['batch']})", t, ["total", "load", "encode", "warmup", "denoise", "denoise_per_step",
                                                               "decode", "images_to_host", "write_images", "other", "weights_hash_wait",
-                                                              "image_encoding_background"])
+                                                              "image_encoding_background", "gc_pause"])
             + f"  gpu_peak={c.get('gpu_memory_peak_gib')}"
             + ("  per-layer shapes " + ", ".join(f"{k} {v}/{c['batch_invariance']['checked_shapes'][k]}"
                                                 for k, v in c["batch_invariance"]["per_layer_shapes"].items())
@@ -548,6 +548,13 @@ def report(kind: str, r: dict, serial: int) -> None:
     rows.append(("batched: same, warm", dbw, a.get("warm_s")))
     d2, a2 = df.get("batched_2steps", {}).get("total_s"), cs.get("auto_2steps", {})
     rows.append(("fixed costs: 2 steps (diffusers warm, C# warm)", d2, a2.get("warm_s")))
+    # the issue's fixed costs (encode, decode, image writing, setup) without the 2-step run's UNet calls: C#'s denoise
+    # phase; diffusers' per-call time from its two batched runs
+    calls = a2.get("unet_calls")
+    if dbw and d2 and calls and a2.get("warm_s") and r["steps"] > 2:
+        per_call = (dbw - d2) / (r["steps"] - 2)
+        rows.append((f"fixed costs without the 2-step run's {calls} UNet calls", d2 - calls * per_call,
+                     a2["warm_s"] - a2["timings"].get("denoise", 0)))
     ser = df.get("serial", {})
     b1 = cs.get("batch1", {})
     n_cs = b1.get("timings", {}).get("per_layer")

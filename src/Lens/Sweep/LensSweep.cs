@@ -240,6 +240,23 @@ public static class LensSweep
     /// <summary>zlib level of the sweep's PNGs: the fastest (lossless at every level, so the same pixels).</summary>
     public const int PngZlibLevel = 1;
 
+    // LENS_TRACE_HOST=1 (diagnosis, issue #11): the host side of the output path, line by line on stderr
+    private static readonly bool TraceHost = Environment.GetEnvironmentVariable("LENS_TRACE_HOST") == "1";
+    private static readonly Stopwatch TraceClock = Stopwatch.StartNew();
+    internal static void Trace(string what)
+    {
+        if (TraceHost) Console.Error.WriteLine($"[host {TraceClock.Elapsed.TotalMilliseconds,9:F1} ms, thread {Environment.CurrentManagedThreadId,3}, pool {ThreadPool.ThreadCount,3}, gc2 {GC.CollectionCount(2)}, gc pause {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms] {what}");
+    }
+
+    private static Task<double> WritePng(RgbImage image, string path) => Task.Run(() =>
+    {
+        Trace($"png start {Path.GetFileName(path)}");
+        var sw = Stopwatch.StartNew();
+        image.SavePng(path, PngZlibLevel);
+        Trace($"png done  {Path.GetFileName(path)} {sw.Elapsed.TotalMilliseconds:F1} ms");
+        return sw.Elapsed.TotalSeconds;
+    });
+
     private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS,
         IFSuperResolutionPipeline? stage2 = null, double stage2LoadS = 0, double prepareS = 0)
     {
@@ -251,6 +268,8 @@ public static class LensSweep
         if (stage2 is null && o.Stage2Scheduler is not null)
             throw new LensException("--stage2-scheduler applies to a DeepFloyd IF stage II only: pass the super-resolution model with --stage2");
         var total = Stopwatch.StartNew();
+        var gcPause0 = GC.GetTotalPauseDuration();
+        int gcFull0 = GC.CollectionCount(2);
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
         CheckSeedOptions(o);
@@ -414,9 +433,11 @@ public static class LensSweep
             using (unit1)
             {
                 var toHost = Stopwatch.StartNew();
+                Trace($"to host: start (torch threads {torch.get_num_threads()}, processors {Environment.ProcessorCount})");
                 var rgb = RgbImage.FromUnitNhwc(unit);
                 var rgb1 = unit1 is null ? null : RgbImage.FromUnitNhwc(unit1);
                 toHostS += toHost.Elapsed.TotalSeconds;
+                Trace($"to host: done {toHost.Elapsed.TotalMilliseconds:F1} ms");
                 for (int j = 0; j < chunk.Length; j++)
                 {
                     var names = new string[perLayerImages];
@@ -428,7 +449,7 @@ public static class LensSweep
                         var img = rgb[j * perLayerImages + i];
                         var name = perLayerImages == 1 ? $"{stem}.png" : $"{stem}-{i}.png";
                         var path = output.PathOf(name);
-                        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img.SavePng(path, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+                        writes.Add(WritePng(img, path));
                         names[i] = name;
                         images.Add((perLayerImages == 1 ? label : $"{label}-{i}", img));
                         if (rgb1 is not null)
@@ -437,7 +458,7 @@ public static class LensSweep
                             var img1 = rgb1[j * perLayerImages + i];
                             var name1 = perLayerImages == 1 ? $"{stem}-stage1.png" : $"{stem}-stage1-{i}.png";
                             var path1 = output.PathOf(name1);
-                            writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); img1.SavePng(path1, PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+                            writes.Add(WritePng(img1, path1));
                             names1[i] = name1;
                         }
                     }
@@ -450,8 +471,18 @@ public static class LensSweep
             start += chunk.Length;
         }
         var writeClock = Stopwatch.StartNew();
-        writes.Add(Task.Run(() => { var sw = Stopwatch.StartNew(); Grid.Compose(images, perLayerImages > 1 ? perLayerImages : null).SavePng(output.PathOf("grid.png"), PngZlibLevel); return sw.Elapsed.TotalSeconds; }));
+        Trace("grid queued");
+        writes.Add(Task.Run(() =>
+        {
+            var sw = Stopwatch.StartNew();
+            var grid = Grid.Compose(images, perLayerImages > 1 ? perLayerImages : null);
+            Trace($"grid composed {grid.Width}x{grid.Height} {sw.Elapsed.TotalMilliseconds:F1} ms");
+            grid.SavePng(output.PathOf("grid.png"), PngZlibLevel);
+            Trace($"grid written {sw.Elapsed.TotalMilliseconds:F1} ms");
+            return sw.Elapsed.TotalSeconds;
+        }));
         Task.WaitAll(writes);
+        Trace("all images written");
         double imageEncodeS = writes.Sum(t => t.Result);
         var hashWait = Stopwatch.StartNew();
         var (weightHashes, hashS) = hashes.Result;
@@ -537,6 +568,8 @@ public static class LensSweep
                 ImageEncodingBackground = Math.Round(imageEncodeS, 4),
                 WeightsHashBackground = Math.Round(hashS, 4),
                 WeightsHashWait = Math.Round(hashWaitS, 4),
+                GcPause = Math.Round((GC.GetTotalPauseDuration() - gcPause0).TotalSeconds, 4),
+                GcFullCollections = GC.CollectionCount(2) - gcFull0,
                 StepSeconds = timer.Profile ? timer.StepSeconds.Select(x => Math.Round(x, 5)).ToArray() : null,
                 StepQueueSeconds = timer.Profile ? timer.StepQueueSeconds.Select(x => Math.Round(x, 5)).ToArray() : null,
                 PerLayer = perLayer,

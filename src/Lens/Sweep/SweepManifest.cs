@@ -142,6 +142,10 @@ internal sealed record SweepTimings
     public double WeightsHashBackground { get; init; }
     /// <summary>Seconds the manifest waited for those hashes (on the critical path; part of <see cref="WriteImages"/>).</summary>
     public double WeightsHashWait { get; init; }
+    /// <summary>Seconds the .NET garbage collector paused the process during the sweep (after loading), and its
+    /// full (generation 2) collections: a diagnosis of the host phases, not a phase of its own.</summary>
+    public double GcPause { get; init; }
+    public int GcFullCollections { get; init; }
     /// <summary>LENS_PROFILE=1 only: each step's seconds (synchronised) and the host-side seconds to queue it.</summary>
     public double[]? StepSeconds { get; init; }
     public double[]? StepQueueSeconds { get; init; }
