@@ -28,14 +28,15 @@ dotnet publish "$build/src/Lens.Cli" "${common[@]}" --self-contained false -o "$
 # gives the trimmed framework assemblies, which replace the shared framework's; assemblies it dropped are left out.
 # This keeps the device carry (64 MiB with the repository's fixtures) small; checked by running the whole Parity suite
 # on the packed runtime (ci/gpu-pack.sh --check, on the CPU libtorch here).
-# LENS_PACK_READYTORUN (issue #11, to measure; default off): trimming drops the shipped framework's precompiled code, so
-# everything is JIT-compiled. "all" compiles the trimmed framework and the app ahead of time (crossgen2; one H200 run:
-# load 1.94 -> 1.04 s, its image phases slower but within that host's run-to-run spread; on the CPU every phase was
-# faster: ci/BENCHMARKS.md); "framework" only the
-# framework and the test platform, the library, the CLI and TorchSharp staying JIT-compiled. LENS_PACK_READYTORUN_ISA
-# (e.g. x86-64-v3) lets the precompiled code use that instruction set (crossgen2 --instruction-set).
+# LENS_PACK_READYTORUN (issue #11; default all): trimming drops the shipped framework's precompiled code, which would
+# leave everything JIT-compiled. "all" (the default) compiles the trimmed framework and the app ahead of time
+# (crossgen2; 19 MB instead of 9.4). On one H200 host, back to back (ci/BENCHMARKS.md, 2026-12-01): as fast or faster
+# in every phase of the SD sweep, loading 0.3-0.4 s sooner. "framework" compiles only the framework and the test
+# platform, the library, the CLI and TorchSharp staying JIT-compiled; "off" nothing (the smallest pack, for a carry
+# with every fixture). LENS_PACK_READYTORUN_ISA (e.g. x86-64-v3) lets the precompiled code use that instruction set
+# (crossgen2 --instruction-set).
 r2r=()
-case "${LENS_PACK_READYTORUN:-off}" in
+case "${LENS_PACK_READYTORUN:-all}" in
   off) ;;
   all|framework) r2r=(-p:PublishReadyToRun=true)
     [ -n "${LENS_PACK_READYTORUN_ISA:-}" ] && r2r+=("-p:PublishReadyToRunCrossgen2ExtraArgs=--instruction-set:$LENS_PACK_READYTORUN_ISA") ;;
@@ -46,7 +47,7 @@ dotnet publish "$build/tests/Parity" "${common[@]}" --self-contained true -p:Pub
   "${r2r[@]}" -o "$build/trimmed"
 # "framework": the app's own assemblies keep their JIT-compiled (IL-only) form from the framework-dependent publish
 keep_il=()
-[ "${LENS_PACK_READYTORUN:-off}" = framework ] && keep_il=(DiffusionLens.dll lens.dll TorchSharp.dll Parity.Tests.dll DiffusionLens.Testing.dll)
+[ "${LENS_PACK_READYTORUN:-all}" = framework ] && keep_il=(DiffusionLens.dll lens.dll TorchSharp.dll Parity.Tests.dll DiffusionLens.Testing.dll)
 fxdir="$out/dotnet/shared/Microsoft.NETCore.App/$fx"
 for f in "$fxdir"/*.dll; do
   n="$(basename "$f")"

@@ -100,7 +100,7 @@ public sealed class RgbImage
     {
         var dir = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path));
         if (dir is not null) Directory.CreateDirectory(dir);
-        File.WriteAllBytes(path, EncodePng(zlibLevel));
+        Png.Save(path, Pixels, Width, Height, 3, zlibLevel);
     }
 
     /// <summary>A copy no larger than <paramref name="maxSide"/> on its longer side (PIL-bicubic downscale).</summary>
