@@ -48,6 +48,31 @@ public class PngCodecTests
         Assert.True(checkedCount > 0, $"{name}: no PNG had its float image in the tensors");
     }
 
+    [Theory]
+    [InlineData(64, 48, 1)]   // one thread
+    [InlineData(700, 600, 1)] // parallel strips (over Png.ParallelMinBytes)
+    [InlineData(700, 600, 0)] // stored
+    public void Save_writes_the_bytes_Encode_returns_and_they_decode_to_the_pixels(int width, int height, int level)
+    {
+        var pixels = new byte[width * height * 3];
+        var rnd = new Random(width + level);
+        for (int i = 0; i < pixels.Length; i++) pixels[i] = (byte)((i / 3 % width) + rnd.Next(16));
+        var bytes = Png.Encode(pixels, width, height, 3, level);
+        var path = Path.Combine(Path.GetTempPath(), $"lens-png-save-{Guid.NewGuid():N}.png");
+        try
+        {
+            Png.Save(path, pixels, width, height, 3, level);
+            Assert.Equal(bytes, File.ReadAllBytes(path));
+            // twice in a row: pooled buffers handed back and rented again give the same file
+            Png.Save(path, pixels, width, height, 3, level);
+            Assert.Equal(bytes, File.ReadAllBytes(path));
+        }
+        finally { File.Delete(path); }
+        var decoded = Png.Decode(bytes, "saved");
+        Assert.Equal((width, height, 3), (decoded.Width, decoded.Height, decoded.Channels));
+        Assert.Equal(pixels, decoded.Pixels);
+    }
+
     [Fact]
     public void Every_png_in_the_repository_decodes()
     {

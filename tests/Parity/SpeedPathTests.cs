@@ -21,6 +21,37 @@ public class SpeedPathTests
     private static string Model(string name) => Path.Combine(ReferenceData.RepoRoot, "fixtures", "models", name);
 
     [Fact]
+    public void Postprocessing_left_on_the_device_gives_the_host_path_s_8_bit_images()
+    {
+        using var scope = NewDisposeScope();
+        var images = torch.randn(new long[] { 3, 3, 17, 13 }, generator: new Generator(5)).to(ScalarType.Float16) * 1.2;
+        var host = DiffusionLens.Pipelines.DenoisingPipeline.ToUnitHwc(images);
+        var kept = DiffusionLens.Pipelines.DenoisingPipeline.ToUnitHwc(images, onDevice: true);
+        Assert.Equal(images.device.type, kept.device.type);
+        Assert.Equal(host.data<float>().ToArray(), kept.cpu().data<float>().ToArray());
+        var a = RgbImage.FromUnitNhwc(host);
+        var b = RgbImage.FromUnitNhwc(kept);
+        Assert.Equal(3, b.Length);
+        for (int i = 0; i < 3; i++)
+        {
+            Assert.Equal((13, 17), (b[i].Width, b[i].Height));
+            Assert.Equal(a[i].Pixels, b[i].Pixels);
+            // each image its own array, the row-major [H, W, 3] bytes of (x*255).round()
+            var expected = (host[i] * 255).round().to(ScalarType.Byte).contiguous().data<byte>().ToArray();
+            Assert.Equal(expected, b[i].Pixels);
+        }
+        Assert.NotSame(b[0].Pixels, b[1].Pixels);
+    }
+
+    [Fact]
+    public void Host_warm_up_runs_the_output_path_and_writes_nothing()
+    {
+        var before = Directory.GetFileSystemEntries(Environment.CurrentDirectory).Length;
+        HostWarmUp.Run(CPU, LensSweep.PngZlibLevel);
+        Assert.Equal(before, Directory.GetFileSystemEntries(Environment.CurrentDirectory).Length);
+    }
+
+    [Fact]
     public void BaddbmmIsInputPlusTheBatchedProduct()
     {
         // the order-finding wrapper around TorchSharp's torch.baddbmm (its arguments reach the native call in another
