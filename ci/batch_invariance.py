@@ -22,6 +22,51 @@ sys.path.insert(0, str(HERE))
 import bench  # noqa: E402
 
 
+def variant_modules(model, call_small, rows: int, k: int, shaped=("Conv2d", "Linear")) -> dict:
+    """Every leaf module (and Attention as a whole: its SDPA is a function call, not a module) recorded in
+    call_small(), a call of `rows` rows, then called again on its inputs repeated k times along the batch (kept
+    channels-last where they were): per module kind (and in/out shape for the kinds in `shaped`), [calls, calls whose
+    first rows differ, largest difference]."""
+    import torch
+    records = []
+
+    def hook(mod, a, kw, out):
+        if not list(mod.children()) or type(mod).__name__ == "Attention":
+            records.append((mod, a, kw, out))
+
+    hs = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            call_small()
+    finally:
+        for h in hs:
+            h.remove()
+
+    def rep(x):
+        if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == rows:
+            y = torch.cat([x] * k, 0)
+            cl = torch.channels_last
+            return y.contiguous(memory_format=cl) if x.ndim == 4 and x.is_contiguous(memory_format=cl) and not x.is_contiguous() else y
+        return x
+
+    variant = defaultdict(lambda: [0, 0, 0.0])
+    with torch.no_grad():
+        for mod, a, kw, out in records:
+            if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != rows:
+                continue
+            big = mod(*[rep(x) for x in a], **{key: rep(v) for key, v in kw.items()})
+            name = type(mod).__name__
+            if name in shaped:
+                name += f" {tuple(a[0].shape[1:])}->{tuple(out.shape[1:])}"
+            v = variant[name]
+            v[0] += 1
+            d = (big[:rows].float() - out.float()).abs().max().item()
+            if d > 0:
+                v[1] += 1
+                v[2] = max(v[2], d)
+    return variant
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--k", type=int, default=12)
@@ -43,37 +88,9 @@ def main() -> None:
     emb = torch.randn(2, 77, c.cross_attention_dim, generator=g).half().cuda()
     t = torch.tensor(801, device="cuda")
 
-    records = []
-
-    def hook(mod, a, kw, out):
-        # leaf modules, and Attention as a whole (its SDPA is a function call, not a module)
-        if not list(mod.children()) or type(mod).__name__ == "Attention":
-            records.append((mod, a, kw, out))
-
-    hs = [m.register_forward_hook(hook, with_kwargs=True) for m in unet.modules()]
     with torch.no_grad():
         out2 = unet(sample, t, encoder_hidden_states=emb).sample
-    for h in hs:
-        h.remove()
-
-    def rep(x):
-        return torch.cat([x] * args.k, 0) if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == 2 else x
-
-    variant = defaultdict(lambda: [0, 0, 0.0])
-    with torch.no_grad():
-        for mod, a, kw, out in records:
-            if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != 2:
-                continue
-            big = mod(*[rep(x) for x in a], **{k: rep(v) for k, v in kw.items()})
-            name = type(mod).__name__
-            if name in ("Conv2d", "Linear"):
-                name += f" {tuple(a[0].shape[1:])}->{tuple(out.shape[1:])}"
-            v = variant[name]
-            v[0] += 1
-            d = (big[:2].float() - out.float()).abs().max().item()
-            if d > 0:
-                v[1] += 1
-                v[2] = max(v[2], d)
+        variant = variant_modules(unet, lambda: unet(sample, t, encoder_hidden_states=emb), 2, args.k)
         big_sample = torch.cat([sample] * args.k, 0)
         out_big = unet(big_sample, t.expand(2 * args.k), encoder_hidden_states=torch.cat([emb] * args.k, 0)).sample
     whole = (out_big[:2].float() - out2.float()).abs().max().item()

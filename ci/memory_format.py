@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import batch_invariance  # noqa: E402
 import bench  # noqa: E402
 
 
@@ -47,39 +47,7 @@ def main() -> None:
 
     def invariance(model, call_small, rows):
         """per leaf module kind and shape: calls, batch-variant calls, largest difference"""
-        records = []
-
-        def hook(mod, a, kw, out):
-            if not list(mod.children()) or type(mod).__name__ == "Attention":
-                records.append((mod, a, kw, out))
-        hs = [m.register_forward_hook(hook, with_kwargs=True) for m in model.modules()]
-        with torch.no_grad():
-            call_small()
-        for h in hs:
-            h.remove()
-
-        def rep(x):
-            if isinstance(x, torch.Tensor) and x.ndim > 0 and x.shape[0] == rows:
-                y = torch.cat([x] * args.k, 0)
-                return y.contiguous(memory_format=cl) if x.ndim == 4 and x.is_contiguous(memory_format=cl) and not x.is_contiguous() else y
-            return x
-        variant = defaultdict(lambda: [0, 0, 0.0])
-        with torch.no_grad():
-            for mod, a, kw, out in records:
-                if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != rows:
-                    continue
-                big = mod(*[rep(x) for x in a], **{k: rep(v) for k, v in kw.items()})
-                name = type(mod).__name__
-                if name in ("Conv2d", "Linear", "GroupNorm"):
-                    name += f" {tuple(a[0].shape[1:])}->{tuple(out.shape[1:])}"
-                v = variant[name]
-                v[0] += 1
-                d = (big[:rows].float() - out.float()).abs().max().item()
-                if d > 0:
-                    v[1] += 1
-                    v[2] = max(v[2], d)
-        records.clear()
-        return variant
+        return batch_invariance.variant_modules(model, call_small, rows, args.k, shaped=("Conv2d", "Linear", "GroupNorm"))
 
     def report(label, variant):
         convs = [k for k in variant if k.startswith("Conv2d")]
@@ -101,6 +69,22 @@ def main() -> None:
         print(f"  profile {label} (3 calls):")
         print(p.key_averages().table(sort_by="cuda_time_total", row_limit=18, max_name_column_width=70))
 
+    def each_layout(label, model, inp, call_on, iters):
+        """NCHW, then model and input channels-last: per layout the call on the input timed (and profiled), its
+        result printed; yields (layout, input, float32 result)"""
+        for fmt in ("nchw", "nhwc"):
+            if fmt == "nhwc":
+                model.to(memory_format=cl)
+                inp = inp.contiguous(memory_format=cl)
+            def call(x=inp):
+                return call_on(x)
+            sec = timed(call, iters)
+            with torch.no_grad():
+                out = call().float()
+            print(f"  {fmt}: {sec * 1000:.1f} ms a call", flush=True)
+            profile(f"{label} {fmt}", call)
+            yield fmt, inp, out
+
     def unet_case(kind, cfg, tokens, dim):
         torch.manual_seed(0)
         torch.set_default_dtype(torch.float16)
@@ -115,19 +99,8 @@ def main() -> None:
         t = torch.full((rows,), 801, device="cuda")
         print(f"{kind} UNet ({sum(p.numel() for p in unet.parameters()) / 1e9:.2f}B), {rows} rows:", flush=True)
         res = {}
-        for fmt in ("nchw", "nhwc"):
-            if fmt == "nhwc":
-                unet.to(memory_format=cl)
-                xin = x.contiguous(memory_format=cl)
-            else:
-                xin = x
-            def call():
-                return unet(xin, t, encoder_hidden_states=emb).sample
-            sec = timed(call, args.iters)
-            with torch.no_grad():
-                res[fmt] = call().float()
-            print(f"  {fmt}: {sec * 1000:.1f} ms a call", flush=True)
-            profile(f"{kind} {fmt}", call)
+        for fmt, xin, out in each_layout(kind, unet, x, lambda xi: unet(xi, t, encoder_hidden_states=emb).sample, args.iters):
+            res[fmt] = out
             xs = xin[:2]
             report(fmt, invariance(unet, lambda: unet(xs, t[:2], encoder_hidden_states=emb[:2]), 2))
             with torch.no_grad():
@@ -150,19 +123,8 @@ def main() -> None:
         z = torch.randn(args.k, 4, 64, 64, generator=torch.Generator("cpu").manual_seed(0)).half().cuda()
         print(f"sd VAE decode, {args.k} rows:", flush=True)
         res = {}
-        for fmt in ("nchw", "nhwc"):
-            if fmt == "nhwc":
-                vae.to(memory_format=cl)
-                zin = z.contiguous(memory_format=cl)
-            else:
-                zin = z
-            def call():
-                return vae.decode(zin).sample
-            sec = timed(call, max(3, args.iters // 2))
-            with torch.no_grad():
-                res[fmt] = call().float()
-            print(f"  {fmt}: {sec * 1000:.1f} ms a call", flush=True)
-            profile(f"vae {fmt}", call)
+        for fmt, zin, out in each_layout("vae", vae, z, lambda zi: vae.decode(zi).sample, max(3, args.iters // 2)):
+            res[fmt] = out
             zs = zin[:1]
             report(fmt, invariance(vae.decoder, lambda: vae.decode(zs), 1))
         print(f"  nchw vs nhwc: max diff {(res['nchw'] - res['nhwc']).abs().max().item():.3g}", flush=True)

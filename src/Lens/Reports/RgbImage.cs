@@ -34,10 +34,7 @@ public sealed class RgbImage
         using var scope = NewDisposeScope();
         // on the tensor's device (a quarter of the bytes to copy; float32 x*255 and round-half-to-even give the same
         // bits on CUDA as on the CPU)
-        var u8d = (nhwc.to(ScalarType.Float32) * 255).round().to(ScalarType.Byte);
-        Sweep.LensSweep.Trace("to host: 8-bit queued");
-        var u8 = u8d.cpu().contiguous();
-        Sweep.LensSweep.Trace("to host: copied");
+        var u8 = (nhwc.to(ScalarType.Float32) * 255).round().to(ScalarType.Byte).cpu().contiguous();
         int n = (int)u8.shape[0], h = (int)u8.shape[1], w = (int)u8.shape[2];
         var all = u8.bytes; // the host tensor's memory: each image is copied out of it once
         int size = h * w * 3;

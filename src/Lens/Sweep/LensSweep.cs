@@ -243,7 +243,7 @@ public static class LensSweep
     // LENS_TRACE_HOST=1 (diagnosis, issue #11): the host side of the output path, line by line on stderr
     private static readonly bool TraceHost = Environment.GetEnvironmentVariable("LENS_TRACE_HOST") == "1";
     private static readonly Stopwatch TraceClock = Stopwatch.StartNew();
-    internal static void Trace(string what)
+    private static void Trace(string what)
     {
         if (TraceHost) Console.Error.WriteLine($"[host {TraceClock.Elapsed.TotalMilliseconds,9:F1} ms, thread {Environment.CurrentManagedThreadId,3}, pool {ThreadPool.ThreadCount,3}, gc2 {GC.CollectionCount(2)}, gc pause {GC.GetTotalPauseDuration().TotalMilliseconds:F0} ms] {what}");
     }
