@@ -67,10 +67,10 @@ class Kernels:
         self.module = ctypes.c_void_p()
         self._check(cu.cuModuleLoadData(ctypes.byref(self.module), image), "cuModuleLoadData")
         self.fns = {}
-        for kind in ("stats", "apply"):
+        for kind in ("gn_stats", "gn_apply", "add_residual"):
             for sfx in ("f16", "bf16", "f32"):
                 f = ctypes.c_void_p()
-                self._check(cu.cuModuleGetFunction(ctypes.byref(f), self.module, f"gn_{kind}_{sfx}".encode()), kind)
+                self._check(cu.cuModuleGetFunction(ctypes.byref(f), self.module, f"{kind}_{sfx}".encode()), kind)
                 self.fns[kind, sfx] = f
 
     def _check(self, rc, what):
@@ -109,35 +109,76 @@ class Kernels:
         stream = self.torch.cuda.current_stream().cuda_stream
         self._check(self.cu.cuLaunchKernel(fn, grid, 1, 1, block, 1, 1, 0, stream, ptrs, None), "cuLaunchKernel")
 
-    def group_norm(self, x, groups, weight, bias, eps, act="none", ss=None):
-        """act(group_norm(x) * (1 + ss[:, :C]) + ss[:, C:2C]); x [N, C, ...] contiguous; ss [N, >= 2C, (1, 1)]"""
+    @staticmethod
+    def _layout(x):
+        """(x, 0) channels-first contiguous, (x, 1) channels-last; anything else is made channels-first"""
+        if x.is_contiguous():
+            return x, 0
+        if x.permute(0, *range(2, x.dim()), 1).is_contiguous():
+            return x, 1
+        return x.contiguous(), 0
+
+    def _sfx(self, x):
         torch = self.torch
-        sfx = {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}[x.dtype]
-        x = x.contiguous()
+        return {torch.float16: "f16", torch.bfloat16: "bf16", torch.float32: "f32"}[x.dtype]
+
+    @staticmethod
+    def _blocks(total, width):
+        return max(1, min((total // width + 255) // 256, 1 << 30))
+
+    def group_norm(self, x, groups, weight, bias, eps, act="none", ss=None, bias_in=None):
+        """act(group_norm(x + bias_in) * (1 + ss[:, :C]) + ss[:, C:2C]); x [N, C, ...] in either layout; ss [N, >= 2C, (1, 1)];
+        bias_in [C] or [N, C]"""
+        torch = self.torch
+        sfx = self._sfx(x)
+        x, nhwc = self._layout(x)
         n, c = x.shape[0], x.shape[1]
         hw = x.numel() // (n * c)
         stats = torch.empty(n * groups * 2, device=x.device, dtype=torch.float32)
         P = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)  # noqa: E731
-        self._launch(self.fns["stats", sfx], n * groups, 512, [P(x), P(stats), ctypes.c_longlong(c // groups * hw), ctypes.c_float(eps)])
+        bstride = 0
+        if bias_in is not None:
+            bias_in = bias_in.contiguous()
+            bstride = c if bias_in.dim() == 2 else 0
+        self._launch(self.fns["gn_stats", sfx], n * groups, 512,
+                     [P(x), P(stats), P(bias_in), ctypes.c_longlong(bstride), ctypes.c_int(c), ctypes.c_int(groups),
+                      ctypes.c_longlong(hw), ctypes.c_int(nhwc), ctypes.c_float(eps)])
         y = torch.empty_like(x)
         ss_stride = 0
         if ss is not None:
             ss = ss.reshape(n, -1)
             assert ss.stride(1) == 1
             ss_stride = ss.stride(0)
-        width = 8 if x.element_size() == 2 and hw % 8 == 0 else 1
+        width = 8 if x.element_size() == 2 else 1
         total = x.numel()
-        blocks = max(1, min((total // width + 255) // 256, 1 << 30))
-        self._launch(self.fns["apply", sfx], blocks, 256,
-                     [P(x), P(y), P(stats), P(weight), P(bias), P(ss), ctypes.c_longlong(ss_stride), ctypes.c_int(c),
-                      ctypes.c_int(groups), ctypes.c_longlong(hw), ctypes.c_longlong(total), ctypes.c_int(ACT[act])])
+        self._launch(self.fns["gn_apply", sfx], self._blocks(total, width), 256,
+                     [P(x), P(y), P(stats), P(bias_in), ctypes.c_longlong(bstride), P(weight), P(bias), P(ss),
+                      ctypes.c_longlong(ss_stride), ctypes.c_int(c), ctypes.c_int(groups), ctypes.c_longlong(hw),
+                      ctypes.c_longlong(total), ctypes.c_int(nhwc), ctypes.c_int(ACT[act])])
+        return y
+
+    def residual(self, a, bias_a, r, bias_r, scale=1.0):
+        """(a + bias_a[c] + r + bias_r[c]) / scale in a's layout"""
+        sfx = self._sfx(a)
+        a, nhwc = self._layout(a)
+        r = r.contiguous(memory_format=self.torch.channels_last) if nhwc and a.dim() == 4 else r.contiguous() if not nhwc else r
+        n, c = a.shape[0], a.shape[1]
+        hw = a.numel() // (n * c)
+        y = self.torch.empty_like(a)
+        P = lambda t: ctypes.c_void_p(t.data_ptr() if t is not None else 0)  # noqa: E731
+        total = a.numel()
+        self._launch(self.fns["add_residual", sfx], self._blocks(total, 8 if a.element_size() == 2 else 1), 256,
+                     [P(a), P(bias_a), P(r), P(bias_r), P(y), ctypes.c_int(c), ctypes.c_longlong(hw), ctypes.c_longlong(total),
+                      ctypes.c_int(nhwc), ctypes.c_float(scale)])
         return y
 
 
-def reference(torch, x, groups, weight, bias, eps, act, ss):
+def reference(torch, x, groups, weight, bias, eps, act, ss, bias_in=None):
     """float64 of the kernel's formula"""
     F = torch.nn.functional
     x64 = x.double()
+    if bias_in is not None:
+        x64 = x64 + bias_in.double().reshape(x.shape[0] if bias_in.dim() == 2 else 1, x.shape[1], *[1] * (x.dim() - 2))
     y = F.group_norm(x64, groups, weight.double() if weight is not None else None, bias.double() if bias is not None else None, eps)
     if ss is not None:
         c = x.shape[1]
@@ -153,8 +194,10 @@ def torch_act(torch, y, act):
             "mish": F.mish, "relu": F.relu}[act](y)
 
 
-def stock(torch, x, groups, weight, bias, eps, act, ss):
+def stock(torch, x, groups, weight, bias, eps, act, ss, bias_in=None):
     """PyTorch's op chain as diffusers' ResnetBlock2D runs it, in x's dtype"""
+    if bias_in is not None:
+        x = x + bias_in.reshape(x.shape[0] if bias_in.dim() == 2 else 1, x.shape[1], *[1] * (x.dim() - 2))
     y = torch.nn.functional.group_norm(x, groups, weight, bias, eps)
     if ss is not None:
         c = x.shape[1]
@@ -179,42 +222,81 @@ def timed(torch, fn, iters):
 def check_kernels(torch, K, iters):
     g = torch.Generator("cpu").manual_seed(0)
     worst = 0.0
-    shapes = [(24, 512, 64, 64), (24, 2048, 8, 8), (3, 64, 7, 5), (2, 96, 3, 3)]
+    shapes = [(24, 512, 64, 64), (24, 2048, 8, 8), (3, 64, 7, 5), (2, 96, 3, 3), (4, 320, 8, 8)]
+    cl = torch.channels_last
     for shape in shapes:
         n, c = shape[:2]
         for dt in (torch.float16, torch.bfloat16, torch.float32):
             for act in ACT:
-                for with_ss in (False, True):
-                    x = (torch.randn(shape, generator=g) * 3 + 1).to("cuda", dt)
-                    w = (torch.randn(c, generator=g) * 0.5 + 1).to("cuda", dt)
-                    b = (torch.randn(c, generator=g) * 0.5).to("cuda", dt)
-                    ss = (torch.randn(n, 2 * c, 1, 1, generator=g) * 0.3).to("cuda", dt) if with_ss else None
-                    ref = reference(torch, x, 32, w, b, 1e-6, act, ss)
-                    ours = K.group_norm(x, 32, w, b, 1e-6, act, ss)
-                    theirs = stock(torch, x, 32, w, b, 1e-6, act, ss)
-                    eo = (ours.double() - ref).abs().max().item()
-                    et = (theirs.double() - ref).abs().max().item()
-                    ratio = eo / et if et > 0 else (0.0 if eo == 0 else float("inf"))
-                    worst = max(worst, ratio if dt != torch.float32 else 0.0)
-                    if act in ("none", "gelu") or ratio > 1.0:
-                        print(f"  {str(tuple(shape)):18} {str(dt)[6:]:8} {act:9} ss={int(with_ss)}: fused err {eo:.3g}, "
-                              f"torch err {et:.3g}, ratio {ratio:.2f}", flush=True)
+                for variant in ("plain", "ss", "bias", "rowbias+ss"):
+                    for layout in ("nchw", "nhwc", "nlc"):
+                        if layout != "nchw" and act not in ("none", "gelu"):
+                            continue
+                        x = (torch.randn(shape, generator=g) * 3 + 1).to("cuda", dt)
+                        w = (torch.randn(c, generator=g) * 0.5 + 1).to("cuda", dt)
+                        b = (torch.randn(c, generator=g) * 0.5).to("cuda", dt)
+                        ss = (torch.randn(n, 2 * c, 1, 1, generator=g) * 0.3).to("cuda", dt) if "ss" in variant else None
+                        bi = None
+                        if variant == "bias":
+                            bi = torch.randn(c, generator=g).to("cuda", dt)
+                        elif variant == "rowbias+ss":
+                            bi = torch.randn(n, c, generator=g).to("cuda", dt)
+                        xin = x
+                        if layout == "nhwc":
+                            xin = x.contiguous(memory_format=cl)
+                        elif layout == "nlc":
+                            xin = x.reshape(n, c, -1).transpose(1, 2).contiguous().transpose(1, 2)
+                        ref = reference(torch, x, 32, w, b, 1e-6, act, ss, bi)
+                        ours = K.group_norm(xin, 32, w, b, 1e-6, act, ss, bi)
+                        assert ours.stride() == xin.stride(), (ours.stride(), xin.stride())
+                        theirs = stock(torch, x, 32, w, b, 1e-6, act, ss, bi)
+                        eo = (ours.reshape(ref.shape).double() - ref).abs().max().item()
+                        et = (theirs.double() - ref).abs().max().item()
+                        ratio = eo / et if et > 0 else (0.0 if eo == 0 else float("inf"))
+                        worst = max(worst, ratio if dt != torch.float32 else 0.0)
+                        if (act == "gelu" and variant == "rowbias+ss") or ratio > 1.0:
+                            print(f"  {str(tuple(shape)):18} {str(dt)[6:]:8} {act:9} {variant:10} {layout}: fused err {eo:.3g}, "
+                                  f"torch err {et:.3g}, ratio {ratio:.2f}", flush=True)
+            # residual
+            for layout in ("nchw", "nhwc"):
+                a = torch.randn(shape, generator=g).to("cuda", dt)
+                r = torch.randn(shape, generator=g).to("cuda", dt)
+                ba = torch.randn(c, generator=g).to("cuda", dt)
+                br = torch.randn(c, generator=g).to("cuda", dt)
+                sh = (-1, 1, 1)
+                ref = (a.double() + ba.double().reshape(sh) + r.double() + br.double().reshape(sh)) / 1.5
+                theirs = ((a + ba.reshape(sh)) + (r + br.reshape(sh))) / 1.5
+                ain, rin = (a, r) if layout == "nchw" else (a.contiguous(memory_format=cl), r.contiguous(memory_format=cl))
+                ours = K.residual(ain, ba, rin, br, 1.5)
+                eo = (ours.double() - ref).abs().max().item()
+                et = (theirs.double() - ref).abs().max().item()
+                ratio = eo / et if et > 0 else (0.0 if eo == 0 else float("inf"))
+                worst = max(worst, ratio if dt != torch.float32 else 0.0)
+                if ratio > 1.0 or shape[0] == 24:
+                    print(f"  residual {str(tuple(shape)):18} {str(dt)[6:]:8} {layout}: fused err {eo:.3g}, torch err {et:.3g}, ratio {ratio:.2f}")
     print(f"kernels: worst error ratio (fused / torch, low precision) {worst:.2f}")
     x = torch.randn(24, 1024, 64, 64, generator=g).to("cuda", torch.float16)
     w = torch.ones(1024, device="cuda", dtype=torch.float16)
     b = torch.zeros(1024, device="cuda", dtype=torch.float16)
     ss = torch.randn(24, 2048, 1, 1, generator=g).to("cuda", torch.float16) * 0.1
-    for act, s in (("gelu", None), ("gelu", ss), ("silu", None)):
-        tf = timed(torch, lambda: K.group_norm(x, 32, w, b, 1e-6, act, s), iters)
-        tt = timed(torch, lambda: stock(torch, x, 32, w, b, 1e-6, act, s), iters)
-        print(f"  time (24,1024,64,64) f16 {act} ss={int(s is not None)}: fused {tf * 1e3:.3f} ms, torch {tt * 1e3:.3f} ms, "
-              f"{tf / tt:.2f}x; GroupNorm alone {timed(torch, lambda: torch.nn.functional.group_norm(x, 32, w, b, 1e-6), iters) * 1e3:.3f} ms",
-              flush=True)
+    for layout in ("nchw", "nhwc"):
+        xin = x if layout == "nchw" else x.contiguous(memory_format=cl)
+        for act, s, bi in (("gelu", None, None), ("gelu", ss, b), ("silu", None, None)):
+            tf = timed(torch, lambda: K.group_norm(xin, 32, w, b, 1e-6, act, s, bi), iters)
+            tt = timed(torch, lambda: stock(torch, xin, 32, w, b, 1e-6, act, s, bi), iters)
+            print(f"  time (24,1024,64,64) f16 {layout} {act} ss={int(s is not None)} bias={int(bi is not None)}: fused {tf * 1e3:.3f} ms, "
+                  f"torch {tt * 1e3:.3f} ms, {tf / tt:.2f}x; GroupNorm alone "
+                  f"{timed(torch, lambda: torch.nn.functional.group_norm(xin, 32, w, b, 1e-6), iters) * 1e3:.3f} ms", flush=True)
+        tf = timed(torch, lambda: K.residual(xin, b, xin, b, 1.0), iters)
+        tt = timed(torch, lambda: (xin + b.reshape(-1, 1, 1)) + (xin + b.reshape(-1, 1, 1)), iters)
+        print(f"  time residual {layout}: fused {tf * 1e3:.3f} ms, torch {tt * 1e3:.3f} ms")
 
 
-def patch_resnets(torch, K):
+def patch(torch, K):
+    """replacement forwards: ResnetBlock2D with the fused chain (convolution biases folded into the kernels) and
+    torch.nn.GroupNorm on CUDA 16-bit tensors"""
     from diffusers.models import resnet
-
+    F = torch.nn.functional
     names = {torch.nn.SiLU: "silu", torch.nn.Mish: "mish", torch.nn.ReLU: "relu"}
 
     def act_of(m):
@@ -222,9 +304,12 @@ def patch_resnets(torch, K):
             return "gelu_tanh" if m.approximate == "tanh" else "gelu"
         return names[type(m)]
 
+    def conv(m, x):
+        return F.conv2d(x, m.weight, None, m.stride, m.padding, m.dilation, m.groups)
+
     def forward(self, input_tensor, temb, *args, **kwargs):
         act = act_of(self.nonlinearity)
-        n1 = self.norm1
+        n1, n2 = self.norm1, self.norm2
         hidden_states = K.group_norm(input_tensor, n1.num_groups, n1.weight, n1.bias, n1.eps, act)
         if self.upsample is not None:
             input_tensor = self.upsample(input_tensor)
@@ -232,27 +317,37 @@ def patch_resnets(torch, K):
         elif self.downsample is not None:
             input_tensor = self.downsample(input_tensor)
             hidden_states = self.downsample(hidden_states)
-        hidden_states = self.conv1(hidden_states)
+        hidden_states = conv(self.conv1, hidden_states)
         if self.time_emb_proj is not None:
             if not self.skip_time_act:
                 temb = self.nonlinearity(temb)
             temb = self.time_emb_proj(temb)[:, :, None, None]
-        n2 = self.norm2
-        if self.time_embedding_norm == "default":
-            if temb is not None:
-                hidden_states = hidden_states + temb
-            hidden_states = K.group_norm(hidden_states, n2.num_groups, n2.weight, n2.bias, n2.eps, act)
-        elif self.time_embedding_norm == "scale_shift":
-            hidden_states = K.group_norm(hidden_states, n2.num_groups, n2.weight, n2.bias, n2.eps, act, ss=temb.contiguous())
+        b1 = self.conv1.bias
+        if self.time_embedding_norm == "scale_shift":
+            hidden_states = K.group_norm(hidden_states, n2.num_groups, n2.weight, n2.bias, n2.eps, act, ss=temb.contiguous(), bias_in=b1)
         else:
-            hidden_states = K.group_norm(hidden_states, n2.num_groups, n2.weight, n2.bias, n2.eps, act)
-        hidden_states = self.conv2(hidden_states)
+            if self.time_embedding_norm == "default" and temb is not None:
+                b1 = temb[:, :, 0, 0] + b1 if b1 is not None else temb[:, :, 0, 0]
+            hidden_states = K.group_norm(hidden_states, n2.num_groups, n2.weight, n2.bias, n2.eps, act, bias_in=b1)
+        hidden_states = conv(self.conv2, hidden_states)
         if self.conv_shortcut is not None:
-            input_tensor = self.conv_shortcut(input_tensor)
-        return (input_tensor + hidden_states) / self.output_scale_factor
+            return K.residual(hidden_states, self.conv2.bias, conv(self.conv_shortcut, input_tensor), self.conv_shortcut.bias,
+                              self.output_scale_factor)
+        return K.residual(hidden_states, self.conv2.bias, input_tensor, None, self.output_scale_factor)
 
-    original = resnet.ResnetBlock2D.forward
-    return original, forward
+    gn_original = torch.nn.GroupNorm.forward
+
+    def gn_forward(self, x):
+        if x.is_cuda and x.dtype in (torch.float16, torch.bfloat16):
+            return K.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return gn_original(self, x)
+
+    stock_ = (resnet.ResnetBlock2D.forward, gn_original)
+    fused_ = (forward, gn_forward)
+
+    def use(which):
+        resnet.ResnetBlock2D.forward, torch.nn.GroupNorm.forward = which
+    return stock_, fused_, use
 
 
 def profile(torch, label, fn):
@@ -271,8 +366,8 @@ def profile(torch, label, fn):
 def check_unets(torch, K, models, iters, with_profile):
     import bench
     from diffusers import UNet2DConditionModel
-    from diffusers.models import resnet
-    original, fused = patch_resnets(torch, K)
+    stock_, fused_, use = patch(torch, K)
+    cl = torch.channels_last
     for kind in models:
         cfg, tokens, dim = {"sd": (bench.SD_UNET, 77, 768), "if": (bench.IF_UNET, 77, 4096)}[kind]
         torch.manual_seed(0)
@@ -286,29 +381,31 @@ def check_unets(torch, K, models, iters, with_profile):
         emb = torch.randn(rows, tokens, dim, generator=g).cuda()
         t = torch.full((rows,), 801, device="cuda")
         with torch.no_grad():
-            resnet.ResnetBlock2D.forward = original
+            use(stock_)
             truth = unet32(x, t, encoder_hidden_states=emb).sample.double()
             del unet32
             torch.cuda.empty_cache()
             xh, eh = x.half(), emb.half()
-            call = lambda: unet(xh, t, encoder_hidden_states=eh).sample  # noqa: E731
-            out = {}
-            times = {}
-            for name, fwd in (("stock", original), ("fused", fused), ("stock again", original), ("fused again", fused)):
-                resnet.ResnetBlock2D.forward = fwd
+            xcl = xh.contiguous(memory_format=cl)
+            out, times = {}, {}
+            for name, which, layout in (("stock", stock_, "nchw"), ("fused", fused_, "nchw"), ("fused-cl", fused_, "nhwc"),
+                                        ("stock-cl", stock_, "nhwc"), ("stock again", stock_, "nchw")):
+                use(which)
+                unet.to(memory_format=cl if layout == "nhwc" else torch.contiguous_format)
+                xi = xcl if layout == "nhwc" else xh
+                call = lambda: unet(xi, t, encoder_hidden_states=eh).sample  # noqa: E731
                 times[name] = timed(torch, call, iters)
                 out[name] = call().double()
-                if with_profile and not name.endswith("again"):
+                if with_profile and kind == "if" and name in ("stock", "fused-cl"):
                     profile(torch, f"{kind} {name}", call)
-            resnet.ResnetBlock2D.forward = original
+            use(stock_)
+        base = (times["stock"] + times["stock again"]) / 2
+        print(f"{kind} UNet, {rows} rows, float16: " + ", ".join(f"{k} {v * 1e3:.1f} ms ({v / base:.3f}x)" for k, v in times.items()), flush=True)
         es = (out["stock"] - truth).abs()
-        ef = (out["fused"] - truth).abs()
-        print(f"{kind} UNet, {rows} rows, float16: stock {times['stock'] * 1e3:.1f} / {times['stock again'] * 1e3:.1f} ms, "
-              f"fused {times['fused'] * 1e3:.1f} / {times['fused again'] * 1e3:.1f} ms "
-              f"({(times['fused'] + times['fused again']) / (times['stock'] + times['stock again']):.3f}x)", flush=True)
-        print(f"  error against float32: stock max {es.max().item():.4g} mean {es.mean().item():.4g}; fused max {ef.max().item():.4g} "
-              f"mean {ef.mean().item():.4g}; ratio of means {ef.mean().item() / es.mean().item():.3f}; scale {truth.abs().max().item():.3g}",
-              flush=True)
+        for k in out:
+            e = (out[k] - truth).abs()
+            print(f"  {k}: error against float32 max {e.max().item():.4g} mean {e.mean().item():.4g}, ratio of means to stock's "
+                  f"{e.mean().item() / es.mean().item():.3f} (scale {truth.abs().max().item():.3g})", flush=True)
         del unet
         torch.cuda.empty_cache()
 

@@ -1,11 +1,16 @@
-// Fused GroupNorm for NCHW-contiguous activations (issue #11), compiled at run time by NVRTC for the GPU in use.
-// One kernel computes each (row, group)'s mean and 1/std; a second applies, in one pass over the tensor,
-//   y = act( ((x - mean) * rstd * gamma + beta) * (1 + scale[n,c]) + shift[n,c] )
-// with the affine, the scale-shift and the activation each optional: what diffusers' ResnetBlock2D computes as
-// group_norm -> [h * (1 + scale) + shift] -> act in three to five passes. Statistics are accumulated in double,
-// the per-element math is float, and the result is rounded once to the tensor's type. No CUDA headers are needed.
+// Fused GroupNorm and residual kernels (issue #11), compiled at run time by NVRTC for the GPU in use; no CUDA headers.
+// Activations are [N, C, HW] in one of two layouts: channels-first (NCHW-contiguous) or channels-last (NHWC; also a
+// [N, L, C]-contiguous tensor seen as [N, C, L]).
+//   gn_stats      per (row, group): mean and 1/std of x + bias_in (statistics accumulated in double)
+//   gn_apply      y = act( ((x + bias_in - mean) * rstd * gamma + beta) * (1 + scale[n,c]) + shift[n,c] ), each part
+//                 optional: what diffusers' ResnetBlock2D computes as bias add -> group_norm -> [h * (1 + scale) + shift]
+//                 -> act in three to five passes
+//   add_residual  y = (a + bias_a[c] + r + bias_r[c]) / output_scale: a convolution's bias, the shortcut's bias and
+//                 the residual sum in one pass
+// bias_in is [N, C] rows biasStride apart (0: one bias for every row). Per-element math is float, rounded once.
 
 typedef unsigned short u16;
+typedef long long i64;
 
 __device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
 __device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
@@ -36,6 +41,24 @@ __device__ __forceinline__ float activate(float v, int act)
     }
 }
 
+template <class D> __device__ __forceinline__ void load8(const typename D::T* p, float* v)
+{
+    uint4 w = *(const uint4*)p;
+    unsigned parts[4] = { w.x, w.y, w.z, w.w };
+#pragma unroll
+    for (int k = 0; k < 4; k++) { v[2 * k] = D::ld((typename D::T)(parts[k] & 0xffffu)); v[2 * k + 1] = D::ld((typename D::T)(parts[k] >> 16)); }
+}
+
+template <class D> __device__ __forceinline__ void store8(typename D::T* p, const float* v)
+{
+    unsigned parts[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) parts[k] = (unsigned)D::st(v[2 * k]) | ((unsigned)D::st(v[2 * k + 1]) << 16);
+    *(uint4*)p = make_uint4(parts[0], parts[1], parts[2], parts[3]);
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (((unsigned long long)p) & 15) == 0; }
+
 __device__ __forceinline__ void block_sum2(double& a, double& b)
 {
     __shared__ double sa[32], sb[32];
@@ -49,97 +72,189 @@ __device__ __forceinline__ void block_sum2(double& a, double& b)
         for (int o = 16; o > 0; o >>= 1) { a += __shfl_down_sync(0xffffffffu, a, o); b += __shfl_down_sync(0xffffffffu, b, o); }
 }
 
-// grid: one block per (row, group), the group being groupSize contiguous elements; stats[2*block] = mean, 1/std
+// grid: one block per (row, group); stats[2 * block] = mean, 1/std of the group's x + bias_in
 template <class D>
-__device__ __forceinline__ void gn_stats(const typename D::T* __restrict__ x, float* __restrict__ stats, long long groupSize, float eps)
+__device__ __forceinline__ void gn_stats(const typename D::T* __restrict__ x, float* __restrict__ stats,
+    const typename D::T* __restrict__ bias, i64 biasStride, int C, int G, i64 HW, int nhwc, float eps)
 {
-    const typename D::T* p = x + (long long)blockIdx.x * groupSize;
+    const int cg = C / G;
+    const int n = blockIdx.x / G, g = blockIdx.x % G;
+    const i64 count = (i64)cg * HW;
+    const typename D::T* rowBias = bias ? bias + n * biasStride + (i64)g * cg : 0;
     double s = 0.0, ss = 0.0;
-    if (sizeof(typename D::T) == 2 && (groupSize & 7) == 0 && (((unsigned long long)p) & 15) == 0)
+    const bool vec = sizeof(typename D::T) == 2 && aligned16(x) && (nhwc ? (cg & 7) == 0 && (C & 7) == 0 : (HW & 7) == 0);
+    if (!nhwc)
     {
-        const uint4* q = (const uint4*)p;
-        long long n8 = groupSize >> 3;
-        for (long long i = threadIdx.x; i < n8; i += blockDim.x)
+        const typename D::T* p = x + ((i64)n * C + (i64)g * cg) * HW; // the group: cg channels of HW contiguous values
+        if (vec)
         {
-            uint4 w = q[i];
-            unsigned parts[4] = { w.x, w.y, w.z, w.w };
-            float fs = 0.0f, fss = 0.0f;
-#pragma unroll
-            for (int k = 0; k < 4; k++)
+            for (i64 i = (i64)threadIdx.x * 8; i < count; i += (i64)blockDim.x * 8)
             {
-                float lo = D::ld((typename D::T)(parts[k] & 0xffffu)), hi = D::ld((typename D::T)(parts[k] >> 16));
-                fs += lo + hi; fss += lo * lo + hi * hi;
+                float v[8]; load8<D>(p + i, v);
+                float b = rowBias ? D::ld(rowBias[i / HW]) : 0.0f, fs = 0.0f, fss = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) { float u = v[k] + b; fs += u; fss += u * u; }
+                s += fs; ss += fss;
             }
-            s += fs; ss += fss;
+        }
+        else
+        {
+            for (i64 i = threadIdx.x; i < count; i += blockDim.x)
+            {
+                float u = D::ld(p[i]) + (rowBias ? D::ld(rowBias[i / HW]) : 0.0f);
+                s += u; ss += (double)u * u;
+            }
         }
     }
     else
     {
-        for (long long i = threadIdx.x; i < groupSize; i += blockDim.x) { float v = D::ld(p[i]); s += v; ss += (double)v * v; }
+        const typename D::T* p = x + (i64)n * HW * C + (i64)g * cg; // position q's channels at p[q * C .. + cg)
+        if (vec)
+        {
+            for (i64 i = (i64)threadIdx.x * 8; i < count; i += (i64)blockDim.x * 8)
+            {
+                i64 q = i / cg; int ch = (int)(i - q * cg);
+                float v[8]; load8<D>(p + q * C + ch, v);
+                float fs = 0.0f, fss = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) { float u = v[k] + (rowBias ? D::ld(rowBias[ch + k]) : 0.0f); fs += u; fss += u * u; }
+                s += fs; ss += fss;
+            }
+        }
+        else
+        {
+            for (i64 i = threadIdx.x; i < count; i += blockDim.x)
+            {
+                i64 q = i / cg; int ch = (int)(i - q * cg);
+                float u = D::ld(p[q * C + ch]) + (rowBias ? D::ld(rowBias[ch]) : 0.0f);
+                s += u; ss += (double)u * u;
+            }
+        }
     }
     block_sum2(s, ss);
     if (threadIdx.x == 0)
     {
-        double mean = s / (double)groupSize;
-        double var = ss / (double)groupSize - mean * mean;
+        double mean = s / (double)count;
+        double var = ss / (double)count - mean * mean;
         if (var < 0.0) var = 0.0;
         stats[2 * blockIdx.x] = (float)mean;
         stats[2 * blockIdx.x + 1] = (float)(1.0 / sqrt(var + (double)eps));
     }
 }
 
-// y = act(affine(norm(x)) * (1 + scale) + shift), x and y [N, C, HW] contiguous (y may be x);
-// ss: null or [N, >= 2C] rows ssStride apart, scale at ss[n, c] and shift at ss[n, C + c]
+// row n and channel c of the [N, C, HW] tensor's flat index i in either layout
+__device__ __forceinline__ void channel_of(i64 i, int C, i64 HW, int nhwc, i64& n, int& c)
+{
+    if (nhwc) { n = i / (HW * C); c = (int)(i % C); }
+    else { i64 row = i / HW; n = row / C; c = (int)(row - n * C); }
+}
+
+// the per-(n, c) affine the apply pass uses: y = act(x * a + b)
+template <class D>
+__device__ __forceinline__ void gn_coeffs(i64 n, int c, const float* stats, int cg, int G,
+    const typename D::T* bias, i64 biasStride, const typename D::T* gamma, const typename D::T* beta,
+    const typename D::T* ss, i64 ssStride, int C, float& a, float& b)
+{
+    const i64 k = n * G + c / cg;
+    float mean = stats[2 * k], rstd = stats[2 * k + 1];
+    a = gamma ? rstd * D::ld(gamma[c]) : rstd;
+    b = (beta ? D::ld(beta[c]) : 0.0f) + ((bias ? D::ld(bias[n * biasStride + c]) : 0.0f) - mean) * a;
+    if (ss)
+    {
+        float sc = 1.0f + D::ld(ss[n * ssStride + c]), sh = D::ld(ss[n * ssStride + C + c]);
+        a *= sc; b = b * sc + sh;
+    }
+}
+
+// y may be x; ss: null or [N, >= 2C] rows ssStride apart, scale at [n, c] and shift at [n, C + c]
 template <class D>
 __device__ __forceinline__ void gn_apply(const typename D::T* x, typename D::T* y, const float* __restrict__ stats,
-    const typename D::T* __restrict__ gamma, const typename D::T* __restrict__ beta, const typename D::T* __restrict__ ss,
-    long long ssStride, int C, int G, long long HW, long long total, int act)
+    const typename D::T* __restrict__ bias, i64 biasStride, const typename D::T* __restrict__ gamma,
+    const typename D::T* __restrict__ beta, const typename D::T* __restrict__ ss, i64 ssStride,
+    int C, int G, i64 HW, i64 total, int nhwc, int act)
 {
     const int cg = C / G;
-    const bool vec = sizeof(typename D::T) == 2 && (HW & 7) == 0 && (((unsigned long long)x) & 15) == 0 && (((unsigned long long)y) & 15) == 0;
+    const bool vec = sizeof(typename D::T) == 2 && aligned16(x) && aligned16(y) && (nhwc ? (C & 7) == 0 : (HW & 7) == 0);
     const int width = vec ? 8 : 1;
-    long long start = ((long long)blockIdx.x * blockDim.x + threadIdx.x) * width;
-    long long step = (long long)gridDim.x * blockDim.x * width;
-    for (long long i = start; i < total; i += step)
+    const i64 step = (i64)gridDim.x * blockDim.x * width;
+    for (i64 i = ((i64)blockIdx.x * blockDim.x + threadIdx.x) * width; i < total; i += step)
     {
-        long long row = i / HW; // n * C + c
-        int c = (int)(row % C);
-        long long n = row / C;
-        float mean = stats[2 * (n * G + c / cg)], rstd = stats[2 * (n * G + c / cg) + 1];
-        float a = gamma ? rstd * D::ld(gamma[c]) : rstd;
-        float b = (beta ? D::ld(beta[c]) : 0.0f) - mean * a;
-        if (ss)
-        {
-            float sc = 1.0f + D::ld(ss[n * ssStride + c]), sh = D::ld(ss[n * ssStride + C + c]);
-            a *= sc; b = b * sc + sh;
-        }
+        i64 n; int c;
+        channel_of(i, C, HW, nhwc, n, c);
+        float a, b;
         if (vec)
         {
-            uint4 w = *(const uint4*)(x + i);
-            unsigned parts[4] = { w.x, w.y, w.z, w.w };
-#pragma unroll
-            for (int k = 0; k < 4; k++)
+            float v[8]; load8<D>(x + i, v);
+            if (!nhwc) // eight values of one channel
             {
-                float lo = activate(D::ld((typename D::T)(parts[k] & 0xffffu)) * a + b, act);
-                float hi = activate(D::ld((typename D::T)(parts[k] >> 16)) * a + b, act);
-                parts[k] = (unsigned)D::st(lo) | ((unsigned)D::st(hi) << 16);
+                gn_coeffs<D>(n, c, stats, cg, G, bias, biasStride, gamma, beta, ss, ssStride, C, a, b);
+#pragma unroll
+                for (int k = 0; k < 8; k++) v[k] = activate(v[k] * a + b, act);
             }
-            *(uint4*)(y + i) = make_uint4(parts[0], parts[1], parts[2], parts[3]);
+            else // eight channels of one position
+            {
+#pragma unroll
+                for (int k = 0; k < 8; k++)
+                {
+                    gn_coeffs<D>(n, c + k, stats, cg, G, bias, biasStride, gamma, beta, ss, ssStride, C, a, b);
+                    v[k] = activate(v[k] * a + b, act);
+                }
+            }
+            store8<D>(y + i, v);
         }
         else
         {
+            gn_coeffs<D>(n, c, stats, cg, G, bias, biasStride, gamma, beta, ss, ssStride, C, a, b);
             y[i] = D::st(activate(D::ld(x[i]) * a + b, act));
         }
     }
 }
 
-#define LENS_GN(SUFFIX, D) \
-extern "C" __global__ void gn_stats_##SUFFIX(const D::T* x, float* stats, long long groupSize, float eps) \
-{ gn_stats<D>(x, stats, groupSize, eps); } \
-extern "C" __global__ void gn_apply_##SUFFIX(const D::T* x, D::T* y, const float* stats, const D::T* gamma, const D::T* beta, \
-    const D::T* ss, long long ssStride, int C, int G, long long HW, long long total, int act) \
-{ gn_apply<D>(x, y, stats, gamma, beta, ss, ssStride, C, G, HW, total, act); }
+// y = (a + biasA[c] + r + biasR[c]) / scale, each bias optional; y may be a or r
+template <class D>
+__device__ __forceinline__ void add_residual(const typename D::T* a, const typename D::T* __restrict__ biasA,
+    const typename D::T* r, const typename D::T* __restrict__ biasR, typename D::T* y, int C, i64 HW, i64 total,
+    int nhwc, float scale)
+{
+    const bool vec = sizeof(typename D::T) == 2 && aligned16(a) && aligned16(r) && aligned16(y) && (nhwc ? (C & 7) == 0 : (HW & 7) == 0);
+    const int width = vec ? 8 : 1;
+    const i64 step = (i64)gridDim.x * blockDim.x * width;
+    for (i64 i = ((i64)blockIdx.x * blockDim.x + threadIdx.x) * width; i < total; i += step)
+    {
+        i64 n; int c;
+        channel_of(i, C, HW, nhwc, n, c);
+        if (vec)
+        {
+            float va[8], vr[8];
+            load8<D>(a + i, va); load8<D>(r + i, vr);
+#pragma unroll
+            for (int k = 0; k < 8; k++)
+            {
+                int ck = nhwc ? c + k : c;
+                float s = va[k] + (biasA ? D::ld(biasA[ck]) : 0.0f) + vr[k] + (biasR ? D::ld(biasR[ck]) : 0.0f);
+                va[k] = scale == 1.0f ? s : s / scale;
+            }
+            store8<D>(y + i, va);
+        }
+        else
+        {
+            float s = D::ld(a[i]) + (biasA ? D::ld(biasA[c]) : 0.0f) + D::ld(r[i]) + (biasR ? D::ld(biasR[c]) : 0.0f);
+            y[i] = D::st(scale == 1.0f ? s : s / scale);
+        }
+    }
+}
 
-LENS_GN(f16, F16)
-LENS_GN(bf16, BF16)
-LENS_GN(f32, F32)
+#define LENS_KERNELS(SUFFIX, D) \
+extern "C" __global__ void gn_stats_##SUFFIX(const D::T* x, float* stats, const D::T* bias, i64 biasStride, int C, int G, \
+    i64 HW, int nhwc, float eps) \
+{ gn_stats<D>(x, stats, bias, biasStride, C, G, HW, nhwc, eps); } \
+extern "C" __global__ void gn_apply_##SUFFIX(const D::T* x, D::T* y, const float* stats, const D::T* bias, i64 biasStride, \
+    const D::T* gamma, const D::T* beta, const D::T* ss, i64 ssStride, int C, int G, i64 HW, i64 total, int nhwc, int act) \
+{ gn_apply<D>(x, y, stats, bias, biasStride, gamma, beta, ss, ssStride, C, G, HW, total, nhwc, act); } \
+extern "C" __global__ void add_residual_##SUFFIX(const D::T* a, const D::T* biasA, const D::T* r, const D::T* biasR, D::T* y, \
+    int C, i64 HW, i64 total, int nhwc, float scale) \
+{ add_residual<D>(a, biasA, r, biasR, y, C, HW, total, nhwc, scale); }
+
+LENS_KERNELS(f16, F16)
+LENS_KERNELS(bf16, BF16)
+LENS_KERNELS(f32, F32)
