@@ -50,6 +50,11 @@ internal sealed class SweepCommand : ICommand
                                  (kernels whose numbers change with the batch, found by running both ways once per
                                  shape, run per layer; recorded in manifest.json); about 1.6x the batched step time
                                  on CUDA; off: all batched, images within a level of --batch 1's (default off)
+          --fused-kernels auto|on|off  GroupNorm fused with the bias, scale-shift and activation around it, and the
+                                 residual sums, as CUDA kernels compiled once by NVRTC (cached in ~/.cache/diffusion-lens);
+                                 auto: float16/bfloat16 on CUDA when NVRTC is found; on: also float32, an error without
+                                 NVRTC; off: libtorch's ops, diffusers' op-for-op numbers (default auto; recorded in
+                                 manifest.json)
           --seed-policy P        reseed: every layer's call starts from a CPU generator seeded with --seed (the
                                  tutorial's loop); continue: one generator for the whole sweep, consumed call after
                                  call in layer order (the original Diffusion Lens code); exact at any --batch
@@ -81,7 +86,7 @@ internal sealed class SweepCommand : ICommand
     {
         var a = CliArgs.Parse(Name, args,
             new[] { "model", "revision", "prompt", "negative-prompt", "seed", "steps", "guidance", "height", "width", "layers", "layer-numbering", "device", "dtype", "variant", "scheduler", "clean-caption", "batch", "seed-policy", "images-per-layer", "out",
-                "lens-layer-norm", "batch-invariant", "max-sequence-length", "stage2", "stage2-steps", "stage2-guidance", "noise-level", "stage2-scheduler" },
+                "lens-layer-norm", "batch-invariant", "fused-kernels", "max-sequence-length", "stage2", "stage2-steps", "stage2-guidance", "noise-level", "stage2-scheduler" },
             new[] { "overwrite", "quiet" });
         // an unknown --scheduler is a usage error before any model is resolved, downloaded or read
         var scheduler = a.Get("scheduler") is string name ? DiffusionLens.Schedulers.Scheduler.ResolveClassName(name) : null;
@@ -123,6 +128,7 @@ internal sealed class SweepCommand : ICommand
                 "off" => false,
                 var v => throw new LensException($"--batch-invariant must be on or off (got '{v}')"),
             },
+            FusedKernels = a.Get("fused-kernels"),
             MaxSequenceLength = a.IntOrNull("max-sequence-length"),
             Batch = autoBatch ? 1 : a.Int("batch", 1),
             AutoBatch = autoBatch,

@@ -41,4 +41,8 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
     private Tensor Conv(Tensor x) => nn.functional.conv2d(x, weight, bias, _stride, _padding);
 
     public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Conv);
+
+    /// <summary>The convolution without its bias, for a fused kernel that adds <see cref="bias"/> later.</summary>
+    public Tensor ForwardWithoutBias(Tensor input) =>
+        BatchInvariance.Run(input, Invariance, x => nn.functional.conv2d(x, weight, null, _stride, _padding));
 }

@@ -1,3 +1,4 @@
+using DiffusionLens.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -8,6 +9,7 @@ namespace DiffusionLens.Models;
 /// torch.nn.GroupNorm (keys weight, bias when affine) computed by <c>group_norm</c> as PyTorch's module, kept
 /// batch-invariant inside a batch of several layers like <see cref="Conv2d"/>: libtorch's CPU kernel splits its
 /// reductions by the number of (row, group) pairs, so at some shapes a row's numbers depend on the rows beside it.
+/// On CUDA in 16-bit types it runs <see cref="FusedKernels.GroupNorm"/> instead (batch-invariant by construction).
 /// </summary>
 internal sealed class GroupNorm : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
@@ -37,5 +39,8 @@ internal sealed class GroupNorm : nn.Module<Tensor, Tensor>, IBatchInvariant
 
     private Tensor Norm(Tensor x) => nn.functional.group_norm(x, NumGroups, weight, bias, Eps);
 
-    public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Norm);
+    public override Tensor forward(Tensor input) => FusedKernels.Applies(input)
+        ? FusedKernels.GroupNorm(input, NumGroups, weight, bias, Eps)
+        : BatchInvariance.Run(input, Invariance, Norm);
+
 }

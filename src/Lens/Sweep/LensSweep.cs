@@ -48,6 +48,7 @@ public static class LensSweep
     /// </summary>
     public static void Validate(SweepOptions o)
     {
+        FusedMode(o, o.Device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase) ? DeviceType.CUDA : DeviceType.CPU);
         if (o.Scheduler is not null) Schedulers.Scheduler.ResolveClassName(o.Scheduler); // a typo fails before the model is read
         if (o.Stage2Scheduler is not null) ResolveStage2Scheduler(o.Stage2Scheduler);
         LayerNumbering.Check(o.LayerNumbering);
@@ -257,6 +258,15 @@ public static class LensSweep
         return sw.Elapsed.TotalSeconds;
     });
 
+    /// <summary>--fused-kernels (else LENS_FUSED_KERNELS, else auto); on needs CUDA.</summary>
+    private static Kernels.FusedKernels.Mode FusedMode(SweepOptions o, DeviceType device)
+    {
+        var mode = Kernels.FusedKernels.Parse(o.FusedKernels, "--fused-kernels") ?? Kernels.FusedKernels.Current;
+        if (mode == Kernels.FusedKernels.Mode.On && device != DeviceType.CUDA)
+            throw new LensException("--fused-kernels on needs a CUDA device (the kernels are CUDA kernels); use auto or off on the CPU");
+        return mode;
+    }
+
     private static SweepResult Run(LensPipeline pipe, SweepOptions o, OutputFolder output, Action<string>? log, double loadS,
         IFSuperResolutionPipeline? stage2 = null, double stage2LoadS = 0, double prepareS = 0)
     {
@@ -273,6 +283,7 @@ public static class LensSweep
         if (!o.AutoBatch && o.Batch < 1) throw new LensException($"--batch must be at least 1 (got {o.Batch})");
         var d = pipe.Defaults;
         CheckSeedOptions(o);
+        using var fused = Kernels.FusedKernels.Use(FusedMode(o, pipe.Device.type));
         CheckLensLayerNorm(o, pipe.PipelineName);
         CheckFluxOptions(o, pipe.PipelineName);
         if (pipe is StableDiffusionXLPipeline xl) xl.LensLayerNorm = o.LensLayerNorm ?? true;
@@ -514,6 +525,7 @@ public static class LensSweep
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             BatchInvariant = o.BatchInvariant,
+            FusedKernels = Kernels.FusedKernels.Describe(),
             BatchInvariance = o.BatchInvariant && Math.Min(batch, layers.Length) > 1
                 && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is var counts
                 ? new BatchInvarianceManifest

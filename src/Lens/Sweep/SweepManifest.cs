@@ -46,6 +46,8 @@ internal sealed record SweepManifest
     public string? BatchRequested { get; init; }
     /// <summary>--batch-invariant: whether batches of several layers computed each layer as --batch 1 does.</summary>
     public bool BatchInvariant { get; init; }
+    /// <summary>--fused-kernels: the mode, and the kernels' image (cubin/PTX, NVRTC) or why libtorch's ops ran instead.</summary>
+    public string? FusedKernels { get; init; }
     /// <summary>With --batch-invariant on and batches of several layers: per module kind, the input shapes that ran per
     /// layer's rows (their batched call gave other numbers) and those checked; null otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]

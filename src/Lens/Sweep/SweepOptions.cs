@@ -77,6 +77,13 @@ public sealed record SweepOptions
     /// </summary>
     public bool BatchInvariant { get; init; }
     /// <summary>
+    /// <c>--fused-kernels auto|on|off</c> (null: <c>LENS_FUSED_KERNELS</c>, else auto): GroupNorm fused with the bias
+    /// before it and the scale-shift and activation after it, and the residual sums, as CUDA kernels compiled by NVRTC
+    /// (<see cref="Kernels.FusedKernels"/>). auto: for float16/bfloat16 on CUDA when NVRTC is found (libtorch's ops
+    /// otherwise); on: also float32, and an error without NVRTC; off: libtorch's ops, diffusers' op-for-op numbers.
+    /// </summary>
+    public string? FusedKernels { get; init; }
+    /// <summary>
     /// FLUX only (<c>--max-sequence-length N</c>): T5's padding/truncation length, diffusers' max_sequence_length
     /// (1..512); null: FluxPipeline's default 512. Any other pipeline rejects a value.
     /// </summary>
