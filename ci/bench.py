@@ -449,7 +449,8 @@ def time_csharp(app: Path, kind: str, folder: Path, layers: str, steps: int, bat
     # run on a fresh FLUX folder waited 9.5 s for its 34 GB)
     warm = cold - t.get("warmup", 0) - t.get("prepare", 0) - t.get("weights_hash_wait", 0)
     return dict(process_s=wall, cold_s=cold, warm_s=warm, batch=m["batch"], unet_calls=m.get("unet_calls_per_image"),
-                gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t, batch_invariance=m.get("batch_invariance"))
+                gpu_memory_peak_gib=m.get("gpu_memory_peak_gib"), timings=t, batch_invariance=m.get("batch_invariance"),
+                fused_kernels=m.get("fused_kernels"))
 
 
 def same_images(a: Path, b: Path) -> dict | None:
@@ -502,6 +503,7 @@ def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
         try:
             log(f"[{kind}] C# --batch {batch} --steps {n_steps} --layers {lay} {' '.join(extra)}...")
             r.setdefault("csharp", {})[name] = time_csharp(app, kind, folder, lay, n_steps, batch, out, name, extra=extra)
+            log(f"[{kind}] C# {name}: fused kernels {r['csharp'][name].get('fused_kernels')}")
         except Exception as e:  # noqa: BLE001
             log(f"[{kind}] C# {name} FAILED: {e}")
     if args.profile:
