@@ -104,10 +104,24 @@ internal static class BatchInvariance
             Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs per layer ({unit} rows), probe {state.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ");
         }
         whole.Dispose();
+        if (Trace) TraceViews(decisions.Owner, key, inputs, rows, unit, op, perLayer);
         return perLayer;
     }
 
-    private static readonly bool Trace = Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_TRACE") == "1";
+    /// <summary>Trace: whether a split shape's per-layer calls on views of the batch equal those on fresh copies (as --batch 1 has).</summary>
+    private static void TraceViews(string owner, ShapeKey key, Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op, Tensor perLayer)
+    {
+        using var scope = NewDisposeScope();
+        var parts = new Tensor[rows / unit];
+        for (int i = 0; i < parts.Length; i++)
+            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit).clone() : t).ToArray());
+        using var fresh = torch.cat(parts, 0);
+        if (!fresh.Equals(perLayer))
+            Console.Error.WriteLine($"batch-invariant: {owner} {key.Shape}: per-layer calls on views of the batch differ from calls on copies");
+    }
+
+    /// <summary>LENS_BATCH_INVARIANCE_TRACE=1: each shape that runs per layer, and checks of kernels that should not need to, on stderr.</summary>
+    internal static readonly bool Trace = Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_TRACE") == "1";
 
     /// <summary>
     /// Calls per shape checked both ways (LENS_BATCH_INVARIANCE_PROBES, default 4). On the SD 1.5-sized UNet every
