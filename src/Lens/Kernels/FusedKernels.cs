@@ -27,7 +27,7 @@ internal static class FusedKernels
     private static readonly Dictionary<int, Device> Devices = new();
     private static Mode? _scoped;
     private static string? _failure;
-    private static int _launches;
+    [ThreadStatic] private static int _launches;
 
     [DllImport("LibTorchSharp")] private static extern IntPtr THSTensor_data(IntPtr handle);
 
@@ -52,8 +52,8 @@ internal static class FusedKernels
         return new Restore(() => _scoped = previous);
     }
 
-    /// <summary>How many fused launches ran so far in this process (tests and the manifest use it).</summary>
-    public static int Launches => Volatile.Read(ref _launches);
+    /// <summary>How many fused launches this thread made so far (tests use it; sweeps on other threads do not count).</summary>
+    public static int Launches => _launches;
 
     /// <summary>For a report: the mode, and where the kernels came from or why they are not used.</summary>
     public static string Describe()
@@ -133,7 +133,7 @@ internal static class FusedKernels
         long total = xs.numel();
         CudaDriver.Launch(dev.Fn($"gn_apply_{sfx}"), Blocks(total, xs), 256,
             [Ptr(xs), Ptr(y), Ptr(stats), Ptr(bi), biasStride, Ptr(w), Ptr(b), Ptr(ss), ssStride, c, groups, hw, total, nhwc ? 1 : 0, (long)act]);
-        Interlocked.Add(ref _launches, 2);
+        _launches += 2;
         if (Models.BatchInvariance.Trace)
             TraceInvariance("GroupNorm", x, y, (i, u) => GroupNorm(Rows(x, i, u, n), groups, weight, bias, eps, act,
                 scaleShift is null ? null : Rows(scaleShift, i, u, n), biasIn is null ? null : Rows(biasIn, i, u, n)));
@@ -160,7 +160,7 @@ internal static class FusedKernels
         long total = xa.numel();
         CudaDriver.Launch(dev.Fn($"add_residual_{Suffix(xa.dtype)}"), Blocks(total, xa), 256,
             [Ptr(xa), Ptr(ba), Ptr(xr), Ptr(br), Ptr(y), c, hw, total, nhwc ? 1 : 0, Float(scale)]);
-        Interlocked.Increment(ref _launches);
+        _launches++;
         if (Models.BatchInvariance.Trace)
             TraceInvariance("Residual", a, y, (i, u) => Residual(Rows(a, i, u, n), biasA, Rows(r, i, u, n), biasR, scale));
         return y.MoveToOuterDisposeScope();
