@@ -50,7 +50,7 @@ internal static unsafe class Nvrtc
             }
             try
             {
-                var options = new[] { $"--gpu-architecture={arch}", "-std=c++17" }.Select(o => Marshal.StringToHGlobalAnsi(o)).ToArray();
+                var options = new[] { $"--gpu-architecture={arch}", "-std=c++17", "--fmad=false" }.Select(o => Marshal.StringToHGlobalAnsi(o)).ToArray();
                 int rc;
                 try
                 {

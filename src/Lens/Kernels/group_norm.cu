@@ -8,6 +8,8 @@
 //   add_residual  y = (a + bias_a[c] + r + bias_r[c]) / output_scale: a convolution's bias, the shortcut's bias and
 //                 the residual sum in one pass
 // bias_in is [N, C] rows biasStride apart (0: one bias for every row). Per-element math is float, rounded once.
+// Compiled with --fmad=false and written with explicit multiply-adds, so the vectorised and the one-by-one paths, and
+// both layouts, compute every value alike: a row's numbers do not depend on the rows beside it or on alignment.
 
 typedef unsigned short u16;
 typedef long long i64;
@@ -72,7 +74,12 @@ __device__ __forceinline__ void block_sum2(double& a, double& b)
         for (int o = 16; o > 0; o >>= 1) { a += __shfl_down_sync(0xffffffffu, a, o); b += __shfl_down_sync(0xffffffffu, b, o); }
 }
 
-// grid: one block per (row, group); stats[2 * block] = mean, 1/std of the group's x + bias_in
+// grid: one block per (row, group); stats[2 * block] = mean, 1/std of the group's x + bias_in.
+// One summation order for every layout, alignment and batch: the group's values in channels-first order (value j is
+// channel j / HW, position j % HW) in chunks of eight, chunk k summed by thread k % blockDim in float, each thread's
+// chunk sums accumulated in double, then the block's fixed reduction tree. Eight contiguous, aligned values are loaded
+// at once; otherwise one by one, with the same arithmetic. (Before, channels-last and unaligned inputs were summed in
+// another order, so a [1, C, H, W] call and the same row inside a larger batch could differ in the last bit.)
 template <class D>
 __device__ __forceinline__ void gn_stats(const typename D::T* __restrict__ x, float* __restrict__ stats,
     const typename D::T* __restrict__ bias, i64 biasStride, int C, int G, i64 HW, int nhwc, float eps)
@@ -81,55 +88,29 @@ __device__ __forceinline__ void gn_stats(const typename D::T* __restrict__ x, fl
     const int n = blockIdx.x / G, g = blockIdx.x % G;
     const i64 count = (i64)cg * HW;
     const typename D::T* rowBias = bias ? bias + n * biasStride + (i64)g * cg : 0;
+    const typename D::T* p = nhwc ? x + (i64)n * HW * C + (i64)g * cg // value (ch, q) at p[q * C + ch]
+                                  : x + ((i64)n * C + (i64)g * cg) * HW; // value j at p[j]
+    const bool vec = sizeof(typename D::T) == 2 && !nhwc && (HW & 7) == 0 && aligned16(p);
     double s = 0.0, ss = 0.0;
-    const bool vec = sizeof(typename D::T) == 2 && aligned16(x) && (nhwc ? (cg & 7) == 0 && (C & 7) == 0 : (HW & 7) == 0);
-    if (!nhwc)
+    for (i64 j = (i64)threadIdx.x * 8; j < count; j += (i64)blockDim.x * 8)
     {
-        const typename D::T* p = x + ((i64)n * C + (i64)g * cg) * HW; // the group: cg channels of HW contiguous values
-        if (vec)
-        {
-            for (i64 i = (i64)threadIdx.x * 8; i < count; i += (i64)blockDim.x * 8)
-            {
-                float v[8]; load8<D>(p + i, v);
-                float b = rowBias ? D::ld(rowBias[i / HW]) : 0.0f, fs = 0.0f, fss = 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) { float u = v[k] + b; fs += u; fss += u * u; }
-                s += fs; ss += fss;
-            }
-        }
+        const int m = count - j < 8 ? (int)(count - j) : 8;
+        float v[8];
+        if (vec) load8<D>(p + j, v);
         else
-        {
-            for (i64 i = threadIdx.x; i < count; i += blockDim.x)
+            for (int k = 0; k < m; k++)
             {
-                float u = D::ld(p[i]) + (rowBias ? D::ld(rowBias[i / HW]) : 0.0f);
-                s += u; ss += (double)u * u;
+                i64 jk = j + k, ch = jk / HW, q = jk - ch * HW;
+                v[k] = D::ld(nhwc ? p[q * C + ch] : p[jk]);
             }
-        }
-    }
-    else
-    {
-        const typename D::T* p = x + (i64)n * HW * C + (i64)g * cg; // position q's channels at p[q * C .. + cg)
-        if (vec)
+        float fs = 0.0f, fss = 0.0f;
+        for (int k = 0; k < m; k++)
         {
-            for (i64 i = (i64)threadIdx.x * 8; i < count; i += (i64)blockDim.x * 8)
-            {
-                i64 q = i / cg; int ch = (int)(i - q * cg);
-                float v[8]; load8<D>(p + q * C + ch, v);
-                float fs = 0.0f, fss = 0.0f;
-#pragma unroll
-                for (int k = 0; k < 8; k++) { float u = v[k] + (rowBias ? D::ld(rowBias[ch + k]) : 0.0f); fs += u; fss += u * u; }
-                s += fs; ss += fss;
-            }
+            float u = __fadd_rn(v[k], rowBias ? D::ld(rowBias[(j + k) / HW]) : 0.0f);
+            fs = __fadd_rn(fs, u);
+            fss = __fmaf_rn(u, u, fss);
         }
-        else
-        {
-            for (i64 i = threadIdx.x; i < count; i += blockDim.x)
-            {
-                i64 q = i / cg; int ch = (int)(i - q * cg);
-                float u = D::ld(p[q * C + ch]) + (rowBias ? D::ld(rowBias[ch]) : 0.0f);
-                s += u; ss += (double)u * u;
-            }
-        }
+        s += (double)fs; ss += (double)fss;
     }
     block_sum2(s, ss);
     if (threadIdx.x == 0)
@@ -157,12 +138,12 @@ __device__ __forceinline__ void gn_coeffs(i64 n, int c, const float* stats, int 
 {
     const i64 k = n * G + c / cg;
     float mean = stats[2 * k], rstd = stats[2 * k + 1];
-    a = gamma ? rstd * D::ld(gamma[c]) : rstd;
-    b = (beta ? D::ld(beta[c]) : 0.0f) + ((bias ? D::ld(bias[n * biasStride + c]) : 0.0f) - mean) * a;
+    a = gamma ? __fmul_rn(rstd, D::ld(gamma[c])) : rstd;
+    b = __fmaf_rn(__fsub_rn(bias ? D::ld(bias[n * biasStride + c]) : 0.0f, mean), a, beta ? D::ld(beta[c]) : 0.0f);
     if (ss)
     {
         float sc = 1.0f + D::ld(ss[n * ssStride + c]), sh = D::ld(ss[n * ssStride + C + c]);
-        a *= sc; b = b * sc + sh;
+        a = __fmul_rn(a, sc); b = __fmaf_rn(b, sc, sh);
     }
 }
 
@@ -189,7 +170,7 @@ __device__ __forceinline__ void gn_apply(const typename D::T* x, typename D::T* 
             {
                 gn_coeffs<D>(n, c, stats, cg, G, bias, biasStride, gamma, beta, ss, ssStride, C, a, b);
 #pragma unroll
-                for (int k = 0; k < 8; k++) v[k] = activate(v[k] * a + b, act);
+                for (int k = 0; k < 8; k++) v[k] = activate(__fmaf_rn(v[k], a, b), act);
             }
             else // eight channels of one position
             {
@@ -197,7 +178,7 @@ __device__ __forceinline__ void gn_apply(const typename D::T* x, typename D::T* 
                 for (int k = 0; k < 8; k++)
                 {
                     gn_coeffs<D>(n, c + k, stats, cg, G, bias, biasStride, gamma, beta, ss, ssStride, C, a, b);
-                    v[k] = activate(v[k] * a + b, act);
+                    v[k] = activate(__fmaf_rn(v[k], a, b), act);
                 }
             }
             store8<D>(y + i, v);
@@ -205,7 +186,7 @@ __device__ __forceinline__ void gn_apply(const typename D::T* x, typename D::T* 
         else
         {
             gn_coeffs<D>(n, c, stats, cg, G, bias, biasStride, gamma, beta, ss, ssStride, C, a, b);
-            y[i] = D::st(activate(D::ld(x[i]) * a + b, act));
+            y[i] = D::st(activate(__fmaf_rn(D::ld(x[i]), a, b), act));
         }
     }
 }

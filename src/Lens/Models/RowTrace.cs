@@ -19,6 +19,6 @@ internal static class RowTrace
         var v = r.flatten().to(ScalarType.Float64);
         var w = torch.arange(v.numel(), dtype: ScalarType.Int64, device: v.device).remainder(997).to(ScalarType.Float64) + 1;
         double h = (v * w).sum().item<double>();
-        Console.Error.WriteLine($"rowtrace {_n++} {tag} [{string.Join("x", x.shape)}] {h:R}");
+        Console.Error.WriteLine($"rowtrace {_n++} {tag} [{string.Join("x", x.shape)}] {h:R} {(x.is_contiguous() ? "c" : "")}{(Kernels.FusedKernels.IsChannelsLast(x) ? "cl" : "")} {Kernels.FusedKernels.Address(x) % 512}");
     }
 }
