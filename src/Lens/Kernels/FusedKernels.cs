@@ -236,9 +236,6 @@ internal static class FusedKernels
         return Math.Max(1, Math.Min((total / width + 255) / 256, int.MaxValue));
     }
 
-    /// <summary>The device address of x's first value (debugging).</summary>
-    internal static long Address(Tensor x) => Ptr(x);
-
     private static long Ptr(Tensor? t) => t is null ? 0 : (long)THSTensor_data(t.Handle);
 
     private static long Float(double v) => BitConverter.SingleToInt32Bits((float)v);

@@ -63,8 +63,7 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
 
     public override Tensor forward(Tensor input, Tensor? temb)
     {
-        RowTrace.Print("resnet.in", input);
-        if (_fusedAct is FusedKernels.Activation act && FusedKernels.Applies(input)) { var fo = ForwardFused(input, temb, act); RowTrace.Print("resnet.out.fused", fo); return fo; }
+        if (_fusedAct is FusedKernels.Activation act && FusedKernels.Applies(input)) return ForwardFused(input, temb, act);
         using var scope = NewDisposeScope();
         // each intermediate is released as soon as the next one exists (TensorScopes.Then); additions into fresh
         // buffers are in place (the same sums: a + b == b + a exactly)
@@ -106,7 +105,6 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
         if (conv_shortcut is not null) x = conv_shortcut.forward(x);
         var output = h.add_(x); // input_tensor + hidden_states
         if (_outputScaleFactor != 1.0) output = TensorScopes.Then(output, output / _outputScaleFactor, input);
-        RowTrace.Print("resnet.out", output);
         return output.MoveToOuterDisposeScope();
     }
 
@@ -114,7 +112,6 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
     {
         using var scope = NewDisposeScope();
         var h = FusedKernels.GroupNorm(input, norm1.NumGroups, norm1.weight, norm1.bias, norm1.Eps, act);
-        RowTrace.Print("f.norm1", h);
         var x = input;
         if (upsample is not null)
         {
@@ -127,13 +124,10 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
             h = TensorScopes.Then(h, downsample.forward(h), input);
         }
         h = TensorScopes.Then(h, conv1.ForwardWithoutBias(h), input);
-        RowTrace.Print("f.conv1", h);
 
         Tensor? t = null;
         if (time_emb_proj is not null && temb is not null)
             t = time_emb_proj.forward(_skipTimeAct ? temb : _act(temb)); // [N, C] or [N, 2C]
-        RowTrace.Print("f.temb", temb);
-        RowTrace.Print("f.t", t);
         if (_timeEmbeddingNorm == "scale_shift")
         {
             if (t is null) throw new InvalidOperationException("scale_shift resnet needs a time embedding");
@@ -145,9 +139,7 @@ internal sealed class ResnetBlock2D : nn.Module<Tensor, Tensor?, Tensor>
             var biasIn = t is null ? conv1.bias : conv1.bias is null ? t : t + conv1.bias;
             h = TensorScopes.Then(h, FusedKernels.GroupNorm(h, norm2.NumGroups, norm2.weight, norm2.bias, norm2.Eps, act, biasIn: biasIn), input);
         }
-        RowTrace.Print("f.norm2", h);
         h = TensorScopes.Then(h, conv2.ForwardWithoutBias(h), input);
-        RowTrace.Print("f.conv2", h);
         var output = conv_shortcut is not null
             ? FusedKernels.Residual(h, conv2.bias, conv_shortcut.ForwardWithoutBias(x), conv_shortcut.bias, _outputScaleFactor)
             : FusedKernels.Residual(h, conv2.bias, x, null, _outputScaleFactor);

@@ -393,11 +393,9 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
             encoderAttentionMask = ((1 - encoderAttentionMask.to(sample.dtype)) * -10000.0).unsqueeze(1);
 
         if (_centerInputSample) sample = 2 * sample - 1.0;
-        RowTrace.Print("unet.sample", sample); RowTrace.Print("unet.ehs", encoderHiddenStates); RowTrace.Print("unet.t", timestep);
 
         var tEmb = GetTimeEmbed(sample, timestep);
         var emb = time_embedding.forward(tEmb, null);
-        RowTrace.Print("unet.temb", tEmb); RowTrace.Print("unet.emb", emb);
 
         var classEmb = GetClassEmbed(sample, classLabels);
         if (classEmb is not null) emb = emb + classEmb;
@@ -418,7 +416,6 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
                 ? block.Forward(sample, emb, encoderHiddenStates, attentionMask, encoderAttentionMask)
                 : block.Forward(sample, emb);
             downBlockResSamples.AddRange(res);
-            RowTrace.Print("unet.down", sample);
         }
 
         if (mid_block is not null)
@@ -446,7 +443,6 @@ internal sealed class UNet2DConditionModel : nn.Module<Tensor, Tensor, Tensor, T
             sample = _convAct!(sample);
         }
         sample = conv_out.forward(sample);
-        RowTrace.Print("unet.out", sample);
         return sample.MoveToOuterDisposeScope();
     }
 
