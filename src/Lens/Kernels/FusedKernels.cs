@@ -10,7 +10,7 @@ namespace DiffusionLens.Kernels;
 /// GroupNorm fused with what follows it in diffusers' blocks, and the residual sum fused with the convolution biases
 /// before it (<c>group_norm.cu</c>, compiled by <see cref="Nvrtc"/> on first use for the GPU in use): one pass where
 /// PyTorch's ops make three to five (issue #11). Batch-invariant by construction: one thread block per (row, group)
-/// for the statistics, and element-wise passes.
+/// for the statistics, summed in one order whatever the layout, alignment or batch, and element-wise passes.
 /// <para><c>--fused-kernels auto</c> (the default) uses them for float16 and bfloat16 tensors on CUDA, where diffusers'
 /// own results are rounded at every op and the fused ones are rounded once (closer to float32: <c>ci/fused_kernels.py</c>);
 /// <c>on</c> also for float32 on CUDA, <c>off</c> never. Without NVRTC, <c>auto</c> falls back to libtorch's ops and
