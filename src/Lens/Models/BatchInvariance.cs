@@ -7,12 +7,13 @@ namespace DiffusionLens.Models;
 /// Batch invariance of a lens sweep's batches (<c>--batch-invariant on</c>): while a batch of k layers runs inside
 /// <see cref="Layers"/>, every kernel call of the image models' <see cref="IBatchInvariant"/> modules (Conv2d,
 /// GroupNorm, LayerNorm, Linear, attention's SDPA) whose batched call would give a row other numbers than that layer's
-/// own call runs per layer's rows, so images do not depend on how many layers share a batch (for <c>--batch auto</c>:
-/// on the free memory). Which calls those are depends on the kernels' choices per shape, so each module finds out once
+/// own call runs in smaller calls (of as many layers' rows as still give each layer its own call's numbers; one layer
+/// at worst), so images do not depend on how many layers share a batch (for <c>--batch auto</c>: on the free memory). Which calls those are depends on the kernels' choices per shape, so each module finds out once
 /// per input shape by computing both ways (<see cref="Run"/>), with each layer's rows in the positions --batch 1 gives
 /// them (guided calls run in layer-major order, <see cref="ToLayerMajor"/>: cuDNN's numbers for a row can depend on its
 /// position in the batch). Measured on an H200
-/// (SD 1.5-sized UNet and VAE, float16, 12 layers): 35 of 134 convolution shapes run per layer, no GroupNorm,
+/// (SD 1.5-sized UNet and VAE, float16, 12 layers; before calls of several layers were tried): 35 of 134 convolution
+/// shapes run per layer, no GroupNorm,
 /// LayerNorm, Linear or attention shape; the sweep's 12 images then equal --batch 1's bit for bit. On the CPU (float32)
 /// libtorch's GroupNorm and small GEMMs (the time embedding's) vary at some shapes. The scope is per thread, so sweeps
 /// on other threads are unaffected.
@@ -61,9 +62,11 @@ internal static class BatchInvariance
 
     /// <summary>
     /// <paramref name="op"/> on <paramref name="input"/> as <c>--batch 1</c> computes it: outside a batch of several
-    /// layers, or for rows that are not the batch's layers' rows, one call; otherwise the first calls at a shape
-    /// (<see cref="Probes"/>) run both batched and per layer's rows and remember in <paramref name="decisions"/> whether
-    /// they differ; from then on the shape runs per layer's rows (it differed) or batched.
+    /// layers, or for rows that are not the batch's layers' rows, one call; otherwise a shape is first checked on
+    /// pseudo-random inputs for the largest number of layers per call (all of them: one call) whose results equal one
+    /// call per layer, and its first real calls (<see cref="Probes"/>) are checked the same way (a difference lowers the
+    /// number); <paramref name="decisions"/> remembers it per shape. cuDNN keeps one algorithm over ranges of batch
+    /// sizes, so a shape that differs at 24 rows may agree at 4 or 6: fewer calls than one per layer.
     /// </summary>
     public static Tensor Run(Tensor input, Decisions decisions, Func<Tensor, Tensor> op) =>
         SplitsIntoLayers(input) ? Run(new[] { input }, decisions, a => op(a[0])) : op(input); // no allocation when off
@@ -83,35 +86,69 @@ internal static class BatchInvariance
     public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
         if (!SplitsIntoLayers(inputs[0])) return op(inputs);
-        long rows = inputs[0].shape[0], unit = rows / _layers;
+        long rows = inputs[0].shape[0];
+        int layers = (int)_layers;
+        long unit = rows / layers;
         var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit);
-        var state = decisions.GetOrAdd(key, _ => new Decision());
-        if (state.Split) return PerLayer(inputs, rows, unit, op);
-        if (state.Probes >= Probes) return op(inputs);
-        if (state.Probes == 0 && SyntheticProbeDiffers(inputs, rows, unit, op))
+        var state = decisions.GetOrAdd(key, _ => new Decision(layers));
+        if (state.LayersPerCall == 0)
         {
-            state.Split = true;
-            if (Trace) Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs per layer ({unit} rows), synthetic probe");
-            return PerLayer(inputs, rows, unit, op);
+            // the first check: pseudo-random data of the call's shapes; the largest group of layers per call that gives
+            // each layer its own call's numbers (all of them: one call)
+            using var scope = NewDisposeScope();
+            var synthetic = Synthetic(inputs, rows);
+            var reference = Grouped(synthetic, rows, unit, op);
+            state.LayersPerCall = LargestAgreeing([synthetic], [reference], layers + 1, layers, rows, unit, op);
+            if (Trace && state.LayersPerCall < layers)
+                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs {Describe(state.LayersPerCall, unit)}, synthetic probe");
         }
-        // a probe: both ways on this call's data (two algorithms may agree on some inputs, so several calls are checked)
+        int g = state.LayersPerCall;
+        if (g == 1 || state.Probes >= Probes) return Grouped(inputs, rows, unit * g, op);
+        // a probe: this call's data both ways (two algorithms may agree on some inputs, so several calls are checked)
         state.Probes++;
-        var whole = op(inputs);
-        var perLayer = PerLayer(inputs, rows, unit, op);
-        if (whole.Equals(perLayer))
+        var perLayer = Grouped(inputs, rows, unit, op);
+        var grouped = Grouped(inputs, rows, unit * g, op);
+        if (grouped.Equals(perLayer))
         {
             perLayer.Dispose();
-            return whole;
+            return grouped;
         }
-        state.Split = true;
+        using (var scope = NewDisposeScope())
+        {
+            var synthetic = Synthetic(inputs, rows);
+            state.LayersPerCall = LargestAgreeing([inputs, synthetic], [perLayer, Grouped(synthetic, rows, unit, op)], g, layers, rows, unit, op);
+        }
         if (Trace)
         {
-            using var ne = whole.ne(perLayer);
-            Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs per layer ({unit} rows), probe {state.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ");
+            using var ne = grouped.ne(perLayer);
+            Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs {Describe(state.LayersPerCall, unit)}, probe {state.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ at {g} layer(s) per call");
+            TraceViews(decisions.Owner, key, inputs, rows, unit, op, perLayer);
         }
-        whole.Dispose();
-        if (Trace) TraceViews(decisions.Owner, key, inputs, rows, unit, op, perLayer);
+        grouped.Dispose();
         return perLayer;
+    }
+
+    private static string Describe(int layersPerCall, long unit) =>
+        layersPerCall == 1 ? $"per layer ({unit} rows)" : $"{layersPerCall} layers per call ({layersPerCall * unit} rows)";
+
+    /// <summary>
+    /// The largest number of layers per call below <paramref name="below"/> that divides the batch's layers and gives, on
+    /// every dataset, what one call per layer gives (<paramref name="references"/>); 1 when none larger does.
+    /// </summary>
+    private static int LargestAgreeing(Tensor[][] datasets, Tensor[] references, int below, int layers, long rows, long unit, Func<Tensor[], Tensor> op)
+    {
+        for (int g = Math.Min(below - 1, layers); g > 1; g--)
+        {
+            if (layers % g != 0) continue;
+            bool agrees = true;
+            for (int d = 0; d < datasets.Length && agrees; d++)
+            {
+                using var result = Grouped(datasets[d], rows, unit * g, op);
+                agrees = result.Equals(references[d]);
+            }
+            if (agrees) return g;
+        }
+        return 1;
     }
 
     /// <summary>Trace: whether a split shape's per-layer calls on views of the batch equal those on fresh copies (as --batch 1 has).</summary>
@@ -136,27 +173,28 @@ internal static class BatchInvariance
     /// </summary>
     private static readonly int Probes = int.TryParse(Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_PROBES"), out var p) && p >= 1 ? p : 4;
 
-    /// <summary>What a module knows of one input shape: whether it runs per layer's rows, and how often it was checked.</summary>
-    public sealed class Decision
+    /// <summary>
+    /// What a module knows of one input shape in a batch of <see cref="Layers"/> layers: how many layers' rows one call
+    /// takes (0: not checked yet; the batch's layers: one call), and how often it was checked on real data.
+    /// </summary>
+    public sealed class Decision(int layers)
     {
-        public volatile bool Split;
+        public int Layers { get; } = layers;
+        public volatile int LayersPerCall;
         public int Probes;
+        /// <summary>Whether the shape runs in more than one call.</summary>
+        public bool Split => LayersPerCall > 0 && LayersPerCall < Layers;
     }
 
     /// <summary>
-    /// The first check of a shape, on pseudo-random inputs of the call's shapes and types: the call's own data can hide a
+    /// Pseudo-random inputs of the call's shapes, types and layouts for a shape's checks: the call's own data can hide a
     /// difference (a zero warm-up sample, or values two algorithms happen to round alike: on an H200 a tiny UNet's
     /// convolution agreed on 4 calls of real data and differed on the 5th), dense noise-like values do not. The values
-    /// come from integer arithmetic on the device (no random generator is drawn from, so no image changes).
+    /// come from integer arithmetic on the device (no random generator is drawn from, so no image changes); inputs that
+    /// are not per-row floating-point data (masks, indices) are passed as they are.
     /// </summary>
-    private static bool SyntheticProbeDiffers(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
-    {
-        using var scope = NewDisposeScope();
-        var synthetic = inputs.Select((t, i) => t.ndim > 0 && t.shape[0] == rows && t.is_floating_point() ? Synthetic(t, i) : t).ToArray();
-        using var whole = op(synthetic);
-        using var perLayer = PerLayer(synthetic, rows, unit, op);
-        return !whole.Equals(perLayer);
-    }
+    private static Tensor[] Synthetic(Tensor[] inputs, long rows) =>
+        inputs.Select((t, i) => t.ndim > 0 && t.shape[0] == rows && t.is_floating_point() ? Synthetic(t, i) : t).ToArray();
 
     /// <summary>A tensor like <paramref name="like"/> holding values in [-1, 1) of a quadratic-residue pattern (period 1000003, a prime).</summary>
     private static Tensor Synthetic(Tensor like, int salt)
@@ -171,12 +209,14 @@ internal static class BatchInvariance
         return torch.empty_like(like).copy_(v.reshape(like.shape)).MoveToOuterDisposeScope(); // like's layout (channels-last stays so)
     }
 
-    private static Tensor PerLayer(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
+    /// <summary>op on consecutive runs of <paramref name="rowsPerCall"/> rows (views of the batch), concatenated; one call for all rows.</summary>
+    private static Tensor Grouped(Tensor[] inputs, long rows, long rowsPerCall, Func<Tensor[], Tensor> op)
     {
+        if (rowsPerCall >= rows) return op(inputs);
         using var scope = NewDisposeScope();
-        var parts = new Tensor[rows / unit];
+        var parts = new Tensor[rows / rowsPerCall];
         for (int i = 0; i < parts.Length; i++)
-            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit) : t).ToArray());
+            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * rowsPerCall, rowsPerCall) : t).ToArray());
         return torch.cat(parts, 0).MoveToOuterDisposeScope();
     }
 
