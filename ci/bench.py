@@ -532,8 +532,10 @@ def report(kind: str, r: dict, serial: int) -> None:
                                                               "decode", "images_to_host", "write_images", "other", "weights_hash_wait",
                                                               "image_encoding_background", "gc_pause"])
             + f"  gpu_peak={c.get('gpu_memory_peak_gib')}"
-            + ("  per-layer shapes " + ", ".join(f"{k} {v}/{c['batch_invariance']['checked_shapes'][k]}"
-                                                for k, v in c["batch_invariance"]["per_layer_shapes"].items())
+            + ("  split shapes " + ", ".join(f"{k} {v}/{c['batch_invariance']['checked_shapes'][k]}"
+                                            + (f" ({c['batch_invariance']['split_shape_calls'][k]} calls)"
+                                               if v and "split_shape_calls" in c["batch_invariance"] else "")
+                                            for k, v in c["batch_invariance"]["per_layer_shapes"].items())
                if c.get("batch_invariance") else ""))
         if t.get("step_seconds"):
             st, q = t["step_seconds"], t["step_queue_seconds"]

@@ -228,20 +228,24 @@ internal static class BatchInvariance
     {
         /// <summary>The kind of module ("Conv2d", "Linear", ...), for counts and traces.</summary>
         public string Owner => owner;
-        /// <summary>The shapes that run per layer's rows.</summary>
+        /// <summary>The shapes that run in more than one call.</summary>
         public int Split => this.Count(kv => kv.Value.Split);
     }
 
-    /// <summary>Per module kind: how many input shapes ran per layer's rows, and how many were checked.</summary>
-    public static SortedDictionary<string, (int Split, int Checked)> Count(IEnumerable<nn.Module> roots)
+    /// <summary>
+    /// Per module kind: how many input shapes ran in more than one call, how many were checked, and how many calls the
+    /// split shapes make for one batched call in all (a shape at k layers per call of L: L / k).
+    /// </summary>
+    public static SortedDictionary<string, (int Split, int Checked, int Calls)> Count(IEnumerable<nn.Module> roots)
     {
-        var counts = new SortedDictionary<string, (int Split, int Checked)>(StringComparer.Ordinal);
+        var counts = new SortedDictionary<string, (int Split, int Checked, int Calls)>(StringComparer.Ordinal);
         foreach (var root in roots)
             foreach (var (_, m) in root.named_modules())
                 if (m is IBatchInvariant b && b.Invariance.Count > 0)
                 {
-                    var (split, checkedShapes) = counts.GetValueOrDefault(b.Invariance.Owner);
-                    counts[b.Invariance.Owner] = (split + b.Invariance.Split, checkedShapes + b.Invariance.Count);
+                    var (split, checkedShapes, calls) = counts.GetValueOrDefault(b.Invariance.Owner);
+                    counts[b.Invariance.Owner] = (split + b.Invariance.Split, checkedShapes + b.Invariance.Count,
+                        calls + b.Invariance.Values.Where(d => d.Split).Sum(d => d.Layers / d.LayersPerCall));
                 }
         return counts;
     }

@@ -532,6 +532,7 @@ public static class LensSweep
                 {
                     PerLayerShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Split), StringComparer.Ordinal),
                     CheckedShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Checked), StringComparer.Ordinal),
+                    SplitShapeCalls = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Calls), StringComparer.Ordinal),
                 } : null,
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,

@@ -182,11 +182,14 @@ internal sealed record Stage2Manifest
 
 /// <summary>
 /// What --batch-invariant did in a sweep whose batches held several layers, per module kind (Conv2d, GroupNorm,
-/// LayerNorm, Linear, Attention): the input shapes that ran per layer's rows because their batched call gave other
-/// numbers than --batch 1's, and the shapes checked.
+/// LayerNorm, Linear, Attention): the input shapes that ran split by layers (per_layer_shapes: in calls of fewer layers,
+/// one at worst) because their batched call gave other numbers than --batch 1's, the shapes checked, and the calls the
+/// split shapes make for one batched call.
 /// </summary>
 internal sealed record BatchInvarianceManifest
 {
     public required SortedDictionary<string, int> PerLayerShapes { get; init; }
     public required SortedDictionary<string, int> CheckedShapes { get; init; }
+    /// <summary>Per module kind: the calls the split shapes make for one batched call (one layer per call: the layers each).</summary>
+    public required SortedDictionary<string, int> SplitShapeCalls { get; init; }
 }
