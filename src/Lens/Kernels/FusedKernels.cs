@@ -135,8 +135,9 @@ internal static class FusedKernels
             [Ptr(xs), Ptr(y), Ptr(stats), Ptr(bi), biasStride, Ptr(w), Ptr(b), Ptr(ss), ssStride, c, groups, hw, total, nhwc ? 1 : 0, (long)act]);
         _launches += 2;
         if (Models.BatchInvariance.Trace)
-            TraceInvariance("GroupNorm", x, y, (i, u) => GroupNorm(Rows(x, i, u, n), groups, weight, bias, eps, act,
-                scaleShift is null ? null : Rows(scaleShift, i, u, n), biasIn is null ? null : Rows(biasIn, i, u, n)));
+            Models.BatchInvariance.TraceAgainstLayerCopies(Traced("GroupNorm", x), y, n, (i, u) => GroupNorm(Models.BatchInvariance.RowsCopy(x, i, u, n),
+                groups, weight, bias, eps, act, scaleShift is null ? null : Models.BatchInvariance.RowsCopy(scaleShift, i, u, n),
+                biasIn is null ? null : Models.BatchInvariance.RowsCopy(biasIn, i, u, n)));
         return y.MoveToOuterDisposeScope();
     }
 
@@ -162,30 +163,13 @@ internal static class FusedKernels
             [Ptr(xa), Ptr(ba), Ptr(xr), Ptr(br), Ptr(y), c, hw, total, nhwc ? 1 : 0, Float(scale)]);
         _launches++;
         if (Models.BatchInvariance.Trace)
-            TraceInvariance("Residual", a, y, (i, u) => Residual(Rows(a, i, u, n), biasA, Rows(r, i, u, n), biasR, scale));
+            Models.BatchInvariance.TraceAgainstLayerCopies(Traced("Residual", a), y, n, (i, u) =>
+                Residual(Models.BatchInvariance.RowsCopy(a, i, u, n), biasA, Models.BatchInvariance.RowsCopy(r, i, u, n), biasR, scale));
         return y.MoveToOuterDisposeScope();
     }
 
-    /// <summary>A copy of rows [i, i + u) of t when t has n rows (t itself otherwise: a bias shared by every row).</summary>
-    private static Tensor Rows(Tensor t, long i, long u, long n) => t.ndim > 0 && t.shape[0] == n ? t.narrow(0, i, u).clone() : t;
-
-    /// <summary>LENS_BATCH_INVARIANCE_TRACE=1 inside a batch of several layers: whether each layer's rows alone give the batch's numbers.</summary>
-    private static void TraceInvariance(string what, Tensor x, Tensor whole, Func<long, long, Tensor> part)
-    {
-        long layers = Models.BatchInvariance.CurrentLayers, n = x.shape[0];
-        if (layers <= 1 || n % layers != 0) return;
-        using var scope = NewDisposeScope();
-        using var single = Models.BatchInvariance.Layers(0);
-        long unit = n / layers;
-        var parts = new Tensor[layers];
-        for (long i = 0; i < layers; i++) parts[i] = part(i * unit, unit);
-        using var cat = torch.cat(parts, 0);
-        if (!cat.Equals(whole))
-        {
-            using var ne = cat.ne(whole);
-            Console.Error.WriteLine($"batch-invariant: fused {what} [{string.Join("x", x.shape)}] (strides {string.Join(",", x.stride())}): {ne.sum().item<long>()} of {ne.numel()} values differ per layer");
-        }
-    }
+    /// <summary>How a traced fused launch is named: the kernel, the input's shape and strides.</summary>
+    private static string Traced(string kernel, Tensor x) => $"fused {kernel} [{string.Join("x", x.shape)}] (strides {string.Join(",", x.stride())})";
 
     /// <summary>Whether x [N, C, ...] is dense channels-last: C innermost, then the spatial dimensions in order (size-1 dimensions ignored).</summary>
     public static bool IsChannelsLast(Tensor x)

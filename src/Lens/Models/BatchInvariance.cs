@@ -122,7 +122,8 @@ internal static class BatchInvariance
         {
             using var ne = grouped.ne(perLayer);
             Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs {Describe(state.LayersPerCall, unit)}, probe {state.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ at {g} layer(s) per call");
-            TraceViews(decisions.Owner, key, inputs, rows, unit, op, perLayer);
+            TraceAgainstLayerCopies($"{decisions.Owner} {key.Shape}, per layer on views of the batch", perLayer, rows,
+                (i, u) => op(inputs.Select(t => RowsCopy(t, i, u, rows)).ToArray()));
         }
         grouped.Dispose();
         return perLayer;
@@ -151,16 +152,28 @@ internal static class BatchInvariance
         return 1;
     }
 
-    /// <summary>Trace: whether a split shape's per-layer calls on views of the batch equal those on fresh copies (as --batch 1 has).</summary>
-    private static void TraceViews(string owner, ShapeKey key, Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op, Tensor perLayer)
+    /// <summary>A copy of rows [start, start + count) of t when t has <paramref name="rows"/> rows; t itself otherwise (shared by every row).</summary>
+    internal static Tensor RowsCopy(Tensor t, long start, long count, long rows) =>
+        t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, start, count).clone() : t;
+
+    /// <summary>
+    /// Trace (<see cref="Trace"/>) inside a batch of several layers: whether <paramref name="whole"/>, a result for the
+    /// batch's <paramref name="rows"/> rows, equals <paramref name="part"/>(start, count) on each layer's rows alone, copied
+    /// out of the batch as --batch 1 has them; a difference is printed on stderr.
+    /// </summary>
+    internal static void TraceAgainstLayerCopies(string what, Tensor whole, long rows, Func<long, long, Tensor> part)
     {
+        long layers = _layers;
+        if (layers <= 1 || rows % layers != 0) return;
         using var scope = NewDisposeScope();
-        var parts = new Tensor[rows / unit];
-        for (int i = 0; i < parts.Length; i++)
-            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * unit, unit).clone() : t).ToArray());
-        using var fresh = torch.cat(parts, 0);
-        if (!fresh.Equals(perLayer))
-            Console.Error.WriteLine($"batch-invariant: {owner} {key.Shape}: per-layer calls on views of the batch differ from calls on copies");
+        using var single = Layers(0);
+        long unit = rows / layers;
+        var parts = new Tensor[layers];
+        for (long i = 0; i < layers; i++) parts[i] = part(i * unit, unit);
+        using var copies = torch.cat(parts, 0);
+        if (copies.Equals(whole)) return;
+        using var ne = copies.ne(whole);
+        Console.Error.WriteLine($"batch-invariant: {what}: {ne.sum().item<long>()} of {ne.numel()} values differ from each layer's rows alone");
     }
 
     /// <summary>LENS_BATCH_INVARIANCE_TRACE=1: each shape that runs per layer, and checks of kernels that should not need to, on stderr.</summary>
