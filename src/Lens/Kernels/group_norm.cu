@@ -95,20 +95,26 @@ __device__ __forceinline__ void gn_stats(const typename D::T* __restrict__ x, fl
     for (i64 j = (i64)threadIdx.x * 8; j < count; j += (i64)blockDim.x * 8)
     {
         const int m = count - j < 8 ? (int)(count - j) : 8;
+        const i64 ch0 = j / HW, q0 = j - ch0 * HW; // one division per chunk; channel and position advance below
         float v[8];
         if (vec) load8<D>(p + j, v);
         else
+        {
+            i64 ch = ch0, q = q0;
             for (int k = 0; k < m; k++)
             {
-                i64 jk = j + k, ch = jk / HW, q = jk - ch * HW;
-                v[k] = D::ld(nhwc ? p[q * C + ch] : p[jk]);
+                v[k] = D::ld(nhwc ? p[q * C + ch] : p[j + k]);
+                if (++q == HW) { q = 0; ch++; }
             }
+        }
         float fs = 0.0f, fss = 0.0f;
+        i64 ch = ch0, q = q0;
         for (int k = 0; k < m; k++)
         {
-            float u = __fadd_rn(v[k], rowBias ? D::ld(rowBias[(j + k) / HW]) : 0.0f);
+            float u = __fadd_rn(v[k], rowBias ? D::ld(rowBias[ch]) : 0.0f);
             fs = __fadd_rn(fs, u);
             fss = __fmaf_rn(u, u, fss);
+            if (++q == HW) { q = 0; ch++; }
         }
         s += (double)fs; ss += (double)fss;
     }
