@@ -495,11 +495,12 @@ def section(kind: str, args, app: Path, out: Path, results: dict) -> None:
         log(f"[{kind}] diffusers FAILED: {e}")
     runs = [("batch1", "1", steps, layer_arg if serial >= len(layers) else f"0:{serial}" if kind == "sd" else f"0:{2 * serial}:2"),
             ("auto", "auto", steps, layer_arg), ("auto_2steps", "auto", 2, layer_arg)]
-    # --batch-invariant on: batch-dependent convolutions and group norms per layer's rows (slower; closer to --batch 1)
+    # the default is --batch-invariant auto (on for CUDA: every layer's images those of a canonical 12-layer call, so
+    # --batch auto gives --batch 1's); the _off runs measure --batch-invariant off (every call as it is)
     if not args.skip_invariant:
-        runs += [(f"{n}_invariant", b, st, lay) for n, b, st, lay in runs[1:]]
+        runs += [(f"{n}_off", b, st, lay) for n, b, st, lay in runs[1:]]
     for name, batch, n_steps, lay in runs:
-        extra = ["--batch-invariant", "on"] if name.endswith("_invariant") else []
+        extra = ["--batch-invariant", "off"] if name.endswith("_off") else []
         try:
             log(f"[{kind}] C# --batch {batch} --steps {n_steps} --layers {lay} {' '.join(extra)}...")
             r.setdefault("csharp", {})[name] = time_csharp(app, kind, folder, lay, n_steps, batch, out, name, extra=extra)
@@ -532,11 +533,9 @@ def report(kind: str, r: dict, serial: int) -> None:
                                                               "decode", "images_to_host", "write_images", "other", "weights_hash_wait",
                                                               "image_encoding_background", "gc_pause"])
             + f"  gpu_peak={c.get('gpu_memory_peak_gib')}"
-            + ("  split shapes " + ", ".join(f"{k} {v}/{c['batch_invariance']['checked_shapes'][k]}"
-                                            + (f" ({c['batch_invariance']['split_shape_calls'][k]} calls)"
-                                               if v and "split_shape_calls" in c["batch_invariance"] else "")
-                                            for k, v in c["batch_invariance"]["per_layer_shapes"].items())
-               if c.get("batch_invariance") else ""))
+            + ("  padded/per-layer/checked shapes " + ", ".join(
+                f"{k} {c['batch_invariance'].get('padded_shapes', {}).get(k, 0)}/{c['batch_invariance']['per_layer_shapes'].get(k, 0)}/{v}"
+                for k, v in c["batch_invariance"]["checked_shapes"].items()) if c.get("batch_invariance") else ""))
         if t.get("step_seconds"):
             st, q = t["step_seconds"], t["step_queue_seconds"]
             log(f"    profile: per step {sum(st) / len(st) * 1000:.1f} ms, host queueing {sum(q) / len(q) * 1000:.1f} ms "
@@ -571,15 +570,15 @@ def report(kind: str, r: dict, serial: int) -> None:
         steps = r["steps"]
         rows.append(("per denoising step at full batch (from the two runs)", (dbw - d2) / (steps - 2),
                      (a["warm_s"] - a2["warm_s"]) / (steps - 2)))
-    av, av2 = cs.get("auto_invariant", {}), cs.get("auto_2steps_invariant", {})
+    av, av2 = cs.get("auto_off", {}), cs.get("auto_2steps_off", {})
     if av:
-        rows.append(("batched, --batch-invariant on: warm", dbw, av.get("warm_s")))
-        rows.append(("fixed costs, --batch-invariant on: 2 steps (warm)", d2, av2.get("warm_s")))
+        rows.append(("batched, --batch-invariant off: warm", dbw, av.get("warm_s")))
+        rows.append(("fixed costs, --batch-invariant off: 2 steps (warm)", d2, av2.get("warm_s")))
         if dbw and d2 and av.get("warm_s") and av2.get("warm_s"):
-            rows.append(("per denoising step, --batch-invariant on", (dbw - d2) / (r["steps"] - 2),
+            rows.append(("per denoising step, --batch-invariant off", (dbw - d2) / (r["steps"] - 2),
                          (av["warm_s"] - av2["warm_s"]) / (r["steps"] - 2)))
     rows.append(("model load", df.get("load_s"), a.get("timings", {}).get("load")))
-    for run, label in (("auto", "--batch auto"), ("auto_invariant", "--batch auto --batch-invariant on")):
+    for run, label in (("auto", "--batch auto"), ("auto_off", "--batch auto --batch-invariant off")):
         ident = same_images(RUNS / f"cs-{kind}-batch1", RUNS / f"cs-{kind}-{run}")
         if ident:
             r.setdefault("identity", {})[run] = ident
@@ -664,7 +663,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--only", choices=["sd", "if", "sdxl", "flux", "all"], default="all")
     ap.add_argument("--quick", action="store_true", help="4 layers and fewer steps: a smoke run")
-    ap.add_argument("--skip-invariant", action="store_true", help="no --batch-invariant on runs (they double the C# runs)")
+    ap.add_argument("--skip-invariant", action="store_true", help="no --batch-invariant off runs (they double the C# runs)")
     ap.add_argument("--profile", action="store_true", help="also a C# run with LENS_PROFILE=1 (per-step host vs GPU time)")
     ap.add_argument("--if-serial-layers", type=int, default=3,
                     help="IF, SDXL and FLUX serial loops run over this many layers, scaled to 12")

@@ -35,15 +35,16 @@ def main() -> None:
         if key not in rec:
             rec[key] = [m, x.detach().clone(), 0]
         rec[key][2] += 1
-    for mod in list(unet.modules()) + list(vae.modules()):
-        if isinstance(mod, torch.nn.Conv2d):
-            mod.register_forward_hook(hook)
+    hooks = [mod.register_forward_hook(hook) for mod in list(unet.modules()) + list(vae.modules())
+             if isinstance(mod, torch.nn.Conv2d)]
     g = torch.Generator("cpu").manual_seed(0)
     with torch.no_grad():
         s = torch.randn(2, 4, 64, 64, generator=g).half().cuda()
         e = torch.randn(2, 77, 768, generator=g).half().cuda()
         unet(s, torch.tensor(801, device="cuda"), encoder_hidden_states=e)
         vae.decode(torch.randn(1, 4, 64, 64, generator=g).half().cuda() / 0.18215)
+    for h in hooks:
+        h.remove()
     L = args.layers
 
     def t(f, n=10):

@@ -46,10 +46,11 @@ internal sealed class SweepCommand : ICommand
           --batch N|auto         layers denoised together in one UNet batch (1 = diffusers' exact batch; auto = the
                                  largest that fits in free GPU memory, recorded in manifest.json; default: auto on
                                  cuda, 1 on cpu)
-          --batch-invariant on|off  on: a batch of several layers gives each layer exactly --batch 1's images
-                                 (kernels whose numbers change with the batch, found by running both ways once per
-                                 shape, run per layer; recorded in manifest.json); about 1.6x the batched step time
-                                 on CUDA; off: all batched, images within a level of --batch 1's (default off)
+          --batch-invariant auto|on|off  on: a layer's images do not depend on how many layers share its batch
+                                 (--batch auto gives exactly --batch 1's images): every kernel gives each layer's rows
+                                 the numbers of a call of 12 layers, padding smaller calls where their numbers differ
+                                 (checked once per shape; recorded in manifest.json); off: every call as it is, images
+                                 within a level of --batch 1's (default auto: on for cuda, off for cpu)
           --fused-kernels auto|on|off  GroupNorm fused with the bias, scale-shift and activation around it, and the
                                  residual sums, as CUDA kernels compiled once by NVRTC (cached in ~/.cache/diffusion-lens);
                                  auto: float16/bfloat16 on CUDA when NVRTC is found; on: also float32, an error without
@@ -122,11 +123,12 @@ internal sealed class SweepCommand : ICommand
                 "off" => false,
                 var v => throw new LensException($"--lens-layer-norm must be on or off (got '{v}')"),
             },
-            BatchInvariant = a.Get("batch-invariant", "off") switch
+            BatchInvariant = a.Get("batch-invariant", "auto") switch
             {
+                "auto" => null,
                 "on" => true,
                 "off" => false,
-                var v => throw new LensException($"--batch-invariant must be on or off (got '{v}')"),
+                var v => throw new LensException($"--batch-invariant must be auto, on or off (got '{v}')"),
             },
             FusedKernels = a.Get("fused-kernels"),
             MaxSequenceLength = a.IntOrNull("max-sequence-length"),

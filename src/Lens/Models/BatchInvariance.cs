@@ -4,28 +4,39 @@ using static TorchSharp.torch;
 namespace DiffusionLens.Models;
 
 /// <summary>
-/// Batch invariance of a lens sweep's batches (<c>--batch-invariant on</c>): while a batch of k layers runs inside
-/// <see cref="Layers"/>, every kernel call of the image models' <see cref="IBatchInvariant"/> modules (Conv2d,
-/// GroupNorm, LayerNorm, Linear, attention's SDPA) whose batched call would give a row other numbers than that layer's
-/// own call runs in smaller calls (of as many layers' rows as still give each layer its own call's numbers; one layer
-/// at worst), so images do not depend on how many layers share a batch (for <c>--batch auto</c>: on the free memory). Which calls those are depends on the kernels' choices per shape, so each module finds out once
-/// per input shape by computing both ways (<see cref="Run"/>), with each layer's rows in the positions --batch 1 gives
-/// them (guided calls run in layer-major order, <see cref="ToLayerMajor"/>: cuDNN's numbers for a row can depend on its
-/// position in the batch). Measured on an H200
-/// (SD 1.5-sized UNet and VAE, float16, 12 layers; before calls of several layers were tried): 35 of 134 convolution
-/// shapes run per layer, no GroupNorm,
-/// LayerNorm, Linear or attention shape; the sweep's 12 images then equal --batch 1's bit for bit. On the CPU (float32)
-/// libtorch's GroupNorm and small GEMMs (the time embedding's) vary at some shapes. The scope is per thread, so sweeps
-/// on other threads are unaffected.
+/// Batch invariance of a lens sweep's batches (<c>--batch-invariant on</c>, the default on CUDA): every kernel call of
+/// the image models' <see cref="IBatchInvariant"/> modules (Conv2d, GroupNorm, LayerNorm, Linear, attention's SDPA)
+/// gives each layer's rows the numbers of one <em>canonical call</em>, a call of <see cref="CanonicalLayers"/> layers'
+/// rows, whatever the batch (<c>--batch 1</c>, <c>--batch auto</c> on the free memory, the last, smaller batch), so a
+/// layer's images do not depend on how many layers share its batch.
+/// <para>Why a canonical call: cuDNN picks a convolution's algorithm by the call's shape, batch included, so a row's
+/// numbers can depend on how many rows share the call; but within a call of a fixed shape they do not depend on the
+/// row's slot or on the other rows (measured on an H200 for every convolution of an SD 1.5-sized UNet and VAE,
+/// <c>ci/conv_canonical.py</c>). So a call of the canonical number of layers runs as it is; a call of other sizes runs
+/// as it is where that gives the canonical call's numbers (checked once per shape and batch, <see cref="Run(Tensor[], Decisions, Func{Tensor[], Tensor})"/>) and
+/// otherwise in canonical calls, the layers' rows in the first slots and zeros after them. A full batch of
+/// <see cref="CanonicalLayers"/> layers costs nothing; <c>--batch 1</c> pays for padding the shapes that vary (11 of 48
+/// convolution shapes of SD 1.5 on an H200). Each shape's canonical call is itself checked once for slot independence
+/// (pseudo-random rows in the first and the last slot); a shape whose rows depend on their slot falls back to one call per
+/// layer, the layer's rows alone, at every batch.</para>
+/// <para>Guided calls run in layer-major order (<see cref="ToLayerMajor"/>): each layer's rows are contiguous, as the
+/// canonical slots need. The scope is per thread, so sweeps on other threads are unaffected.</para>
 /// </summary>
 internal static class BatchInvariance
 {
     [ThreadStatic] private static long _layers;
 
-    /// <summary>The layers in the batch running on this thread (0 or 1: no per-layer splitting).</summary>
+    /// <summary>The layers in the batch running on this thread (0: batch invariance off; 1 or more: on).</summary>
     public static long CurrentLayers => _layers;
 
-    /// <summary>Marks the model calls on this thread until disposal as a batch of <paramref name="layers"/> layers' rows.</summary>
+    /// <summary>
+    /// The layers of a canonical call (LENS_BATCH_INVARIANCE_LAYERS, default 12: the 12-layer sweep and the
+    /// largest batch of the bench's; a sweep's images under --batch-invariant on are those of calls of this many layers).
+    /// </summary>
+    public static readonly int CanonicalLayers =
+        int.TryParse(Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_LAYERS"), out var c) && c >= 1 ? c : 12;
+
+    /// <summary>Marks the model calls on this thread until disposal as a batch of <paramref name="layers"/> layers' rows (0: invariance off).</summary>
     public static IDisposable Layers(long layers)
     {
         var previous = _layers;
@@ -41,9 +52,9 @@ internal static class BatchInvariance
     /// <summary>
     /// A guided call's rows in layer-major order, for a batch of several layers inside <see cref="Layers"/> (identity
     /// otherwise): [block 0: layer 0..k-1, block 1: layer 0..k-1] (diffusers' [uncond rows, cond rows]) becomes
-    /// [layer 0: block 0, block 1; layer 1: ...], so each layer's rows are contiguous and in the positions --batch 1 gives
-    /// them ([uncond, cond]): cuDNN's numbers for a row can depend on its position in the batch. Every per-row input of
-    /// the call is reordered alike; <see cref="ToBlockMajor"/> puts the output back.
+    /// [layer 0: block 0, block 1; layer 1: ...], so each layer's rows are contiguous and in the order --batch 1 gives
+    /// them ([uncond, cond]). Every per-row input of the call is reordered alike; <see cref="ToBlockMajor"/> puts the
+    /// output back.
     /// </summary>
     public static Tensor ToLayerMajor(Tensor x, long blocks) => Reorder(x, blocks, toLayerMajor: true);
 
@@ -61,95 +72,177 @@ internal static class BatchInvariance
     }
 
     /// <summary>
-    /// <paramref name="op"/> on <paramref name="input"/> as <c>--batch 1</c> computes it: outside a batch of several
-    /// layers, or for rows that are not the batch's layers' rows, one call; otherwise a shape is first checked on
-    /// pseudo-random inputs for the largest number of layers per call (all of them: one call) whose results equal one
-    /// call per layer, and its first real calls (<see cref="Probes"/>) are checked the same way (a difference lowers the
-    /// number); <paramref name="decisions"/> remembers it per shape. cuDNN keeps one algorithm over ranges of batch
-    /// sizes, so a shape that differs at 24 rows may agree at 4 or 6: fewer calls than one per layer.
+    /// <paramref name="op"/> on <paramref name="input"/>, giving each layer's rows the canonical call's numbers inside
+    /// <see cref="Layers"/> (see the class summary); one plain call outside it or for rows that are not the batch's layers'.
     /// </summary>
     public static Tensor Run(Tensor input, Decisions decisions, Func<Tensor, Tensor> op) =>
-        SplitsIntoLayers(input) ? Run(new[] { input }, decisions, a => op(a[0])) : op(input); // no allocation when off
+        InScope(input) ? Run(new[] { input }, decisions, a => op(a[0])) : op(input); // no allocation when off
 
-    /// <summary>Whether <paramref name="rows"/>' leading dimension is the rows of this thread's batch of several layers.</summary>
-    private static bool SplitsIntoLayers(Tensor rows)
+    /// <summary>Whether <paramref name="rows"/>' leading dimension is the rows of this thread's batch of layers.</summary>
+    private static bool InScope(Tensor rows)
     {
         long layers = _layers;
-        return layers > 1 && rows.ndim >= 2 && rows.shape[0] >= layers && rows.shape[0] % layers == 0;
+        return layers >= 1 && rows.ndim >= 2 && rows.shape[0] >= layers && rows.shape[0] % layers == 0;
     }
 
     /// <summary>
     /// <see cref="Run(Tensor, Decisions, Func{Tensor, Tensor})"/> for an op of several inputs (e.g. query, key, value):
-    /// the rows are the first input's leading dimension; every input with that many leading rows is split alike, the
-    /// others (broadcast masks) are passed whole to each per-layer call.
+    /// the rows are the first input's leading dimension; every input with that many leading rows is a per-row input
+    /// (split and padded alike), the others (broadcast masks) are passed whole to each call.
+    /// <list type="number">
+    /// <item>Once per shape (rows per layer, layout): the canonical call on pseudo-random rows in its first and in its
+    /// last slot (other rows pseudo-random, then zeros) must give those rows the same numbers; if not, the shape runs one
+    /// call per layer at every batch.</item>
+    /// <item>A call of <see cref="CanonicalLayers"/> layers' dense rows is the canonical call: it runs as it is.</item>
+    /// <item>Other batches, once per shape and batch: the plain call against canonical calls on pseudo-random data, then
+    /// on the first <see cref="Probes"/> real calls (two algorithms can agree on some inputs); any difference makes the
+    /// shape run in canonical calls at that batch.</item>
+    /// </list>
     /// </summary>
     public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
-        if (!SplitsIntoLayers(inputs[0])) return op(inputs);
+        if (!InScope(inputs[0])) return op(inputs);
         long rows = inputs[0].shape[0];
         int layers = (int)_layers;
         long unit = rows / layers;
-        var key = new ShapeKey(string.Join(",", inputs.Select(t => string.Join("x", t.shape))), unit);
-        var state = decisions.GetOrAdd(key, _ => new Decision(layers));
-        if (state.LayersPerCall == 0)
+        var key = new ShapeKey(Describe(inputs, rows, unit), unit);
+        var shape = decisions.GetOrAdd(key, _ => new Decision());
+        if (shape.Canonical == 0)
         {
-            // the first check: pseudo-random data of the call's shapes; the largest group of layers per call that gives
-            // each layer its own call's numbers (all of them: one call)
+            shape.Canonical = SlotIndependent(inputs, rows, unit, op) ? 1 : -1;
+            if (Trace && shape.Canonical < 0)
+                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape}: the canonical call's rows depend on their slot; one call per layer");
+        }
+        if (shape.Canonical < 0) return Canonical(inputs, rows, unit, unit, op); // one call per layer (a layer's rows alone)
+        long canonicalRows = unit * CanonicalLayers;
+        if (rows == canonicalRows && inputs.All(t => !PerRow(t, rows) || Dense(t))) return op(inputs);
+        var batch = shape.Batches.GetOrAdd(layers, _ => new BatchDecision());
+        if (batch.Mode == 0)
+        {
             using var scope = NewDisposeScope();
-            var synthetic = Synthetic(inputs, rows);
-            var reference = Grouped(synthetic, rows, unit, op);
-            state.LayersPerCall = LargestAgreeing([synthetic], [reference], layers + 1, layers, rows, unit, op);
-            if (Trace && state.LayersPerCall < layers)
-                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs {Describe(state.LayersPerCall, unit)}, synthetic probe");
+            var synthetic = Synthetic(inputs, rows, rows, 0);
+            batch.Mode = op(synthetic).Equals(Canonical(synthetic, rows, unit, canonicalRows, op)) ? BatchDecision.Plain : BatchDecision.Padded;
+            if (Trace && batch.Mode == BatchDecision.Padded)
+                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} at {layers} layer(s) runs in canonical calls, synthetic probe");
         }
-        int g = state.LayersPerCall;
-        if (g == 1 || state.Probes >= Probes) return Grouped(inputs, rows, unit * g, op);
+        if (batch.Mode == BatchDecision.Padded) return Canonical(inputs, rows, unit, canonicalRows, op);
+        var plain = op(inputs);
+        if (batch.Probes >= Probes) return plain;
         // a probe: this call's data both ways (two algorithms may agree on some inputs, so several calls are checked)
-        state.Probes++;
-        var perLayer = Grouped(inputs, rows, unit, op);
-        var grouped = Grouped(inputs, rows, unit * g, op);
-        if (grouped.Equals(perLayer))
+        batch.Probes++;
+        var canonical = Canonical(inputs, rows, unit, canonicalRows, op);
+        if (plain.Equals(canonical))
         {
-            perLayer.Dispose();
-            return grouped;
+            canonical.Dispose();
+            return plain;
         }
-        using (var scope = NewDisposeScope())
-        {
-            var synthetic = Synthetic(inputs, rows);
-            state.LayersPerCall = LargestAgreeing([inputs, synthetic], [perLayer, Grouped(synthetic, rows, unit, op)], g, layers, rows, unit, op);
-        }
+        batch.Mode = BatchDecision.Padded;
         if (Trace)
         {
-            using var ne = grouped.ne(perLayer);
-            Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} runs {Describe(state.LayersPerCall, unit)}, probe {state.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ at {g} layer(s) per call");
-            TraceAgainstLayerCopies($"{decisions.Owner} {key.Shape}, per layer on views of the batch", perLayer, rows,
-                (i, u) => op(inputs.Select(t => RowsCopy(t, i, u, rows)).ToArray()));
+            using var ne = plain.ne(canonical);
+            Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} at {layers} layer(s) runs in canonical calls, probe {batch.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ");
         }
-        grouped.Dispose();
-        return perLayer;
+        plain.Dispose();
+        return canonical;
     }
 
-    private static string Describe(int layersPerCall, long unit) =>
-        layersPerCall == 1 ? $"per layer ({unit} rows)" : $"{layersPerCall} layers per call ({layersPerCall * unit} rows)";
+    /// <summary>Whether an input is per-row data of a call of <paramref name="rows"/> rows (split and padded), not broadcast.</summary>
+    private static bool PerRow(Tensor t, long rows) => t.ndim > 0 && t.shape[0] == rows;
+
+    /// <summary>The call's input shapes with the rows per layer in place of the rows, and each per-row input's layout.</summary>
+    private static string Describe(Tensor[] inputs, long rows, long unit) => string.Join(",", inputs.Select(t =>
+        PerRow(t, rows)
+            ? string.Join("x", t.shape.Skip(1).Prepend(unit)) + (Dense(t) && t.ndim > 1 && !t.is_contiguous() ? " (" + string.Join("", StrideOrder(t)) + ")" : Dense(t) ? "" : " (view)")
+            : string.Join("x", t.shape)));
 
     /// <summary>
-    /// The largest number of layers per call below <paramref name="below"/> that divides the batch's layers and gives, on
-    /// every dataset, what one call per layer gives (<paramref name="references"/>); 1 when none larger does.
+    /// The canonical call's slot independence on pseudo-random data: one layer's rows in the first slot among other
+    /// pseudo-random rows, and in the last slot after zeros, must come out the same.
     /// </summary>
-    private static int LargestAgreeing(Tensor[][] datasets, Tensor[] references, int below, int layers, long rows, long unit, Func<Tensor[], Tensor> op)
+    private static bool SlotIndependent(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
     {
-        for (int g = Math.Min(below - 1, layers); g > 1; g--)
+        long canonicalRows = unit * CanonicalLayers;
+        if (CanonicalLayers == 1) return true;
+        using var scope = NewDisposeScope();
+        var layer = Synthetic(inputs, rows, unit, 1);
+        var first = Synthetic(inputs, rows, canonicalRows, 2);
+        var last = inputs.Select(t => PerRow(t, rows) ? Allocate(t, canonicalRows) : t).ToArray();
+        for (int i = 0; i < inputs.Length; i++)
         {
-            if (layers % g != 0) continue;
-            bool agrees = true;
-            for (int d = 0; d < datasets.Length && agrees; d++)
-            {
-                using var result = Grouped(datasets[d], rows, unit * g, op);
-                agrees = result.Equals(references[d]);
-            }
-            if (agrees) return g;
+            if (!PerRow(inputs[i], rows)) continue;
+            first[i].narrow(0, 0, unit).copy_(layer[i]);
+            last[i].narrow(0, canonicalRows - unit, unit).copy_(layer[i]);
         }
-        return 1;
+        return op(first).narrow(0, 0, unit).Equals(op(last).narrow(0, canonicalRows - unit, unit));
+    }
+
+    /// <summary>
+    /// op in calls of <paramref name="callRows"/> rows: consecutive runs of the batch's rows (views where they are a
+    /// whole call of dense rows), the last run padded with zeros; the calls' rows for the batch's rows, concatenated.
+    /// </summary>
+    private static Tensor Canonical(Tensor[] inputs, long rows, long unit, long callRows, Func<Tensor[], Tensor> op)
+    {
+        if (rows == callRows && inputs.All(t => !PerRow(t, rows) || Dense(t))) return op(inputs);
+        using var scope = NewDisposeScope();
+        var parts = new List<Tensor>();
+        for (long start = 0; start < rows; start += callRows)
+        {
+            long count = Math.Min(callRows, rows - start);
+            var call = inputs.Select(t => !PerRow(t, rows) ? t
+                : count == callRows && Dense(t) ? t.narrow(0, start, count)
+                : PadRows(t, start, count, callRows)).ToArray();
+            var output = op(call);
+            parts.Add(count == callRows ? output : output.narrow(0, 0, count));
+        }
+        if (parts.Count == 1) return parts[0].MoveToOuterDisposeScope();
+        var result = Allocate(parts[0], rows); // the calls' layout (a concatenation could change channels-last)
+        long at = 0;
+        foreach (var part in parts)
+        {
+            result.narrow(0, at, part.shape[0]).copy_(part);
+            at += part.shape[0];
+        }
+        return result.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Rows [start, start + count) of t in a new tensor of <paramref name="total"/> rows (zeros after them) of t's layout.</summary>
+    private static Tensor PadRows(Tensor t, long start, long count, long total)
+    {
+        var padded = Allocate(t, total);
+        padded.narrow(0, 0, count).copy_(t.narrow(0, start, count));
+        return padded;
+    }
+
+    /// <summary>Zeros of t's shape with <paramref name="rows"/> rows and t's dimension order in memory (rows outermost; dense).</summary>
+    private static Tensor Allocate(Tensor t, long rows)
+    {
+        var order = StrideOrder(t);
+        var physical = order.Select(d => d == 0 ? rows : t.shape[d]).ToArray();
+        var inverse = new long[order.Length];
+        for (int k = 0; k < order.Length; k++) inverse[order[k]] = k;
+        return torch.zeros(physical, dtype: t.dtype, device: t.device).permute(inverse);
+    }
+
+    /// <summary>t's dimensions from the outermost in memory: the rows first, then by decreasing stride (ties in order).</summary>
+    private static long[] StrideOrder(Tensor t)
+    {
+        var strides = t.stride();
+        return Enumerable.Range(1, (int)t.ndim - 1).OrderByDescending(d => strides[d]).ThenBy(d => d).Select(d => (long)d).Prepend(0L).ToArray();
+    }
+
+    /// <summary>Whether t is dense in <see cref="StrideOrder"/> (no gaps; what <see cref="Allocate"/> makes).</summary>
+    private static bool Dense(Tensor t)
+    {
+        var order = StrideOrder(t);
+        var strides = t.stride();
+        long expected = 1;
+        for (int k = order.Length - 1; k >= 0; k--)
+        {
+            long d = order[k];
+            if (t.shape[d] > 1 && strides[d] != expected) return false;
+            expected *= t.shape[d];
+        }
+        return true;
     }
 
     /// <summary>A copy of rows [start, start + count) of t when t has <paramref name="rows"/> rows; t itself otherwise (shared by every row).</summary>
@@ -187,16 +280,24 @@ internal static class BatchInvariance
     private static readonly int Probes = int.TryParse(Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_PROBES"), out var p) && p >= 1 ? p : 4;
 
     /// <summary>
-    /// What a module knows of one input shape in a batch of <see cref="Layers"/> layers: how many layers' rows one call
-    /// takes (0: not checked yet; the batch's layers: one call), and how often it was checked on real data.
+    /// What a module knows of one input shape (rows per layer, layout): whether its canonical call is slot-independent
+    /// (0: not checked yet, 1: yes, -1: no, one call per layer), and per batch (layers in the call) how it runs.
     /// </summary>
-    public sealed class Decision(int layers)
+    public sealed class Decision
     {
-        public int Layers { get; } = layers;
-        public volatile int LayersPerCall;
+        public volatile int Canonical;
+        public System.Collections.Concurrent.ConcurrentDictionary<int, BatchDecision> Batches { get; } = new();
+        /// <summary>Whether some batch ran this shape in canonical calls (padded) or per layer.</summary>
+        public bool Padded => Canonical > 0 && Batches.Values.Any(b => b.Mode == BatchDecision.Padded);
+        public bool PerLayer => Canonical < 0;
+    }
+
+    /// <summary>How a shape runs at one batch: plain (its own call gives the canonical numbers) or in canonical calls.</summary>
+    public sealed class BatchDecision
+    {
+        public const int Plain = 1, Padded = 2;
+        public volatile int Mode;
         public int Probes;
-        /// <summary>Whether the shape runs in more than one call.</summary>
-        public bool Split => LayersPerCall > 0 && LayersPerCall < Layers;
     }
 
     /// <summary>
@@ -206,59 +307,54 @@ internal static class BatchInvariance
     /// come from integer arithmetic on the device (no random generator is drawn from, so no image changes); inputs that
     /// are not per-row floating-point data (masks, indices) are passed as they are.
     /// </summary>
-    private static Tensor[] Synthetic(Tensor[] inputs, long rows) =>
-        inputs.Select((t, i) => t.ndim > 0 && t.shape[0] == rows && t.is_floating_point() ? Synthetic(t, i) : t).ToArray();
+    private static Tensor[] Synthetic(Tensor[] inputs, long rows, long count, int salt) =>
+        inputs.Select((t, i) => PerRow(t, rows) && t.is_floating_point() ? Synthetic(t, count, salt * 31 + i)
+            : PerRow(t, rows) ? PadRows(t, 0, Math.Min(count, rows), count) : t).ToArray();
 
-    /// <summary>A tensor like <paramref name="like"/> holding values in [-1, 1) of a quadratic-residue pattern (period 1000003, a prime).</summary>
-    private static Tensor Synthetic(Tensor like, int salt)
+    /// <summary>
+    /// A tensor like <paramref name="like"/> with <paramref name="rows"/> rows (its layout: channels-last stays so)
+    /// holding values in [-1, 1) of a quadratic-residue pattern (period 1000003, a prime).
+    /// </summary>
+    private static Tensor Synthetic(Tensor like, long rows, int salt)
     {
         const long period = 1000003;
         using var scope = NewDisposeScope();
-        long n = like.numel();
+        var result = Allocate(like, rows);
+        long n = result.numel();
         var i = torch.arange(Math.Min(n, period), dtype: ScalarType.Int64, device: like.device);
         var v = ((i * i).remainder(period) * 7919 + i * (104729 + salt)).remainder(period).to(ScalarType.Float32) * (2.0 / period) - 1.0;
         v = v.to(like.dtype);
         if (n > period) v = v.repeat((n + period - 1) / period).narrow(0, 0, n);
-        return torch.empty_like(like).copy_(v.reshape(like.shape)).MoveToOuterDisposeScope(); // like's layout (channels-last stays so)
+        return result.copy_(v.reshape(result.shape)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>op on consecutive runs of <paramref name="rowsPerCall"/> rows (views of the batch), concatenated; one call for all rows.</summary>
-    private static Tensor Grouped(Tensor[] inputs, long rows, long rowsPerCall, Func<Tensor[], Tensor> op)
-    {
-        if (rowsPerCall >= rows) return op(inputs);
-        using var scope = NewDisposeScope();
-        var parts = new Tensor[rows / rowsPerCall];
-        for (int i = 0; i < parts.Length; i++)
-            parts[i] = op(inputs.Select(t => t.ndim > 0 && t.shape[0] == rows ? t.narrow(0, i * rowsPerCall, rowsPerCall) : t).ToArray());
-        return torch.cat(parts, 0).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>An input shape ("24x320x64x64", inputs separated by commas) and the rows per layer it splits into.</summary>
+    /// <summary>An input shape with the rows per layer in place of the rows ("2x320x64x64", inputs separated by commas), and those rows.</summary>
     public readonly record struct ShapeKey(string Shape, long Unit);
 
-    /// <summary>One module's decisions: per input shape, whether it runs per layer's rows.</summary>
+    /// <summary>One module's decisions: per input shape, whether its canonical call is slot-independent and how each batch runs.</summary>
     public sealed class Decisions(string owner) : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, Decision>
     {
         /// <summary>The kind of module ("Conv2d", "Linear", ...), for counts and traces.</summary>
         public string Owner => owner;
-        /// <summary>The shapes that run in more than one call.</summary>
-        public int Split => this.Count(kv => kv.Value.Split);
+        /// <summary>The shapes that ran in canonical calls (padded) at some batch.</summary>
+        public int Padded => this.Count(kv => kv.Value.Padded);
+        /// <summary>The shapes whose canonical call was not slot-independent (one call per layer).</summary>
+        public int PerLayer => this.Count(kv => kv.Value.PerLayer);
     }
 
     /// <summary>
-    /// Per module kind: how many input shapes ran in more than one call, how many were checked, and how many calls the
-    /// split shapes make for one batched call in all (a shape at k layers per call of L: L / k).
+    /// Per module kind: the input shapes checked, those that ran in canonical calls (padded with zeros) at some batch,
+    /// and those that ran one call per layer (their canonical call depended on the slot).
     /// </summary>
-    public static SortedDictionary<string, (int Split, int Checked, int Calls)> Count(IEnumerable<nn.Module> roots)
+    public static SortedDictionary<string, (int Checked, int Padded, int PerLayer)> Count(IEnumerable<nn.Module> roots)
     {
-        var counts = new SortedDictionary<string, (int Split, int Checked, int Calls)>(StringComparer.Ordinal);
+        var counts = new SortedDictionary<string, (int Checked, int Padded, int PerLayer)>(StringComparer.Ordinal);
         foreach (var root in roots)
             foreach (var (_, m) in root.named_modules())
                 if (m is IBatchInvariant b && b.Invariance.Count > 0)
                 {
-                    var (split, checkedShapes, calls) = counts.GetValueOrDefault(b.Invariance.Owner);
-                    counts[b.Invariance.Owner] = (split + b.Invariance.Split, checkedShapes + b.Invariance.Count,
-                        calls + b.Invariance.Values.Where(d => d.Split).Sum(d => d.Layers / d.LayersPerCall));
+                    var (checkedShapes, padded, perLayer) = counts.GetValueOrDefault(b.Invariance.Owner);
+                    counts[b.Invariance.Owner] = (checkedShapes + b.Invariance.Count, padded + b.Invariance.Padded, perLayer + b.Invariance.PerLayer);
                 }
         return counts;
     }
@@ -267,6 +363,6 @@ internal static class BatchInvariance
 /// <summary>A module whose kernel calls <see cref="BatchInvariance"/> keeps batch-invariant.</summary>
 internal interface IBatchInvariant
 {
-    /// <summary>Per input shape: whether the module's kernel runs per layer's rows.</summary>
+    /// <summary>Per input shape: how the module's kernel gives each layer's rows the canonical call's numbers.</summary>
     BatchInvariance.Decisions Invariance { get; }
 }

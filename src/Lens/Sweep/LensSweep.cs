@@ -301,6 +301,7 @@ public static class LensSweep
         var timer = new PhaseTimer(pipe.Device);
         var timer2 = new PhaseTimer(pipe.Device);
         bool onCuda = pipe.Device.type == DeviceType.CUDA;
+        bool batchInvariant = o.BatchInvariant ?? onCuda; // auto: on for CUDA (cuDNN's algorithms depend on the batch)
 
         // the weights' sha256 for the manifest, read on a worker thread while the GPU works (not on the critical path)
         var hashClock = Stopwatch.StartNew();
@@ -347,7 +348,7 @@ public static class LensSweep
                 {
                     try
                     {
-                        using var invariant = BatchInvariance.Layers(o.BatchInvariant ? Math.Min(batch, layers.Length) : 0);
+                        using var invariant = BatchInvariance.Layers(batchInvariant ? Math.Min(batch, layers.Length) : 0);
                         pipe.WarmUp(first, uncond, gen, Math.Min(batch, layers.Length) * perLayerImages);
                         warmed = true;
                     }
@@ -400,7 +401,7 @@ public static class LensSweep
             try
             {
                 // --batch-invariant: the batch's convolutions give each layer --batch 1's numbers
-                using var invariant = BatchInvariance.Layers(o.BatchInvariant ? chunk.Length : 0);
+                using var invariant = BatchInvariance.Layers(batchInvariant ? chunk.Length : 0);
                 Action<int, int> OnStep(string stage, Action<int> calls) => (step, of) =>
                 {
                     Interrupt.ThrowIfRequested(); // Ctrl-C: stop here; the output folder is removed on the way out
@@ -524,15 +525,15 @@ public static class LensSweep
             WeightsSha256 = weightHashes,
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
-            BatchInvariant = o.BatchInvariant,
-            FusedKernels = Kernels.FusedKernels.Describe(),
-            BatchInvariance = o.BatchInvariant && Math.Min(batch, layers.Length) > 1
-                && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is var counts
+            BatchInvariant = batchInvariant,
+            BatchInvariance = batchInvariant
+                && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is { Count: > 0 } counts
                 ? new BatchInvarianceManifest
                 {
-                    PerLayerShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Split), StringComparer.Ordinal),
+                    CanonicalLayers = BatchInvariance.CanonicalLayers,
                     CheckedShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Checked), StringComparer.Ordinal),
-                    SplitShapeCalls = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Calls), StringComparer.Ordinal),
+                    PaddedShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Padded), StringComparer.Ordinal),
+                    PerLayerShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.PerLayer), StringComparer.Ordinal),
                 } : null,
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,

@@ -44,12 +44,12 @@ internal sealed record SweepManifest
     public required int Batch { get; init; }
     /// <summary>What was asked for: "auto" or the number.</summary>
     public string? BatchRequested { get; init; }
-    /// <summary>--batch-invariant: whether batches of several layers computed each layer as --batch 1 does.</summary>
+    /// <summary>--batch-invariant (auto resolved): whether every layer's images were independent of its batch's size.</summary>
     public bool BatchInvariant { get; init; }
     /// <summary>--fused-kernels: the mode, and the kernels' image (cubin/PTX, NVRTC) or why libtorch's ops ran instead.</summary>
     public string? FusedKernels { get; init; }
-    /// <summary>With --batch-invariant on and batches of several layers: per module kind, the input shapes that ran per
-    /// layer's rows (their batched call gave other numbers) and those checked; null otherwise.</summary>
+    /// <summary>With --batch-invariant on: per module kind, the input shapes checked, padded to the canonical call and
+    /// run per layer (<see cref="BatchInvarianceManifest"/>); null otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public BatchInvarianceManifest? BatchInvariance { get; init; }
     public required int NumLayers { get; init; }
@@ -181,15 +181,15 @@ internal sealed record Stage2Manifest
 }
 
 /// <summary>
-/// What --batch-invariant did in a sweep whose batches held several layers, per module kind (Conv2d, GroupNorm,
-/// LayerNorm, Linear, Attention): the input shapes that ran split by layers (per_layer_shapes: in calls of fewer layers,
-/// one at worst) because their batched call gave other numbers than --batch 1's, the shapes checked, and the calls the
-/// split shapes make for one batched call.
+/// What --batch-invariant did (<see cref="Models.BatchInvariance"/>), per module kind (Attention, Conv2d, GroupNorm,
+/// LayerNorm, Linear): every kernel gave each layer's rows the numbers of a call of canonical_layers layers; the input
+/// shapes checked, those that ran in canonical calls padded with zeros at some batch (their own call gave other
+/// numbers), and those that ran one call per layer (their canonical call's rows depended on their slot).
 /// </summary>
 internal sealed record BatchInvarianceManifest
 {
-    public required SortedDictionary<string, int> PerLayerShapes { get; init; }
+    public required int CanonicalLayers { get; init; }
     public required SortedDictionary<string, int> CheckedShapes { get; init; }
-    /// <summary>Per module kind: the calls the split shapes make for one batched call (one layer per call: the layers each).</summary>
-    public required SortedDictionary<string, int> SplitShapeCalls { get; init; }
+    public required SortedDictionary<string, int> PaddedShapes { get; init; }
+    public required SortedDictionary<string, int> PerLayerShapes { get; init; }
 }

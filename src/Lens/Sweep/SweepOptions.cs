@@ -67,15 +67,16 @@ public sealed record SweepOptions
     /// </summary>
     public bool? LensLayerNorm { get; init; }
     /// <summary>
-    /// <c>--batch-invariant on|off</c> (default off): a batch of several layers gives every layer exactly the images
-    /// that layer alone (<c>--batch 1</c>) gives. Every convolution, norm, projection and attention kernel of the image
-    /// models is checked once per input shape against per-layer calls (each layer's rows in --batch 1's positions);
-    /// where they differ (cuDNN picks convolution algorithms by shape) the call runs per layer
-    /// (<see cref="Models.BatchInvariance"/>). Measured on an H200 (SD 1.5-sized, float16, 12 layers x 50 steps): 12 of 12
-    /// images identical to --batch 1's, at 1.6x the batched step time (still faster than --batch 1). Off: all batched,
-    /// images within a level of 255 of --batch 1's.
+    /// <c>--batch-invariant auto|on|off</c> (null: auto, on for CUDA, off for the CPU): every layer's images do not
+    /// depend on how many layers share its batch, so <c>--batch auto</c> gives exactly <c>--batch 1</c>'s images. Every
+    /// convolution, norm, projection and attention kernel of the image models gives each layer's rows the numbers of a
+    /// canonical call of <see cref="Models.BatchInvariance.CanonicalLayers"/> layers (12): a full batch of 12 runs as it
+    /// is; other batches run as they are where that gives the canonical numbers (checked once per shape and batch) and
+    /// otherwise in canonical calls padded with zeros (<see cref="Models.BatchInvariance"/>). Measured on an H200 (SD
+    /// 1.5-sized, float16, 12 layers x 50 steps) the batched sweep costs the same as off; <c>--batch 1</c> pays for the
+    /// padded shapes. Off: every call as it is, images within a level of 255 of --batch 1's.
     /// </summary>
-    public bool BatchInvariant { get; init; }
+    public bool? BatchInvariant { get; init; }
     /// <summary>
     /// <c>--fused-kernels auto|on|off</c> (null: <c>LENS_FUSED_KERNELS</c>, else auto): GroupNorm fused with the bias
     /// before it and the scale-shift and activation after it, and the residual sums, as CUDA kernels compiled by NVRTC
