@@ -65,7 +65,7 @@ public class BatchInvarianceTests
         Assert.Equal(new[] { 2L * C, 2L * C }, Calls(C + 1)); // a full canonical call and a padded one
         var shape = Assert.Single(decisions);
         Assert.Equal(2, shape.Key.Unit);
-        Assert.Equal("2x5", shape.Key.Shape); // one shape for every batch: rows per layer, not rows
+        Assert.Equal("2x5", shape.Value.Shape); // one shape for every batch: rows per layer, not rows
         Assert.True(shape.Value.Padded);
         Assert.Equal(1, decisions.Padded);
         Assert.Equal(0, decisions.PerLayer);

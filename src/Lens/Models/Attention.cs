@@ -176,11 +176,18 @@ internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>, I
         h = to_out[1].forward(h);
 
         if (inputNdim == 4)
-            h = h.transpose(-1, -2).reshape(batchSize, channel, height, width);
+            h = SameLayoutAtEveryBatch(h.transpose(-1, -2).reshape(batchSize, channel, height, width));
         if (_residualConnection) h = h + residual;
         if (_rescaleOutputFactor != 1.0) h = h / _rescaleOutputFactor;
         return h.MoveToOuterDisposeScope();
     }
+
+    /// <summary>
+    /// The attention's [B, C, H, W] output, a channels-last view of [B, H*W, C], as is; under --batch-invariant made
+    /// channels-first: the residual sum's layout (and so every later kernel's) otherwise depends on the batch (channels-last
+    /// for several rows, channels-first for one), and cuDNN's numbers on the layout.
+    /// </summary>
+    private static Tensor SameLayoutAtEveryBatch(Tensor h) => BatchInvariance.CurrentLayers > 0 ? h.contiguous() : h;
 
     /// <summary>diffusers <c>AttnAddedKVProcessor2_0.__call__</c> (the residual is always added; no rescale).</summary>
     private Tensor ForwardAddedKV(Tensor hidden, Tensor? encoderHidden, Tensor? attentionMask)
@@ -221,7 +228,7 @@ internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>, I
         h = to_out[0].forward(h);
         h = to_out[1].forward(h);
 
-        h = h.transpose(-1, -2).reshape(residual.shape);
+        h = SameLayoutAtEveryBatch(h.transpose(-1, -2).reshape(residual.shape));
         h = h + residual;
         return h.MoveToOuterDisposeScope();
     }

@@ -75,29 +75,45 @@ internal static class BatchInvariance
     /// <paramref name="op"/> on <paramref name="input"/>, giving each layer's rows the canonical call's numbers inside
     /// <see cref="Layers"/> (see the class summary); one plain call outside it or for rows that are not the batch's layers'.
     /// </summary>
-    public static Tensor Run(Tensor input, Decisions decisions, Func<Tensor, Tensor> op) =>
-        InScope(input) ? Run(new[] { input }, decisions, a => op(a[0])) : op(input); // no allocation when off
+    public static Tensor Run(Tensor input, Decisions decisions, Func<Tensor, Tensor> op)
+    {
+        if (!InScope(input)) return op(input);
+        // the decided plain call without allocations (the hot path of every step)
+        long rows = input.shape[0];
+        long unit = rows / _layers;
+        if (decisions.TryGetValue(new ShapeKey(Mix(Seed, Fingerprint(input, rows, unit)), unit), out var shape) && RunsPlain(shape, rows, unit))
+            return op(input);
+        return Run(new[] { input }, decisions, a => op(a[0]));
+    }
 
     /// <summary>Whether <paramref name="rows"/>' leading dimension is the rows of this thread's batch of layers.</summary>
     private static bool InScope(Tensor rows)
     {
         long layers = _layers;
-        return layers >= 1 && rows.ndim >= 2 && rows.shape[0] >= layers && rows.shape[0] % layers == 0;
+        if (layers < 1 || rows.ndim < 2) return false;
+        long n = rows.shape[0];
+        return n >= layers && n % layers == 0;
     }
+
+    /// <summary>Whether a decided shape runs as one plain call at this batch (no check, no padding).</summary>
+    private static bool RunsPlain(Decision shape, long rows, long unit) =>
+        shape.Canonical > 0 && ((rows == unit * CanonicalLayers && shape.Dense)
+            || (shape.Batches.TryGetValue((int)_layers, out var batch) && batch.Mode == BatchDecision.Plain && batch.Probes >= Probes));
 
     /// <summary>
     /// <see cref="Run(Tensor, Decisions, Func{Tensor, Tensor})"/> for an op of several inputs (e.g. query, key, value):
     /// the rows are the first input's leading dimension; every input with that many leading rows is a per-row input
     /// (split and padded alike), the others (broadcast masks) are passed whole to each call.
     /// <list type="number">
-    /// <item>Once per shape (rows per layer, layout): the canonical call on pseudo-random rows in its first and in its
+    /// <item>Once per shape (rows per layer, strides): the canonical call on pseudo-random rows in its first and in its
     /// last slot (other rows pseudo-random, then zeros) must give those rows the same numbers; if not, the shape runs one
     /// call per layer at every batch.</item>
     /// <item>A call of <see cref="CanonicalLayers"/> layers' dense rows is the canonical call: it runs as it is.</item>
     /// <item>Other batches, once per shape and batch: the plain call against canonical calls on pseudo-random data, then
-    /// on the first <see cref="Probes"/> real calls (two algorithms can agree on some inputs); any difference makes the
-    /// shape run in canonical calls at that batch.</item>
+    /// on the first <see cref="Probes"/> real calls; any difference makes the shape run in canonical calls at that batch.</item>
     /// </list>
+    /// Two kernels that differ only in the order of a float32 sum give the same float16 value for most elements, so
+    /// each pseudo-random check compares at least <see cref="CheckedElements"/> values (several datasets for small shapes).
     /// </summary>
     public static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op)
     {
@@ -105,25 +121,33 @@ internal static class BatchInvariance
         long rows = inputs[0].shape[0];
         int layers = (int)_layers;
         long unit = rows / layers;
-        var key = new ShapeKey(Describe(inputs, rows, unit), unit);
-        var shape = decisions.GetOrAdd(key, _ => new Decision());
+        ulong fingerprint = Seed;
+        foreach (var t in inputs) fingerprint = Mix(fingerprint, Fingerprint(t, rows, unit));
+        var key = new ShapeKey(fingerprint, unit);
+        if (!decisions.TryGetValue(key, out var shape))
+            shape = decisions.GetOrAdd(key, new Decision(Describe(inputs, rows, unit), inputs.All(t => !PerRow(t, rows) || Dense(t))));
         if (shape.Canonical == 0)
         {
             shape.Canonical = SlotIndependent(inputs, rows, unit, op) ? 1 : -1;
             if (Trace && shape.Canonical < 0)
-                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape}: the canonical call's rows depend on their slot; one call per layer");
+                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {shape.Shape}: the canonical call's rows depend on their slot; one call per layer");
         }
         if (shape.Canonical < 0) return Canonical(inputs, rows, unit, unit, op); // one call per layer (a layer's rows alone)
         long canonicalRows = unit * CanonicalLayers;
-        if (rows == canonicalRows && inputs.All(t => !PerRow(t, rows) || Dense(t))) return op(inputs);
+        if (rows == canonicalRows && shape.Dense) return op(inputs);
         var batch = shape.Batches.GetOrAdd(layers, _ => new BatchDecision());
         if (batch.Mode == 0)
         {
-            using var scope = NewDisposeScope();
-            var synthetic = Synthetic(inputs, rows, rows, 0);
-            batch.Mode = op(synthetic).Equals(Canonical(synthetic, rows, unit, canonicalRows, op)) ? BatchDecision.Plain : BatchDecision.Padded;
-            if (Trace && batch.Mode == BatchDecision.Padded)
-                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} at {layers} layer(s) runs in canonical calls, synthetic probe");
+            bool agrees = true;
+            for (int d = 0, n = Datasets(inputs[0], rows); d < n && agrees; d++)
+            {
+                using var scope = NewDisposeScope();
+                var synthetic = Synthetic(inputs, rows, rows, d);
+                agrees = op(synthetic).Equals(Canonical(synthetic, rows, unit, canonicalRows, op));
+            }
+            batch.Mode = agrees ? BatchDecision.Plain : BatchDecision.Padded;
+            if (Trace && !agrees)
+                Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {shape.Shape} at {layers} layer(s) runs in canonical calls, synthetic probe");
         }
         if (batch.Mode == BatchDecision.Padded) return Canonical(inputs, rows, unit, canonicalRows, op);
         var plain = op(inputs);
@@ -140,16 +164,51 @@ internal static class BatchInvariance
         if (Trace)
         {
             using var ne = plain.ne(canonical);
-            Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {key.Shape} at {layers} layer(s) runs in canonical calls, probe {batch.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ");
+            Console.Error.WriteLine($"batch-invariant: {decisions.Owner} {shape.Shape} at {layers} layer(s) runs in canonical calls, probe {batch.Probes}: {ne.sum().item<long>()} of {ne.numel()} values differ");
         }
         plain.Dispose();
         return canonical;
     }
 
+    /// <summary>
+    /// Values a pseudo-random check compares at the least (LENS_BATCH_INVARIANCE_CHECKED_ELEMENTS; default 2^24 for
+    /// float16/bfloat16, whose rounding hides most float32 differences, one dataset for float32).
+    /// </summary>
+    private static readonly long? CheckedElements =
+        long.TryParse(Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_CHECKED_ELEMENTS"), out var e) && e >= 1 ? e : null;
+
+    /// <summary>Pseudo-random datasets for a check of calls of <paramref name="rows"/> rows like <paramref name="like"/>: at least <see cref="CheckedElements"/> values in all, at most 64 datasets.</summary>
+    private static int Datasets(Tensor like, long rows)
+    {
+        long wanted = CheckedElements ?? (like.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? 1L << 24 : 1);
+        long n = Math.Max(1, like.numel() / Math.Max(1, like.shape[0]) * rows);
+        return (int)Math.Clamp((wanted + n - 1) / n, 1, 64);
+    }
+
+    private const ulong Seed = 14695981039346656037UL;
+
+    private static ulong Mix(ulong h, ulong v) => (h ^ v) * 1099511628211UL;
+
+    /// <summary>A per-row input's shape (rows per layer in place of its rows), strides and type; a broadcast input's shape.</summary>
+    private static ulong Fingerprint(Tensor t, long rows, long unit)
+    {
+        var shape = t.shape;
+        bool perRow = shape.Length > 0 && shape[0] == rows;
+        ulong h = Mix(Seed, (ulong)shape.Length * 2 + (perRow ? 1UL : 0UL));
+        h = Mix(h, (ulong)t.dtype);
+        for (int d = 0; d < shape.Length; d++) h = Mix(h, (ulong)(d == 0 && perRow ? unit : shape[d]));
+        if (perRow)
+        {
+            var strides = t.stride();
+            for (int d = 1; d < strides.Length; d++) h = Mix(h, (ulong)strides[d]);
+        }
+        return h;
+    }
+
     /// <summary>Whether an input is per-row data of a call of <paramref name="rows"/> rows (split and padded), not broadcast.</summary>
     private static bool PerRow(Tensor t, long rows) => t.ndim > 0 && t.shape[0] == rows;
 
-    /// <summary>The call's input shapes with the rows per layer in place of the rows, and each per-row input's layout.</summary>
+    /// <summary>The call's input shapes with the rows per layer in place of the rows, and each per-row input's layout (for traces).</summary>
     private static string Describe(Tensor[] inputs, long rows, long unit) => string.Join(",", inputs.Select(t =>
         PerRow(t, rows)
             ? string.Join("x", t.shape.Skip(1).Prepend(unit)) + (Dense(t) && t.ndim > 1 && !t.is_contiguous() ? " (" + string.Join("", StrideOrder(t)) + ")" : Dense(t) ? "" : " (view)")
@@ -163,17 +222,21 @@ internal static class BatchInvariance
     {
         long canonicalRows = unit * CanonicalLayers;
         if (CanonicalLayers == 1) return true;
-        using var scope = NewDisposeScope();
-        var layer = Synthetic(inputs, rows, unit, 1);
-        var first = Synthetic(inputs, rows, canonicalRows, 2);
-        var last = inputs.Select(t => PerRow(t, rows) ? Allocate(t, canonicalRows) : t).ToArray();
-        for (int i = 0; i < inputs.Length; i++)
+        for (int d = 0, n = Datasets(inputs[0], unit); d < n; d++)
         {
-            if (!PerRow(inputs[i], rows)) continue;
-            first[i].narrow(0, 0, unit).copy_(layer[i]);
-            last[i].narrow(0, canonicalRows - unit, unit).copy_(layer[i]);
+            using var scope = NewDisposeScope();
+            var layer = Synthetic(inputs, rows, unit, 2 * d + 1);
+            var first = Synthetic(inputs, rows, canonicalRows, 2 * d + 2);
+            var last = inputs.Select(t => PerRow(t, rows) ? Allocate(t, canonicalRows) : t).ToArray();
+            for (int i = 0; i < inputs.Length; i++)
+            {
+                if (!PerRow(inputs[i], rows)) continue;
+                first[i].narrow(0, 0, unit).copy_(layer[i]);
+                last[i].narrow(0, canonicalRows - unit, unit).copy_(layer[i]);
+            }
+            if (!op(first).narrow(0, 0, unit).Equals(op(last).narrow(0, canonicalRows - unit, unit))) return false;
         }
-        return op(first).narrow(0, 0, unit).Equals(op(last).narrow(0, canonicalRows - unit, unit));
+        return true;
     }
 
     /// <summary>
@@ -283,8 +346,12 @@ internal static class BatchInvariance
     /// What a module knows of one input shape (rows per layer, layout): whether its canonical call is slot-independent
     /// (0: not checked yet, 1: yes, -1: no, one call per layer), and per batch (layers in the call) how it runs.
     /// </summary>
-    public sealed class Decision
+    public sealed class Decision(string shape, bool dense)
     {
+        /// <summary>The input shapes with the rows per layer in place of the rows, and layouts ("2x320x64x64").</summary>
+        public string Shape { get; } = shape;
+        /// <summary>Whether every per-row input is dense (a call of the canonical rows is then the canonical call itself).</summary>
+        public bool Dense { get; } = dense;
         public volatile int Canonical;
         public System.Collections.Concurrent.ConcurrentDictionary<int, BatchDecision> Batches { get; } = new();
         /// <summary>Whether some batch ran this shape in canonical calls (padded) or per layer.</summary>
@@ -322,14 +389,15 @@ internal static class BatchInvariance
         var result = Allocate(like, rows);
         long n = result.numel();
         var i = torch.arange(Math.Min(n, period), dtype: ScalarType.Int64, device: like.device);
-        var v = ((i * i).remainder(period) * 7919 + i * (104729 + salt)).remainder(period).to(ScalarType.Float32) * (2.0 / period) - 1.0;
+        double scale = 1 << (salt % 4); // magnitudes 1, 2, 4, 8: larger values round apart more often
+        var v = (((i * i).remainder(period) * 7919 + i * (104729 + salt)).remainder(period).to(ScalarType.Float32) * (2.0 / period) - 1.0) * scale;
         v = v.to(like.dtype);
         if (n > period) v = v.repeat((n + period - 1) / period).narrow(0, 0, n);
         return result.copy_(v.reshape(result.shape)).MoveToOuterDisposeScope();
     }
 
-    /// <summary>An input shape with the rows per layer in place of the rows ("2x320x64x64", inputs separated by commas), and those rows.</summary>
-    public readonly record struct ShapeKey(string Shape, long Unit);
+    /// <summary>A fingerprint of the call's input shapes (the rows per layer in place of the rows), strides and types, and the rows per layer.</summary>
+    public readonly record struct ShapeKey(ulong Fingerprint, long Unit);
 
     /// <summary>One module's decisions: per input shape, whether its canonical call is slot-independent and how each batch runs.</summary>
     public sealed class Decisions(string owner) : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, Decision>

@@ -526,6 +526,7 @@ public static class LensSweep
             Batch = batch,
             BatchRequested = o.AutoBatch ? "auto" : o.Batch.ToString(),
             BatchInvariant = batchInvariant,
+            FusedKernels = Kernels.FusedKernels.Describe(),
             BatchInvariance = batchInvariant
                 && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is { Count: > 0 } counts
                 ? new BatchInvarianceManifest
