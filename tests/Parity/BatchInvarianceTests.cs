@@ -275,7 +275,7 @@ public class BatchInvarianceTests
     /// Every pipeline's batched sweep with --batch-invariant on against --batch 1 on the CPU: the guided calls'
     /// layer-major order covers each pipeline's per-row inputs (SDXL's pooled embeddings and time ids, IF stage II's
     /// class labels and upscaled images), FLUX's unguided rows, DDPM's per-step noise, N images per layer. Within one 8-bit
-    /// level on the CPU: after every wrapped kernel runs per layer, an element-wise CPU kernel still gives a value other
+    /// level on the CPU: after every wrapped kernel gives the canonical call's numbers, an element-wise CPU kernel still gives a value other
     /// last bits at another position in the batch (SIMD body against scalar tail, as far as measured: the tiny SDXL and
     /// FLUX samples or VAE images differ by at most 1.3e-6). SD, IF and IF + stage II are bit for bit on the 2-core CI
     /// machine but were 1 level off on the 16-core GPU host's CPU (the work splits over threads at other offsets). On

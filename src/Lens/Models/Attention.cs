@@ -275,7 +275,7 @@ internal sealed class Attention : nn.Module<Tensor, Tensor?, Tensor?, Tensor>, I
         return norm_cross.forward(encoderHidden.transpose(1, 2)).transpose(1, 2);
     }
 
-    /// <summary>Per input shape: whether the attention kernel runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    /// <summary>Per input shape: how the attention kernel gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
     public BatchInvariance.Decisions Invariance { get; } = new("Attention");
 
     private Tensor Sdpa(Tensor query, Tensor key, Tensor value, Tensor? mask) =>

@@ -6,9 +6,10 @@ namespace DiffusionLens.Models;
 
 /// <summary>
 /// torch.nn.Conv2d (keys weight [out, in, k, k], bias [out]; zero padding, no dilation or groups) computed by
-/// <c>conv2d</c> exactly as PyTorch's module, kept batch-invariant inside a batch of several layers
+/// <c>conv2d</c> exactly as PyTorch's module, kept batch-invariant inside a batch of layers
 /// (<see cref="BatchInvariance"/>): cuDNN picks its algorithm by shape, and some pick another one for 24 rows than for
-/// 2, which gives a row other numbers (<c>ci/batch_invariance.py</c>); such shapes then run per layer's rows.
+/// 2, which gives a row other numbers (<c>ci/batch_invariance.py</c>); such shapes then run in canonical calls, padded
+/// (<c>ci/conv_canonical.py</c>).
 /// </summary>
 internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
@@ -20,7 +21,7 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
     private readonly long[] _stride;
     private readonly long[] _padding;
 
-    /// <summary>Per input shape: whether this convolution runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    /// <summary>Per input shape: how this convolution gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
     public BatchInvariance.Decisions Invariance { get; } = new("Conv2d");
 
     public long InChannels => weight.shape[1];

@@ -22,7 +22,7 @@ internal sealed class GroupNorm : nn.Module<Tensor, Tensor>, IBatchInvariant
     public long NumChannels { get; }
     public double Eps { get; }
 
-    /// <summary>Per input shape: whether this norm runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    /// <summary>Per input shape: how this norm gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
     public BatchInvariance.Decisions Invariance { get; } = new("GroupNorm");
 
     public GroupNorm(long numGroups, long numChannels, double eps, Parameter? weight, Parameter? bias) : base(nameof(GroupNorm))

@@ -19,7 +19,7 @@ internal sealed class LayerNorm : nn.Module<Tensor, Tensor>, IBatchInvariant
     private readonly long[] _shape;
     public double Eps { get; }
 
-    /// <summary>Per input shape: whether this norm runs per layer's rows.</summary>
+    /// <summary>Per input shape: how this norm gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
     public BatchInvariance.Decisions Invariance { get; } = new("LayerNorm");
 
     public LayerNorm(long dim, double eps, Parameter? weight, Parameter? bias) : base(nameof(LayerNorm))

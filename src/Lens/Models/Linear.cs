@@ -32,7 +32,7 @@ internal sealed class Linear : nn.Module<Tensor, Tensor>, IBatchInvariant
         RegisterComponents();
     }
 
-    /// <summary>Per input shape: whether this projection runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    /// <summary>Per input shape: how this projection gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
     public BatchInvariance.Decisions Invariance { get; } = new("Linear");
 
     public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, Compute);

@@ -147,7 +147,7 @@ public abstract class DenoisingPipeline : IDisposable
         return onDevice ? unit : unit.cpu();
     }
 
-    /// <summary>The modules that make images from embeddings (UNet, VAE): where --batch-invariant splits convolutions.</summary>
+    /// <summary>The modules that make images from embeddings (UNet, VAE): where --batch-invariant gives every batch the canonical call's numbers.</summary>
     internal abstract IEnumerable<nn.Module> ImageModules { get; }
 
     /// <summary>Releases the pipeline's modules and weights.</summary>

@@ -90,6 +90,6 @@ internal sealed class FluxAttention : nn.Module, IBatchInvariant
         return (imgOut.MoveToOuterDisposeScope(), ctxProj.MoveToOuterDisposeScope());
     }
 
-    /// <summary>Per input shape: whether the attention kernel runs per layer's rows (<see cref="BatchInvariance"/>).</summary>
+    /// <summary>Per input shape: how the attention kernel gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
     public BatchInvariance.Decisions Invariance { get; } = new("Attention");
 }
