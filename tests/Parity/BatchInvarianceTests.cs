@@ -216,6 +216,24 @@ public class BatchInvarianceTests
     }
 
     [Fact]
+    public void AttentionPoolingIsOneInvariantOpGivingEachLayerTheCanonicalCallsNumbers()
+    {
+        // IF's text-time embedding: a mean over the sequence and batched products, whose CUDA kernels depend on the
+        // batch; the pooling is checked as one op (its projections inside are not checked on their own)
+        using var scope = NewDisposeScope();
+        torch.manual_seed(5);
+        var pool = new AttentionPooling(2, 8);
+        var x = torch.randn(new long[] { 6, 5, 8 }, generator: new Generator(7));
+        var canonical = torch.cat(new[] { CanonicalCall(pool.forward, x[0..2]), CanonicalCall(pool.forward, x[2..4]), CanonicalCall(pool.forward, x[4..6]) }, 0);
+        using (BatchInvariance.Layers(3)) Assert.True(pool.forward(x).Equals(canonical));
+        using (BatchInvariance.Layers(1)) Assert.True(pool.forward(x[2..4]).Equals(canonical[2..4]));
+        Assert.Single(pool.Invariance);
+        Assert.Equal("AttentionPooling", pool.Invariance.Owner);
+        Assert.All(pool.named_modules(), m => Assert.True(m.module is not IBatchInvariant b || ReferenceEquals(b, pool) || b.Invariance.Count == 0,
+            $"{m.name} was checked on its own inside the pooling"));
+    }
+
+    [Fact]
     public void ConvolutionModuleKeepsTorchsKeysAndInitialisation()
     {
         // the module that replaced nn.Conv2d keeps the state-dict names (strict loading) and PyTorch's initialisation draws

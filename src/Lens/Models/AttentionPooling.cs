@@ -8,10 +8,16 @@ namespace DiffusionLens.Models;
 /// diffusers <c>AttentionPooling</c> (models/embeddings.py, from DeepFloyd IF): a class token (mean over the sequence +
 /// positional_embedding) attends over [class token, sequence] with num_heads heads; returns the class token's output
 /// [B, embed_dim]. Keys positional_embedding [1, embed_dim], k_proj, q_proj, v_proj. q and k are each scaled by
-/// dim_per_head^-1/4 before the product and the softmax runs in float32, as diffusers does.
+/// dim_per_head^-1/4 before the product and the softmax runs in float32, as diffusers does. Under --batch-invariant
+/// the whole pooling is one <see cref="BatchInvariance"/> op: its mean over the sequence (a reduction whose CUDA kernel
+/// splits the sum by the number of outputs) and its batched products (cuBLAS picks kernels by the batch count) give a
+/// row other numbers in another batch.
 /// </summary>
-internal sealed class AttentionPooling : nn.Module<Tensor, Tensor>
+internal sealed class AttentionPooling : nn.Module<Tensor, Tensor>, IBatchInvariant
 {
+    /// <summary>Per input shape: how the pooling gives each layer the canonical call's numbers (<see cref="BatchInvariance"/>).</summary>
+    public BatchInvariance.Decisions Invariance { get; } = new("AttentionPooling");
+
     private readonly Parameter positional_embedding;
     private readonly Linear k_proj;
     private readonly Linear q_proj;
@@ -34,8 +40,11 @@ internal sealed class AttentionPooling : nn.Module<Tensor, Tensor>
         RegisterComponents();
     }
 
-    public override Tensor forward(Tensor x)
+    public override Tensor forward(Tensor x) => BatchInvariance.Run(x, Invariance, Pool);
+
+    private Tensor Pool(Tensor x)
     {
+        using var plain = BatchInvariance.Layers(0); // the projections inside are part of this one op
         using var scope = NewDisposeScope();
         long bs = x.shape[0];
 
