@@ -30,7 +30,7 @@ internal static class Failure
     private static bool DiskFull(IOException e) =>
         (e.HResult & 0xFFFF) is 28 or 112 || e.Message.Contains("No space left", StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>"out of memory ...: try --batch N" (half the batch given), or what else to try at --batch 1.</summary>
+    /// <summary>"out of memory ...: try --batch N" (half the batch given), or what else to try at --batch 1; and --batch-invariant off where it pads.</summary>
     public static string OutOfMemory(Exception e, IReadOnlyList<string> args)
     {
         int batch = 1;
@@ -41,6 +41,10 @@ internal static class Failure
         var hint = batch > 1
             ? $"try --batch {Math.Max(1, batch / 2)} (it was {batch})"
             : "--batch is already 1: try --dtype float16, a smaller --height/--width, or a device with more memory";
+        // --batch-invariant (auto: on for CUDA) pads a smaller batch's batch-variant calls to 12 layers' rows
+        var invariant = OptionValue(args, "batch-invariant") ?? "auto";
+        if (invariant == "on" || (invariant == "auto" && device.StartsWith("cuda", StringComparison.OrdinalIgnoreCase)))
+            hint += "; or --batch-invariant off (its padded calls hold 12 layers' rows)";
         return $"out of memory on {device} ({what}); {hint}";
     }
 

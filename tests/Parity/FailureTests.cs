@@ -45,8 +45,12 @@ public class FailureTests
         Assert.Equal(ExitCodes.RunFailed, code);
         Assert.Contains("out of memory on cuda", err);
         Assert.Contains("try --batch 4 (it was 8)", err);
+        Assert.Contains("or --batch-invariant off", err); // auto is on for CUDA: its padded calls take memory
+        (_, err) = RunThrowing(cuda, "--batch", "8", "--device", "cuda", "--batch-invariant", "off");
+        Assert.DoesNotContain("--batch-invariant", err);
         (_, err) = RunThrowing(new OutOfMemoryException());
         Assert.Contains("--batch is already 1", err);
+        Assert.DoesNotContain("--batch-invariant", err); // the CPU: auto is off
         Assert.Single(err.Trim().Split('\n'));
     }
 
