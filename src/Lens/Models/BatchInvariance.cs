@@ -22,7 +22,7 @@ namespace DiffusionLens.Models;
 /// <para>Guided calls run in layer-major order (<see cref="ToLayerMajor"/>): each layer's rows are contiguous, as the
 /// canonical slots need. The scope is per thread, so sweeps on other threads are unaffected.</para>
 /// </summary>
-internal static class BatchInvariance
+internal static partial class BatchInvariance
 {
     [ThreadStatic] private static long _layers;
 
@@ -164,41 +164,6 @@ internal static class BatchInvariance
         return canonical;
     }
 
-    /// <summary>
-    /// Values a pseudo-random check compares at the least (LENS_BATCH_INVARIANCE_CHECKED_ELEMENTS; default 2^22 for
-    /// float16/bfloat16, whose rounding hides most float32 differences, one dataset for float32).
-    /// </summary>
-    private static readonly long? CheckedElements =
-        long.TryParse(Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_CHECKED_ELEMENTS"), out var e) && e >= 1 ? e : null;
-
-    /// <summary>Pseudo-random datasets for a check of calls of <paramref name="rows"/> rows like <paramref name="like"/>: at least <see cref="CheckedElements"/> values in all, at most 64 datasets.</summary>
-    private static int Datasets(Tensor like, long rows)
-    {
-        long wanted = CheckedElements ?? (like.dtype is ScalarType.Float16 or ScalarType.BFloat16 ? 1L << 22 : 1);
-        long n = Math.Max(1, like.numel() / Math.Max(1, like.shape[0]) * rows);
-        return (int)Math.Clamp((wanted + n - 1) / n, 1, 64);
-    }
-
-    private const ulong Seed = 14695981039346656037UL;
-
-    private static ulong Mix(ulong h, ulong v) => (h ^ v) * 1099511628211UL;
-
-    /// <summary>A per-row input's shape (rows per layer in place of its rows), strides and type; a broadcast input's shape.</summary>
-    private static ulong Fingerprint(Tensor t, long rows, long unit)
-    {
-        var shape = t.shape;
-        bool perRow = shape.Length > 0 && shape[0] == rows;
-        ulong h = Mix(Seed, (ulong)shape.Length * 2 + (perRow ? 1UL : 0UL));
-        h = Mix(h, (ulong)t.dtype);
-        for (int d = 0; d < shape.Length; d++) h = Mix(h, (ulong)(d == 0 && perRow ? unit : shape[d]));
-        if (perRow)
-        {
-            var strides = t.stride();
-            for (int d = 1; d < strides.Length; d++) h = Mix(h, (ulong)strides[d]);
-        }
-        return h;
-    }
-
     /// <summary>Whether an input is per-row data of a call of <paramref name="rows"/> rows (split and padded), not broadcast.</summary>
     private static bool PerRow(Tensor t, long rows) => t.ndim > 0 && t.shape[0] == rows;
 
@@ -207,65 +172,6 @@ internal static class BatchInvariance
         PerRow(t, rows)
             ? string.Join("x", t.shape.Skip(1).Prepend(unit)) + (Dense(t) && t.ndim > 1 && !t.is_contiguous() ? " (" + string.Join("", StrideOrder(t)) + ")" : Dense(t) ? "" : " (view)")
             : string.Join("x", t.shape)));
-
-    /// <summary>
-    /// The canonical call's slot independence on pseudo-random data, one call per dataset: one layer's rows in every even
-    /// slot, other pseudo-random rows in the odd slots (zeros in the second), must come out the same in every even slot.
-    /// </summary>
-    private static bool SlotIndependent(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
-    {
-        int layers = CanonicalLayers;
-        if (layers < 3) return true; // no second even slot
-        long canonicalRows = unit * layers;
-        int evens = (layers + 1) / 2;
-        for (int d = 0, n = Datasets(inputs[0], unit * (evens - 1)); d < n; d++)
-        {
-            using var scope = NewDisposeScope();
-            var call = Synthetic(inputs, rows, canonicalRows, 2 * d + 1);
-            for (int i = 0; i < inputs.Length; i++)
-            {
-                if (!PerRow(inputs[i], rows)) continue;
-                var layer0 = call[i].narrow(0, 0, unit);
-                for (int k = 2; k < layers; k += 2) call[i].narrow(0, k * unit, unit).copy_(layer0);
-                call[i].narrow(0, unit, unit).zero_();
-            }
-            var output = op(call);
-            var first = output.narrow(0, 0, unit);
-            for (int k = 2; k < layers; k += 2)
-                if (!output.narrow(0, k * unit, unit).Equals(first)) return false;
-        }
-        return true;
-    }
-
-    /// <summary>
-    /// Whether plain calls of <paramref name="rows"/> rows give the canonical numbers on pseudo-random data. Below the
-    /// canonical batch: one canonical call of pseudo-random rows against plain calls on copies of its runs of
-    /// <paramref name="rows"/> rows; above it: plain calls against canonical calls (padded) of the same rows.
-    /// </summary>
-    private static bool PlainAgrees(Tensor[] inputs, long rows, long unit, Func<Tensor[], Tensor> op)
-    {
-        long canonicalRows = unit * CanonicalLayers;
-        long runs = canonicalRows / rows;
-        for (int d = 0, n = Datasets(inputs[0], runs > 0 ? runs * rows : rows); d < n; d++)
-        {
-            using var scope = NewDisposeScope();
-            if (runs == 0)
-            {
-                var synthetic = Synthetic(inputs, rows, rows, 2 * d);
-                if (!op(synthetic).Equals(Canonical(synthetic, rows, unit, canonicalRows, op))) return false;
-                continue;
-            }
-            var call = Synthetic(inputs, rows, canonicalRows, 2 * d);
-            var canonical = op(call);
-            for (long r = 0; r < runs; r++)
-            {
-                using var inner = NewDisposeScope();
-                var plain = op(call.Select(t => PerRow(t, canonicalRows) ? t.narrow(0, r * rows, rows).clone() : t).ToArray());
-                if (!plain.Equals(canonical.narrow(0, r * rows, rows))) return false;
-            }
-        }
-        return true;
-    }
 
     /// <summary>
     /// op in calls of <paramref name="callRows"/> rows: consecutive runs of the batch's rows (views where they are a
@@ -370,90 +276,6 @@ internal static class BatchInvariance
     /// </summary>
     private static readonly int Probes = int.TryParse(Environment.GetEnvironmentVariable("LENS_BATCH_INVARIANCE_PROBES"), out var p) && p >= 1 ? p : 4;
 
-    /// <summary>
-    /// What a module knows of one input shape (rows per layer, layout): whether its canonical call is slot-independent
-    /// (0: not checked yet, 1: yes, -1: no, one call per layer), and per batch (layers in the call) how it runs.
-    /// </summary>
-    public sealed class Decision(string shape, bool dense)
-    {
-        /// <summary>The input shapes with the rows per layer in place of the rows, and layouts ("2x320x64x64").</summary>
-        public string Shape { get; } = shape;
-        /// <summary>Whether every per-row input is dense (a call of the canonical rows is then the canonical call itself).</summary>
-        public bool Dense { get; } = dense;
-        public volatile int Canonical;
-        public System.Collections.Concurrent.ConcurrentDictionary<int, BatchDecision> Batches { get; } = new();
-        /// <summary>Whether some batch ran this shape in canonical calls (padded) or per layer.</summary>
-        public bool Padded => Canonical > 0 && Batches.Values.Any(b => b.Mode == BatchDecision.Padded);
-        public bool PerLayer => Canonical < 0;
-    }
-
-    /// <summary>How a shape runs at one batch: plain (its own call gives the canonical numbers) or in canonical calls.</summary>
-    public sealed class BatchDecision
-    {
-        public const int Plain = 1, Padded = 2;
-        public volatile int Mode;
-        public int Probes;
-    }
-
-    /// <summary>
-    /// Pseudo-random inputs of the call's shapes, types and layouts for a shape's checks: the call's own data can hide a
-    /// difference (a zero warm-up sample, or values two algorithms happen to round alike: on an H200 a tiny UNet's
-    /// convolution agreed on 4 calls of real data and differed on the 5th), dense noise-like values do not. The values
-    /// come from integer arithmetic on the device (no random generator is drawn from, so no image changes); inputs that
-    /// are not per-row floating-point data (masks, indices) are passed as they are.
-    /// </summary>
-    private static Tensor[] Synthetic(Tensor[] inputs, long rows, long count, int salt) =>
-        inputs.Select((t, i) => PerRow(t, rows) && t.is_floating_point() ? Synthetic(t, count, salt * 31 + i)
-            : PerRow(t, rows) ? PadRows(t, 0, Math.Min(count, rows), count) : t).ToArray();
-
-    /// <summary>
-    /// A tensor like <paramref name="like"/> with <paramref name="rows"/> rows (its layout: channels-last stays so)
-    /// holding values in [-1, 1) of a quadratic-residue pattern (period 1000003, a prime).
-    /// </summary>
-    private static Tensor Synthetic(Tensor like, long rows, int salt)
-    {
-        const long period = 1000003;
-        using var scope = NewDisposeScope();
-        var result = Allocate(like, rows);
-        long n = result.numel();
-        var i = torch.arange(Math.Min(n, period), dtype: ScalarType.Int64, device: like.device);
-        double scale = 1 << (salt % 4); // magnitudes 1, 2, 4, 8: larger values round apart more often
-        var v = (((i * i).remainder(period) * 7919 + i * (104729 + salt)).remainder(period).to(ScalarType.Float32) * (2.0 / period) - 1.0) * scale;
-        v = v.to(like.dtype);
-        if (n > period) v = v.repeat((n + period - 1) / period).narrow(0, 0, n);
-        return result.copy_(v.reshape(result.shape)).MoveToOuterDisposeScope();
-    }
-
-    /// <summary>A fingerprint of the call's input shapes (the rows per layer in place of the rows), strides and types, and the rows per layer.</summary>
-    public readonly record struct ShapeKey(ulong Fingerprint, long Unit);
-
-    /// <summary>One module's decisions: per input shape, whether its canonical call is slot-independent and how each batch runs.</summary>
-    public sealed class Decisions(string owner) : System.Collections.Concurrent.ConcurrentDictionary<ShapeKey, Decision>
-    {
-        /// <summary>The kind of module ("Conv2d", "Linear", ...), for counts and traces.</summary>
-        public string Owner => owner;
-        /// <summary>The shapes that ran in canonical calls (padded) at some batch.</summary>
-        public int Padded => this.Count(kv => kv.Value.Padded);
-        /// <summary>The shapes whose canonical call was not slot-independent (one call per layer).</summary>
-        public int PerLayer => this.Count(kv => kv.Value.PerLayer);
-    }
-
-    /// <summary>
-    /// Per module kind: the input shapes checked, those that ran in canonical calls (padded with zeros) at some batch,
-    /// and those that ran one call per layer (their canonical call depended on the slot).
-    /// </summary>
-    public static SortedDictionary<string, (int Checked, int Padded, int PerLayer)> Count(IEnumerable<nn.Module> roots)
-    {
-        var counts = new SortedDictionary<string, (int Checked, int Padded, int PerLayer)>(StringComparer.Ordinal);
-        foreach (var root in roots)
-            foreach (var (_, m) in root.named_modules())
-                if (m is IBatchInvariant b && b.Invariance.Count > 0)
-                {
-                    var (checkedShapes, padded, perLayer) = counts.GetValueOrDefault(b.Invariance.Owner);
-                    counts[b.Invariance.Owner] = (checkedShapes + b.Invariance.Count, padded + b.Invariance.Padded, perLayer + b.Invariance.PerLayer);
-                }
-        return counts;
-    }
 }
 
 /// <summary>A module whose kernel calls <see cref="BatchInvariance"/> keeps batch-invariant.</summary>
