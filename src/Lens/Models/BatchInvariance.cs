@@ -5,7 +5,8 @@ namespace DiffusionLens.Models;
 
 /// <summary>
 /// Batch invariance of a lens sweep's batches (<c>--batch-invariant on</c>, the default on CUDA): every kernel call of
-/// the image models' <see cref="IBatchInvariant"/> modules (Conv2d, GroupNorm, LayerNorm, Linear, attention's SDPA)
+/// the image models' <see cref="IBatchInvariant"/> modules (Conv2d, GroupNorm, LayerNorm, Linear, attention's SDPA, IF's
+/// AttentionPooling, FLUX's RMSNorm)
 /// gives each layer's rows the numbers of one <em>canonical call</em>, a call of <see cref="CanonicalLayers"/> layers'
 /// rows, whatever the batch (<c>--batch 1</c>, <c>--batch auto</c> on the free memory, the last, smaller batch), so a
 /// layer's images do not depend on how many layers share its batch.
@@ -17,8 +18,8 @@ namespace DiffusionLens.Models;
 /// otherwise in canonical calls, the layers' rows in the first slots and zeros after them. A full batch of
 /// <see cref="CanonicalLayers"/> layers costs nothing; <c>--batch 1</c> pays for padding the shapes that vary (11 of 48
 /// convolution shapes of SD 1.5 on an H200). Each shape's canonical call is itself checked once for slot independence
-/// (pseudo-random rows in the first and the last slot); a shape whose rows depend on their slot falls back to one call per
-/// layer, the layer's rows alone, at every batch.</para>
+/// (one layer's pseudo-random rows in every even slot); a shape whose rows depend on their slot falls back to one call
+/// per layer, the layer's rows alone, at every batch.</para>
 /// <para>Guided calls run in layer-major order (<see cref="ToLayerMajor"/>): each layer's rows are contiguous, as the
 /// canonical slots need. The scope is per thread, so sweeps on other threads are unaffected.</para>
 /// </summary>
@@ -105,9 +106,9 @@ internal static partial class BatchInvariance
     /// the rows are the first input's leading dimension; every input with that many leading rows is a per-row input
     /// (split and padded alike), the others (broadcast masks) are passed whole to each call.
     /// <list type="number">
-    /// <item>Once per shape (rows per layer, strides): the canonical call on pseudo-random rows in its first and in its
-    /// last slot (other rows pseudo-random, then zeros) must give those rows the same numbers; if not, the shape runs one
-    /// call per layer at every batch.</item>
+    /// <item>Once per shape (rows per layer, strides, type): a canonical call holding one layer's pseudo-random rows in
+    /// every even slot (other rows pseudo-random, one slot zeros) must give those rows the same numbers in every even
+    /// slot; if not, the shape runs one call per layer at every batch.</item>
     /// <item>A call of <see cref="CanonicalLayers"/> layers' dense rows is the canonical call: it runs as it is.</item>
     /// <item>Other batches, once per shape and batch: the plain call against canonical calls on pseudo-random data, then
     /// on the first <see cref="Probes"/> real calls; any difference makes the shape run in canonical calls at that batch.</item>
