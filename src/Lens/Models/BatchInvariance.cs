@@ -82,9 +82,9 @@ internal static partial class BatchInvariance
         // the decided plain call without allocations (the hot path of every step)
         long rows = input.shape[0];
         long unit = rows / _layers;
-        if (decisions.TryGetValue(new ShapeKey(Mix(Seed, Fingerprint(input, rows, unit)), unit), out var shape) && RunsPlain(shape, rows, unit))
-            return op(input);
-        return Run(new[] { input }, decisions, a => op(a[0]));
+        var key = new ShapeKey(Mix(Seed, Fingerprint(input, rows, unit)), unit);
+        if (decisions.TryGetValue(key, out var shape) && RunsPlain(shape, rows, unit)) return op(input);
+        return Run(new[] { input }, decisions, a => op(a[0]), key, rows, unit);
     }
 
     /// <summary>Whether <paramref name="rows"/>' leading dimension is the rows of this thread's batch of layers.</summary>
@@ -120,11 +120,16 @@ internal static partial class BatchInvariance
     {
         if (!InScope(inputs[0])) return op(inputs);
         long rows = inputs[0].shape[0];
-        int layers = (int)_layers;
-        long unit = rows / layers;
+        long unit = rows / _layers;
         ulong fingerprint = Seed;
         foreach (var t in inputs) fingerprint = Mix(fingerprint, Fingerprint(t, rows, unit));
-        var key = new ShapeKey(fingerprint, unit);
+        return Run(inputs, decisions, op, new ShapeKey(fingerprint, unit), rows, unit);
+    }
+
+    /// <summary>The decisions and calls of <see cref="Run(Tensor[], Decisions, Func{Tensor[], Tensor})"/> for a call in scope, its key made.</summary>
+    private static Tensor Run(Tensor[] inputs, Decisions decisions, Func<Tensor[], Tensor> op, ShapeKey key, long rows, long unit)
+    {
+        int layers = (int)_layers;
         if (!decisions.TryGetValue(key, out var shape))
             shape = decisions.GetOrAdd(key, new Decision(Describe(inputs, rows, unit), inputs.All(t => !PerRow(t, rows) || Dense(t))));
         if (shape.Canonical == 0)
@@ -180,14 +185,15 @@ internal static partial class BatchInvariance
     /// </summary>
     private static Tensor Canonical(Tensor[] inputs, long rows, long unit, long callRows, Func<Tensor[], Tensor> op)
     {
-        if (rows == callRows && inputs.All(t => !PerRow(t, rows) || Dense(t))) return op(inputs);
+        var dense = inputs.Select(t => !PerRow(t, rows) || Dense(t)).ToArray(); // once, not per run
+        if (rows == callRows && dense.All(d => d)) return op(inputs);
         using var scope = NewDisposeScope();
         var parts = new List<Tensor>();
         for (long start = 0; start < rows; start += callRows)
         {
             long count = Math.Min(callRows, rows - start);
-            var call = inputs.Select(t => !PerRow(t, rows) ? t
-                : count == callRows && Dense(t) ? t.narrow(0, start, count)
+            var call = inputs.Select((t, i) => !PerRow(t, rows) ? t
+                : count == callRows && dense[i] ? t.narrow(0, start, count)
                 : PadRows(t, start, count, callRows)).ToArray();
             var output = op(call);
             parts.Add(count == callRows ? output : output.narrow(0, 0, count));
