@@ -140,14 +140,14 @@ public class BatchInvarianceTests
         // what every batch gives each layer's two rows: the canonical call's numbers
         var canonical = torch.cat(new[] { CanonicalCall(Plain, x[0..2]), CanonicalCall(Plain, x[2..4]), CanonicalCall(Plain, x[4..6]) }, 0);
         Assert.True(conv.forward(x).Equals(Plain(x)));
-        Assert.Equal(0, conv.Invariance.Count); // calls outside a batch of layers (invariance off) are never checked
+        Assert.Empty(conv.Invariance); // calls outside a batch of layers (invariance off) are never checked
         using (BatchInvariance.Layers(3))
         {
             Assert.Equal(3, BatchInvariance.CurrentLayers);
             Assert.True(conv.forward(x).Equals(canonical), "first call (checked) differs from the canonical calls");
-            Assert.Equal(1, conv.Invariance.Count);
+            Assert.Single(conv.Invariance);
             Assert.True(conv.forward(x).Equals(canonical), "later call differs from the canonical calls");
-            Assert.Equal(1, conv.Invariance.Count); // decided once per shape
+            Assert.Single(conv.Invariance); // decided once per shape
             conv.forward(torch.randn(new long[] { 6, 3, 5, 5 }, generator: g)).Dispose();
             Assert.Equal(2, conv.Invariance.Count); // another shape is checked on its own
             conv.forward(torch.randn(new long[] { 4, 3, 5, 5 }, generator: g)).Dispose(); // 4 rows are not 3 layers' rows
