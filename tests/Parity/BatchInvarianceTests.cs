@@ -358,7 +358,8 @@ public class BatchInvarianceTests
         var one = CliRunner.TempPath("cuda-b1");
         var all = CliRunner.TempPath("cuda-ball");
         var five = CliRunner.TempPath("cuda-b5");
-        var o = new SweepOptions { ModelDir = Model(model), Prompt = "A few people are in the ocean splashing around", Steps = 4, Device = "cuda", DType = "float16", Batch = 1, Layers = layers, OutDir = one };
+        var o = new SweepOptions { ModelDir = Model(model), Prompt = "A few people are in the ocean splashing around", Steps = 4, Device = "cuda", DType = "float16", Batch = 1, Layers = layers, OutDir = one,
+            Variant = model.StartsWith("if-", StringComparison.Ordinal) ? "fp16" : null }; // the tiny IF's text encoder is saved as variant files
         var r1 = LensSweep.Run(o);
         var ra = LensSweep.Run(o with { OutDir = all, Batch = 1, AutoBatch = true });
         var m = JsonNode.Parse(File.ReadAllText(ra.ManifestPath))!;
