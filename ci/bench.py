@@ -564,8 +564,11 @@ def report(kind: str, r: dict, serial: int) -> None:
     scale = k / max(1, len(n_cs)) if n_cs else 1
     rows.append((f"serial: one call per layer vs --batch 1 (warm, x{k}/{ser.get('layers', k)} scaled)",
                  ser.get("scaled_total_s"), b1.get("warm_s", 0) * scale if b1 else None))
-    if "one_image" in df:
-        rows.append(("one image (diffusers)", df["one_image"]["total_s"], None))
+    if "one_image" in df or n_cs:
+        # C#: --batch 1's median layer after the first (warm; each layer is one image's guided sampling and writing)
+        warm_layers = sorted(list(n_cs.values())[1:]) if n_cs and len(n_cs) > 1 else []
+        one = warm_layers[len(warm_layers) // 2] if warm_layers else None
+        rows.append(("one image: one call (diffusers) vs a --batch 1 layer (C#, median)", df.get("one_image", {}).get("total_s"), one))
     if dbc and d2 and a.get("warm_s") and a2.get("warm_s"):
         steps = r["steps"]
         rows.append(("per denoising step at full batch (from the two runs)", (dbw - d2) / (steps - 2),
