@@ -41,6 +41,27 @@ public class ConvWeightLayoutTests
         Assert.True(y.is_contiguous());
     }
 
+    [Fact]
+    public void AWeightGoesChannelsLastInItsOwnMemory()
+    {
+        // a weight that is a view into a larger buffer, as loaded weights are
+        using var buffer = torch.arange(0, 2 * 3 * 4 * 5 + 7, dtype: ScalarType.Float32);
+        var w = buffer.narrow(0, 7, 2 * 3 * 4 * 5).view(2, 3, 4, 5);
+        using var before = w.clone();
+        long offset = w.storage_offset();
+        Conv2d.ToChannelsLastInPlace(w);
+        Assert.Equal(offset, w.storage_offset());
+        Assert.Equal(new long[] { 60, 1, 15, 3 }, w.stride());
+        Assert.True(w.Equals(before));
+        Assert.True(buffer.narrow(0, 0, 7).Equals(torch.arange(0, 7, dtype: ScalarType.Float32))); // nothing outside it written
+        Assert.Throws<ArgumentException>(() => Conv2d.ToChannelsLastInPlace(w)); // not channels-first any more
+        // still the buffer's memory: its 8th and 9th values are w[0, 0, 0, 0] and w[0, 1, 0, 0] now (channels innermost)
+        buffer[7] = torch.tensor(1000f);
+        buffer[8] = torch.tensor(2000f);
+        Assert.Equal(1000f, w[0, 0, 0, 0].item<float>());
+        Assert.Equal(2000f, w[0, 1, 0, 0].item<float>());
+    }
+
     /// <summary>
     /// On CUDA (float16, an IF-I-XL 8x8 shape): the weight goes channels-last on the first call, the output is
     /// channels-first, and it matches the convolution with the channels-first weight (the same NHWC kernel: an H200 gives

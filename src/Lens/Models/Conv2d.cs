@@ -61,7 +61,7 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
     private readonly object _layoutLock = new();
     private volatile bool _weightChannelsLast;
 
-    /// <summary>Whether the weight is stored channels-last (after a call that chose it).</summary>
+    /// <summary>Whether a call chose the channels-last weight (the weight is then stored so, where it was channels-first).</summary>
     public bool WeightChannelsLast => _weightChannelsLast;
 
     /// <summary>Whether a call on <paramref name="x"/> runs with the weight channels-last (see the class summary).</summary>
@@ -101,18 +101,33 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
         return nn.functional.conv2d(x, w, b, _stride, _padding);
     }
 
-    /// <summary>The weight parameter's storage replaced, in place, by a channels-last copy (no second copy is kept).</summary>
+    /// <summary>The weight made channels-last in place (<see cref="ToChannelsLastInPlace"/>), once.</summary>
     private void StoreWeightChannelsLast()
     {
         lock (_layoutLock)
         {
             if (_weightChannelsLast) return;
-            using (torch.no_grad())
-            {
-                using var last = weight.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2);
-                weight.set_(last);
-            }
+            if (weight.is_contiguous()) ToChannelsLastInPlace(weight); // else left as it is (cuDNN converts it per call)
             _weightChannelsLast = true;
+        }
+    }
+
+    /// <summary>
+    /// A 4-d tensor rewritten channels-last within its own storage: its values copied out in NHWC order, written back
+    /// over the same memory, and the tensor given channels-last strides. No memory is added (the loaded weights are
+    /// views of one buffer per file, which a new allocation per weight would leave in place beside it).
+    /// </summary>
+    public static void ToChannelsLastInPlace(Tensor w)
+    {
+        if (w.ndim != 4) throw new ArgumentException($"expected a 4-d tensor, got [{string.Join(", ", w.shape)}]");
+        if (!w.is_contiguous()) throw new ArgumentException("expected a channels-first (contiguous) tensor");
+        using (torch.no_grad())
+        {
+            long n = w.shape[0], c = w.shape[1], h = w.shape[2], ww = w.shape[3];
+            using var nhwc = w.permute(0, 2, 3, 1).contiguous(); // a temporary copy
+            using var last = w.as_strided(w.shape, new[] { h * ww * c, 1, ww * c, c }, w.storage_offset());
+            last.copy_(nhwc.permute(0, 3, 1, 2));
+            w.set_(last);
         }
     }
 
