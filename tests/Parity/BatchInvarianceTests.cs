@@ -278,6 +278,7 @@ public class BatchInvarianceTests
         var moff = JsonNode.Parse(File.ReadAllText(roff.ManifestPath))!;
         Assert.False(moff["batch_invariant"]!.GetValue<bool>());
         Assert.Null(moff["batch_invariance"]);
+        Assert.Null(moff["conv_weights_channels_last"]); // a CUDA-only layout: no convolution on the CPU chooses it
         Assert.NotNull(JsonNode.Parse(File.ReadAllText(rone.ManifestPath))!["batch_invariance"]); // one layer is checked too
         // auto (the default) is off on the CPU
         var rauto = LensSweep.Run(o with { OutDir = auto, BatchInvariant = null, Layers = "0", Steps = 1 });

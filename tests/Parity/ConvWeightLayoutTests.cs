@@ -37,6 +37,7 @@ public class ConvWeightLayoutTests
         using var x = torch.randn(2, 64, 2, 2);
         using var y = conv.forward(x);
         Assert.False(conv.WeightChannelsLast);
+        Assert.Equal(0, Conv2d.CountChannelsLast(new nn.Module[] { conv }));
         Assert.True(conv.weight.is_contiguous());
         Assert.True(y.is_contiguous());
     }
@@ -81,6 +82,7 @@ public class ConvWeightLayoutTests
         using var reference = nn.functional.conv2d(x, conv.weight.contiguous(), conv.bias, new long[] { 1, 1 }, new long[] { 1, 1 });
         using var y = conv.forward(x);
         Assert.True(conv.WeightChannelsLast);
+        Assert.Equal(1, Conv2d.CountChannelsLast(new nn.Module[] { conv })); // the manifest's conv_weights_channels_last
         Assert.False(conv.weight.is_contiguous());
         Assert.True(y.is_contiguous());
         double scale = reference.abs().max().to(ScalarType.Float32).item<float>();

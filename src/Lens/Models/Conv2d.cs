@@ -131,6 +131,10 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
         }
     }
 
+    /// <summary>How many convolutions under <paramref name="roots"/> chose the channels-last weight (for the manifest).</summary>
+    public static int CountChannelsLast(IEnumerable<nn.Module> roots) =>
+        roots.Sum(r => r.named_modules().Count(m => m.module is Conv2d { WeightChannelsLast: true }));
+
     public override Tensor forward(Tensor input) => BatchInvariance.Run(input, Invariance, _withBias);
 
     /// <summary>The convolution without its bias, for a fused kernel that adds <see cref="bias"/> later.</summary>

@@ -536,6 +536,7 @@ public static class LensSweep
                     PaddedShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Padded), StringComparer.Ordinal),
                     PerLayerShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.PerLayer), StringComparer.Ordinal),
                 } : null,
+            ConvWeightsChannelsLast = Models.Conv2d.CountChannelsLast(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is > 0 and var cl ? cl : null,
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,
             Layers = layers,

@@ -52,6 +52,10 @@ internal sealed record SweepManifest
     /// run per layer (<see cref="BatchInvarianceManifest"/>); null otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public BatchInvarianceManifest? BatchInvariance { get; init; }
+    /// <summary>The image models' convolutions whose weight ran channels-last (CUDA, 16-bit types: weights larger than 24
+    /// rows of their input; <c>LENS_CONV_WEIGHT_LAYOUT=off</c> for none); null where none did.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? ConvWeightsChannelsLast { get; init; }
     public required int NumLayers { get; init; }
     /// <summary>"lens" (layers 0..N-1, layer-XX.png) or "hidden-state" (transformers' hidden_states 0..N, 0 = the
     /// embedding output, hidden-KK.png): how <see cref="Layers"/>, <see cref="Files"/> and the other keys number layers.</summary>
