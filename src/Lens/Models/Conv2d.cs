@@ -123,7 +123,7 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
         if (!w.is_contiguous()) throw new ArgumentException("expected a channels-first (contiguous) tensor");
         using (torch.no_grad())
         {
-            long n = w.shape[0], c = w.shape[1], h = w.shape[2], ww = w.shape[3];
+            long c = w.shape[1], h = w.shape[2], ww = w.shape[3];
             using var nhwc = w.permute(0, 2, 3, 1).contiguous(); // a temporary copy
             using var last = w.as_strided(w.shape, new[] { h * ww * c, 1, ww * c, c }, w.storage_offset());
             last.copy_(nhwc.permute(0, 3, 1, 2));
