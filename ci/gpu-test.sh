@@ -2,7 +2,7 @@
 # Runs on a CUDA host that has PyTorch (no .NET SDK needed), from the repository root, with .carry/gpu.tar.xz made by
 # ci/gpu-pack.sh (and .carry/pylibs.tar.xz holding diffusers' sources for the fixture steps):
 #   ci/gpu-test.sh [--make-cuda-references] [--add-truth] [--make-judge] [--judge-cuda] [--tests] [--bench] [--profile]
-#                  [--kernel-trace]
+#                  [--kernel-trace] [--conv-layout]
 # TorchSharp (managed only) runs on PyTorch's own libtorch: the apps find torch/lib themselves (LENS_TORCH_LIB, set
 # here from python3's torch; see src/Lens/TorchRuntime.cs); LD_LIBRARY_PATH is set only if that fails.
 set -uo pipefail
@@ -61,6 +61,11 @@ for step in "$@"; do
       # one denoising step kernel by kernel, diffusers vs C# (CUPTI; LENS_TRACE_ARGS adds flags, e.g. --kind if --identity)
       # shellcheck disable=SC2086
       python3 ci/kernel_trace.py --app "$app" --out "$out" ${LENS_TRACE_ARGS:-} ;;
+    --conv-layout)
+      # channels-last convolution weights against PyTorch's default in diffusers' own IF and SD UNets and VAE: same numbers?
+      # time per call (the experiment behind Conv2d's weight layout; LENS_CONV_LAYOUT_ARGS adds flags, e.g. --only if)
+      # shellcheck disable=SC2086
+      python3 ci/conv_weight_layout.py ${LENS_CONV_LAYOUT_ARGS:-} 2>&1 | grep -v -i "warn" | tee "$out/conv-weight-layout.log" ;;
     --profile)
       # quick SD run with per-step host-queue vs synchronised step times (LENS_PROFILE=1); nothing appended
       python3 ci/bench.py --app "$app" --out "$out" --only sd --quick --profile --no-append ;;
