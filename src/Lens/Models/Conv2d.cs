@@ -113,9 +113,10 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
     }
 
     /// <summary>
-    /// A 4-d tensor rewritten channels-last within its own storage: its values copied out in NHWC order, written back
-    /// over the same memory, and the tensor given channels-last strides. No memory is added (the loaded weights are
-    /// views of one buffer per file, which a new allocation per weight would leave in place beside it).
+    /// A 4-d tensor rewritten channels-last within its own storage: a channels-last copy
+    /// (<see cref="Kernels.FusedKernels.ToChannelsLast"/>) written back over the same memory with the copy's strides,
+    /// which the tensor then takes. No memory is added (the loaded weights are views of one buffer per file, which a new
+    /// allocation per weight would leave in place beside it).
     /// </summary>
     public static void ToChannelsLastInPlace(Tensor w)
     {
@@ -123,10 +124,9 @@ internal sealed class Conv2d : nn.Module<Tensor, Tensor>, IBatchInvariant
         if (!w.is_contiguous()) throw new ArgumentException("expected a channels-first (contiguous) tensor");
         using (torch.no_grad())
         {
-            long c = w.shape[1], h = w.shape[2], ww = w.shape[3];
-            using var nhwc = w.permute(0, 2, 3, 1).contiguous(); // a temporary copy
-            using var last = w.as_strided(w.shape, new[] { h * ww * c, 1, ww * c, c }, w.storage_offset());
-            last.copy_(nhwc.permute(0, 3, 1, 2));
+            using var copy = Kernels.FusedKernels.ToChannelsLast(w); // a temporary
+            using var last = w.as_strided(w.shape, copy.stride(), w.storage_offset());
+            last.copy_(copy);
             w.set_(last);
         }
     }

@@ -501,6 +501,7 @@ public static class LensSweep
         var weightHashes2 = hashes2?.Result;
         double hashWaitS = hashWait.Elapsed.TotalSeconds;
 
+        var imageModules = pipe.ImageModules.Concat(stage2?.ImageModules ?? []).ToList(); // for the manifest's counts
         var manifest = new SweepManifest
         {
             CreatedUtc = DateTime.UtcNow.ToString("o"),
@@ -528,7 +529,7 @@ public static class LensSweep
             BatchInvariant = batchInvariant,
             FusedKernels = Kernels.FusedKernels.Describe(),
             BatchInvariance = batchInvariant
-                && BatchInvariance.Count(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is { Count: > 0 } counts
+                && BatchInvariance.Count(imageModules) is { Count: > 0 } counts
                 ? new BatchInvarianceManifest
                 {
                     CanonicalLayers = BatchInvariance.CanonicalLayers,
@@ -536,7 +537,7 @@ public static class LensSweep
                     PaddedShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.Padded), StringComparer.Ordinal),
                     PerLayerShapes = new(counts.ToDictionary(kv => kv.Key, kv => kv.Value.PerLayer), StringComparer.Ordinal),
                 } : null,
-            ConvWeightsChannelsLast = Models.Conv2d.CountChannelsLast(pipe.ImageModules.Concat(stage2?.ImageModules ?? [])) is > 0 and var cl ? cl : null,
+            ConvWeightsChannelsLast = Models.Conv2d.CountChannelsLast(imageModules) is > 0 and var cl ? cl : null,
             NumLayers = pipe.NumLayers,
             LayerNumbering = numbering,
             Layers = layers,
