@@ -98,43 +98,33 @@ def main() -> None:
             m.forward = originals[m]
             m.weight.data = m.weight.data.contiguous()
 
-    def unet(cfg):
+    def built(cls, cfg):
+        """a random float16 model built on the GPU"""
         torch.manual_seed(0)
         torch.set_default_dtype(torch.float16)
         with torch.device("cuda"):
-            u = UNet2DConditionModel(**cfg).eval()
+            m = cls(**cfg).eval()
         torch.set_default_dtype(torch.float32)
-        return u
+        return m
 
     rows = 2 * args.k
     g = torch.Generator("cpu").manual_seed(0)
     only = args.only.split(",")
-    if "if" in only:
-        u = unet(bench.IF_UNET)
-        c = u.config
-        x = torch.randn(rows, c.in_channels, 64, 64, generator=g).half().cuda()
-        emb = torch.randn(rows, 77, 4096, generator=g).half().cuda()
+    # the UNets at the sweep's batch: (option, label, config, text tokens, text width)
+    for key, label, cfg, tokens, dim in (("if", "IF UNet", bench.IF_UNET, 77, 4096), ("sd", "SD UNet", bench.SD_UNET, 77, 768)):
+        if key not in only:
+            continue
+        u = built(UNet2DConditionModel, cfg)
+        x = torch.randn(rows, u.config.in_channels, 64, 64, generator=g).half().cuda()
+        emb = torch.randn(rows, tokens, dim, generator=g).half().cuda()
         t = torch.full((rows,), 801, device="cuda")
-        measure("IF UNet", u, lambda: u(x, t, encoder_hidden_states=emb).sample)
-        del u
-        torch.cuda.empty_cache()
-    if "sd" in only:
-        u = unet(bench.SD_UNET)
-        x = torch.randn(rows, 4, 64, 64, generator=g).half().cuda()
-        emb = torch.randn(rows, 77, 768, generator=g).half().cuda()
-        t = torch.full((rows,), 801, device="cuda")
-        measure("SD UNet", u, lambda: u(x, t, encoder_hidden_states=emb).sample)
+        measure(label, u, lambda: u(x, t, encoder_hidden_states=emb).sample)
         del u
         torch.cuda.empty_cache()
     if "vae" in only:
-        torch.manual_seed(0)
-        torch.set_default_dtype(torch.float16)
-        with torch.device("cuda"):
-            v = AutoencoderKL(**bench.SD_VAE).eval()
-        torch.set_default_dtype(torch.float32)
+        v = built(AutoencoderKL, bench.SD_VAE)
         z = torch.randn(args.k, 4, 64, 64, generator=g).half().cuda()
         measure("SD VAE decode", v, lambda: v.decode(z).sample)
-
 
 if __name__ == "__main__":
     main()
